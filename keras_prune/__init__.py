@@ -1,0 +1,24 @@
+"""keras-prune: pruning for Keras 3 that ends in real speed, down to a Cortex-M4.
+
+Example:
+
+```python
+import keras_prune as kp
+
+pruned = kp.prune(model,
+                  schedule=kp.schedules.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=2000),
+                  granularity=kp.granularity.SIMDGroups(width=4))
+pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+pruned.fit(x, y, callbacks=[kp.callbacks.PruningScheduler(), kp.callbacks.SparsityLogger()])
+plain = kp.strip(pruned)
+kp.summary(plain)
+```
+"""
+
+from keras_prune import callbacks, granularity, io, layers, schedules
+from keras_prune.pruning import prune, strip, summary
+
+__version__ = "0.1.0"
+
+__all__ = ["prune", "strip", "summary", "schedules", "granularity", "layers", "callbacks", "io",
+           "__version__"]

@@ -1,0 +1,273 @@
+"""prune / strip / summary: the model-level entry points of weight pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from keras_prune import granularity as gr
+from keras_prune import schedules as sch
+from keras_prune.layers.prunable import PRUNABLE_CLASSES, kernel_specs
+from keras_prune.layers.prune_wrapper import PruneWrapper
+
+__all__ = ["prune", "strip", "summary", "wrappers", "LayerSummary"]
+
+
+def _check_model(model, what: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{what} expects a Keras 3 model (keras.Sequential or a functional keras.Model), "
+            f"got {type(model).__module__}.{type(model).__name__}. A tf.keras (Keras 2) model "
+            "must be rebuilt or loaded with Keras 3 first (kp.io.load)."
+        )
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
+        raise TypeError(
+            f"{what} supports Sequential and functional models; '{model.name}' is a "
+            f"subclassed {type(model).__name__}. Wrap its layers with "
+            "kp.layers.PruneWrapper directly instead."
+        )
+    if not model.built:
+        raise ValueError(
+            f"{what}: model '{model.name}' is not built. Give it an Input (or input_shape) or "
+            "call it once on a batch of data first."
+        )
+
+
+def _all_layers(model) -> Iterable[keras.layers.Layer]:
+    """Every layer, descending into nested Sequential/functional models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def wrappers(model) -> list[PruneWrapper]:
+    """Every PruneWrapper of a model, nested models included, in layer order."""
+    return [layer for layer in _all_layers(model) if isinstance(layer, PruneWrapper)]
+
+
+def _make_filter(layers) -> Callable[[keras.layers.Layer], bool]:
+    if layers is None:
+        return lambda layer: True
+    if callable(layers) and not isinstance(layers, type):
+        return layers
+    items = [layers] if isinstance(layers, (str, type)) else list(layers)
+    names = {x for x in items if isinstance(x, str)}
+    classes = tuple(x for x in items if isinstance(x, type))
+    bad = [x for x in items if not isinstance(x, (str, type))]
+    if bad:
+        raise TypeError(
+            f"`layers` must be layer names, layer classes or a predicate; got {bad!r}."
+        )
+    return lambda layer: layer.name in names or (bool(classes) and isinstance(layer, classes))
+
+
+def _clone(model, clone_function):
+    """clone_model with fresh weights copied over from the originals, nested models too."""
+    pairs = []
+
+    def fn(layer):
+        new = clone_function(layer)
+        pairs.append((layer, new))
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=fn, recursive=True)
+    for old, new in pairs:
+        if isinstance(new, PruneWrapper) and not isinstance(old, PruneWrapper):
+            new.layer.set_weights(old.get_weights())
+        elif isinstance(old, PruneWrapper) and not isinstance(new, PruneWrapper):
+            new.set_weights(old.stripped_weights())
+        else:
+            new.set_weights(old.get_weights())
+    return new_model
+
+
+def _fresh(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def prune(model: keras.Model, schedule, granularity="unstructured", layers=None) -> keras.Model:
+    """A new model whose prunable layers are wrapped in ``PruneWrapper``.
+
+    Prunable layers are Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D (both
+    kernels) and Conv2DTranspose; biases are not pruned (except by ``Channels``, which
+    removes a channel whole). Nested models are pruned too. The input model is never
+    modified; the result is not compiled.
+
+    Args:
+        model: a built Sequential or functional Keras 3 model.
+        schedule: a ``kp.schedules`` schedule, or any ``step -> (should_prune, sparsity)``
+            callable (tfmot's schedules work too).
+        granularity: a ``kp.granularity`` object or name.
+        layers: which prunable layers to wrap: names, classes, a mix of both, or a
+            predicate ``layer -> bool``. ``None`` wraps every prunable layer.
+
+    Example:
+
+    ```python
+    pruned = kp.prune(model,
+                      schedule=kp.schedules.PolynomialDecay(0.0, 0.9, 0, 2000, frequency=100),
+                      granularity=kp.granularity.SIMDGroups(width=4))
+    pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    pruned.fit(x, y, callbacks=[kp.callbacks.PruningScheduler()])
+    ```
+    """
+    _check_model(model, "kp.prune")
+    already = wrappers(model)
+    if already:
+        raise ValueError(
+            f"Model '{model.name}' is already pruned (PruneWrapper layers: "
+            f"{', '.join(w.name for w in already)}). Call kp.strip(model) first to prune again "
+            "with new settings."
+        )
+    schedule = _to_native_schedule(sch.get(schedule))
+    granularity = gr.get(granularity)
+    keep = _make_filter(layers)
+    prunable = [layer for layer in _all_layers(model) if kernel_specs(layer)]
+    if not prunable:
+        kinds = sorted({type(layer).__name__ for layer in _all_layers(model)})
+        raise ValueError(
+            f"Model '{model.name}' has no prunable layers (it has {', '.join(kinds)}). "
+            f"Prunable: {', '.join(c.__name__ for c in PRUNABLE_CLASSES)}."
+        )
+    if isinstance(layers, (str, type, list, tuple, set)):
+        items = [layers] if isinstance(layers, (str, type)) else list(layers)
+        all_names = {layer.name for layer in _all_layers(model)}
+        missing = [x for x in items if isinstance(x, str) and x not in all_names]
+        if missing:
+            raise ValueError(f"`layers` names {missing} that are not in model '{model.name}'.")
+    chosen = {id(layer) for layer in prunable if keep(layer)}
+    if not chosen:
+        raise ValueError(
+            f"`layers={layers!r}` matches none of the prunable layers of '{model.name}': "
+            f"{', '.join(f'{la.name} ({type(la).__name__})' for la in prunable)}."
+        )
+
+    def clone(layer):
+        if id(layer) in chosen:
+            return PruneWrapper(_fresh(layer), schedule=schedule, granularity=granularity)
+        return _fresh(layer)
+
+    return _clone(model, clone)
+
+
+def _to_native_schedule(schedule):
+    """tfmot's two schedules become ours (same semantics) so models save without tfmot."""
+    mod = type(schedule).__module__ or ""
+    name = type(schedule).__name__
+    if mod.startswith("tensorflow_model_optimization") and name in (
+            "ConstantSparsity", "PolynomialDecay"):
+        return getattr(sch, name).from_config(schedule.get_config()["config"])
+    return schedule
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A plain Keras model with every PruneWrapper replaced by its layer, zeros baked in.
+
+    The result has the original layer names and classes, and no masks. A model without
+    wrappers comes back as an equal copy. The input model is never modified.
+
+    Example: ``plain = kp.strip(pruned); plain.save("pruned.keras")``.
+    """
+    _check_model(model, "kp.strip")
+
+    def clone(layer):
+        return _fresh(layer.layer if isinstance(layer, PruneWrapper) else layer)
+
+    return _clone(model, clone)
+
+
+@dataclass
+class LayerSummary:
+    """One row of ``kp.summary``."""
+
+    name: str
+    kind: str
+    params: int
+    nonzeros: int
+    pattern: str
+    pattern_ok: bool
+    dense_bytes: int
+    sparse_bytes: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+
+
+_DETECT = (gr.Channels(), gr.SIMDGroups(8), gr.SIMDGroups(4), gr.NofM(2, 4))
+
+
+def _detect(kernels, layouts) -> gr.Granularity:
+    """The coarsest granularity whose pattern every kernel of a plain layer follows."""
+    for g in _DETECT:
+        if all(g.check_pattern(k, lay)[0] for k, lay in zip(kernels, layouts, strict=True)):
+            return g
+    return gr.Unstructured()
+
+
+def summary(model: keras.Model, granularity=None, print_fn=None) -> list[LayerSummary]:
+    """Per-layer parameters, non-zeros, sparsity, pattern check and int8 sizes.
+
+    Works on pruned models (the masks are applied) and on plain ones. The pattern column
+    checks the layer's granularity (the wrapper's, else ``granularity``, else the coarsest
+    one the zeros follow), e.g. "groups of 4 aligned: yes". Sizes are int8 bytes of the
+    prunable kernels: dense, and in the granularity's sparse form (values + indices).
+
+    Returns the rows; prints a table with ``print_fn`` (default ``print``).
+    """
+    _check_model(model, "kp.summary")
+    rows = []
+    for layer in _all_layers(model):
+        if isinstance(layer, PruneWrapper):
+            kernels = [keras.ops.convert_to_numpy(v) for _, v in layer.effective_weights()]
+            kernels = kernels[: len(layer.masks)]
+            layouts, g = layer.layouts, layer.granularity
+        elif kernel_specs(layer):
+            specs = kernel_specs(layer)
+            kernels = [keras.ops.convert_to_numpy(getattr(layer, s.attr)) for s in specs]
+            layouts = [s.layout for s in specs]
+            g = gr.get(granularity) if granularity is not None else _detect(kernels, layouts)
+        else:
+            continue
+        params = sum(k.size for k in kernels)
+        nonzeros = sum(int(np.count_nonzero(k)) for k in kernels)
+        checks = [g.check_pattern(k, lay) for k, lay in zip(kernels, layouts, strict=True)]
+        ok = all(c[0] for c in checks)
+        label = checks[-1][1] if ok else next(c[1] for c in checks if not c[0])
+        if nonzeros == params:
+            label, ok = "dense", True
+        elif ok:
+            label += ": yes"
+        sparse = sum(g.sparse_bytes(k, lay) for k, lay in zip(kernels, layouts, strict=True))
+        rows.append(LayerSummary(layer.name, type(layer.layer if isinstance(
+            layer, PruneWrapper) else layer).__name__, params, nonzeros, label, ok, params,
+            params if nonzeros == params else sparse))
+    _print_summary(model, rows, print_fn or print)
+    return rows
+
+
+def _print_summary(model, rows: list[LayerSummary], print_fn) -> None:
+    head = f"{'layer':<22}{'type':<17}{'params':>10}{'non-zero':>10}{'sparsity':>10}  " \
+           f"{'pattern':<30}{'int8 dense':>11}{'int8 sparse':>12}"
+    lines = [f"keras-prune summary of '{model.name}'", head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.name[:21]:<22}{r.kind[:16]:<17}{r.params:>10,}{r.nonzeros:>10,}"
+                     f"{r.sparsity:>9.1%}  {r.pattern[:29]:<30}{r.dense_bytes:>11,}"
+                     f"{r.sparse_bytes:>12,}")
+    total = sum(r.params for r in rows)
+    nz = sum(r.nonzeros for r in rows)
+    dense = sum(r.dense_bytes for r in rows)
+    sparse = sum(r.sparse_bytes for r in rows)
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<39}{total:>10,}{nz:>10,}{(1 - nz / total if total else 0):>9.1%}  "
+                 f"{'':<30}{dense:>11,}{sparse:>12,}")
+    if rows and all(r.pattern.startswith("unstructured") or r.pattern == "dense" for r in rows) \
+            and nz < total:
+        lines.append("note: unstructured zeros shrink the file but rarely speed up inference; "
+                     "use SIMDGroups for microcontrollers or Channels for CPUs/GPUs.")
+    print_fn("\n".join(lines))

@@ -1,0 +1,47 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.experimental.enable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def small_cnn(name="cnn") -> keras.Model:
+    """Every prunable layer class, in one functional model."""
+    inp = keras.Input((8, 8, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = keras.layers.SeparableConv2D(6, 3, padding="same", name="sep")(x)
+    x = keras.layers.Conv2DTranspose(5, 3, name="convt")(x)
+    x = keras.layers.Reshape((36, 5))(x)
+    x = keras.layers.Conv1D(4, 3, name="conv1d")(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, name="dense")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def mlp(name="mlp") -> keras.Model:
+    return keras.Sequential([keras.Input((16,)),
+                             keras.layers.Dense(32, activation="relu", name="fc1"),
+                             keras.layers.Dense(4, name="fc2")], name=name)
+
+
+def data(shape=(8, 8, 3), n=64, out=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *shape), dtype=np.float32), rng.random((n, out), dtype=np.float32)
+
+
+def compile_mse(model, lr=0.01, **kwargs):
+    model.compile(keras.optimizers.Adam(lr), keras.losses.MeanSquaredError(), **kwargs)
+    return model

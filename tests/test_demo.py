@@ -1,0 +1,47 @@
+"""The main job: `keras-prune demo`."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras_prune as kp
+from keras_prune import cli, demo
+
+
+def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_path):
+    (result,) = demo.run(tmp_path, models=("lenet_300_100",))
+    assert result.sparsity >= 0.90
+    assert result.pruned_accuracy >= result.dense_accuracy - 0.005
+    for name in ("sparsity.png", "results.json", "lenet_300_100_dense.keras",
+                 "lenet_300_100_pruned.keras"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved[0]["sparsity"] == pytest.approx(result.sparsity)
+    plain = kp.io.load(tmp_path / "lenet_300_100_pruned.keras")
+    rows = kp.summary(plain, granularity=kp.granularity.SIMDGroups(4), print_fn=lambda s: None)
+    assert all(r.pattern_ok for r in rows)
+    _, _, xt, yt = demo.mnist_5k()
+    acc = float(np.mean(np.argmax(plain.predict(xt, verbose=0), axis=1) == yt))
+    assert acc == pytest.approx(result.pruned_accuracy, abs=1e-6)
+    # the curve rises to the target and stays there
+    values = [v for _, v in result.curve]
+    assert values[0] < 0.5 and values[-1] >= 0.9 and values == sorted(values)
+
+
+def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path), "--models", "lenet5", "--dense-epochs", "1",
+            "--prune-epochs", "1", "--finetune-epochs", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "groups of 4 aligned: yes" in out and "pruned acc" in out
+    stamp = (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns
+    assert cli.main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns == stamp
+
+
+def test_cli_rejects_unknown_models(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path), "--models", "resnet"]) == 2
+    assert "resnet" in capsys.readouterr().err
