@@ -45,3 +45,18 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
 def test_cli_rejects_unknown_models(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--models", "resnet"]) == 2
     assert "resnet" in capsys.readouterr().err
+
+
+def test_quickstart_example_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    out = tmp_path / "pruned.keras"
+    proc = subprocess.run([sys.executable, str(script), "--epochs", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "groups of 4 aligned: yes" in proc.stdout and out.stat().st_size > 0

@@ -243,3 +243,40 @@ def test_summary_flags_unstructured_zeros_as_no_speedup():
 def test_wrapper_rejects_unprunable_layers():
     with pytest.raises(ValueError, match="cannot prune LSTM"):
         PruneWrapper(keras.layers.LSTM(3), schedule=SCHED)
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", kp.granularity.SIMDGroups(4),
+                                         kp.granularity.NofM(2, 4), "channels"])
+def test_xla_custom_loop_and_mixed_precision(granularity):
+    """An XLA-compiled custom training loop (jit_compile is the default on GPUs) and
+    mixed_float16 both prune exactly."""
+    x, y = np.random.rand(64, 16).astype("float32"), np.random.rand(64, 4).astype("float32")
+    sched = kp.schedules.ConstantSparsity(0.5, 0, frequency=1)
+
+    pruned = compile_mse(kp.prune(mlp(), sched, granularity))
+    scheduler = kp.callbacks.PruningScheduler()
+    scheduler.set_model(pruned)
+    scheduler.on_train_begin()
+    scheduler.on_train_batch_begin(0)
+
+    @tf.function(jit_compile=True)
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(pruned(xb, training=True) - yb))
+        grads = tape.gradient(loss, pruned.trainable_variables)
+        pruned.optimizer.apply(grads, pruned.trainable_variables)
+        return loss
+
+    for i in range(0, 64, 16):
+        train_step(x[i:i + 16], y[i:i + 16])
+    assert [int(w.pruning_step.numpy()) for w in wrappers(pruned)] == [4, 4]
+    assert kp.callbacks.measure_sparsity(pruned)["sparsity/fc1"] == pytest.approx(0.5)
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        pruned = compile_mse(kp.prune(mlp(), sched, granularity))
+        pruned.fit(x, y, verbose=0, callbacks=[kp.callbacks.PruningScheduler()])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert wrappers(pruned)[0].layer.compute_dtype == "float16"
+    assert kp.callbacks.measure_sparsity(pruned)["sparsity/fc1"] == pytest.approx(0.5)
