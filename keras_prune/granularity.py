@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_prune._config import ConfigValue
 from keras_prune.masks import keep_after_pruning_lowest, keep_in_blocks, prune_count
 
 __all__ = ["KernelLayout", "Granularity", "Unstructured", "SIMDGroups", "NofM", "Channels", "get"]
@@ -80,7 +81,7 @@ DEPTHWISE2D = KernelLayout((2, 3, 0, 1), 2)   # (kh, kw, cin, mult) -> channel c
 CONV2D_TRANSPOSE = KernelLayout((2, 0, 1, 3))  # (kh, kw, cout, cin) -> OHWI
 
 
-class Granularity:
+class Granularity(ConfigValue):
     """Base class. Subclasses define units and scores over the row view of a kernel."""
 
     #: whether a pruned unit also removes the bias of its output channel
@@ -110,22 +111,6 @@ class Granularity:
         """Estimated int8 storage of the kernel in this granularity's sparse form."""
         raise NotImplementedError
 
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> Granularity:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _index_bytes(n_values: int) -> int:

@@ -30,6 +30,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_prune._config import ConfigValue
+
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "get", "serialize",
            "deserialize"]
 
@@ -51,7 +53,7 @@ def _check_sparsity(name: str, value: Any, cls_name: str) -> float:
     return float(value)
 
 
-class PruningSchedule:
+class PruningSchedule(ConfigValue):
     """Base class: ``schedule(step) -> (should_prune, sparsity)``.
 
     Subclasses implement ``__call__`` with TensorFlow ops (so that it runs inside the
@@ -92,20 +94,6 @@ class PruningSchedule:
 
     def get_config(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config: dict) -> PruningSchedule:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -200,8 +188,9 @@ def serialize(schedule) -> dict:
     return keras.saving.serialize_keras_object(schedule)
 
 
-def deserialize(config: dict):
-    return keras.saving.deserialize_keras_object(config)
+def deserialize(config: dict, custom_objects: dict | None = None):
+    """The schedule a ``serialize`` config describes (user schedules via custom_objects)."""
+    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
 
 
 def get(schedule):

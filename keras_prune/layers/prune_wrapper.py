@@ -200,8 +200,7 @@ class PruneWrapper(keras.layers.Wrapper):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"),
                                                       custom_objects=custom_objects)
-        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"),
-                                                         custom_objects=custom_objects)
+        schedule = sch.deserialize(config.pop("schedule"), custom_objects=custom_objects)
         granularity = gr.get(config.pop("granularity"))
         return cls(layer, schedule=schedule, granularity=granularity, **config)
 
