@@ -280,3 +280,31 @@ def test_xla_custom_loop_and_mixed_precision(granularity):
         keras.mixed_precision.set_global_policy("float32")
     assert wrappers(pruned)[0].layer.compute_dtype == "float16"
     assert kp.callbacks.measure_sparsity(pruned)["sparsity/fc1"] == pytest.approx(0.5)
+
+
+def test_subclassed_models_are_refused_with_a_way_out():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.fc(x)
+
+    net = Net()
+    net(np.zeros((1, 4)))
+    with pytest.raises(TypeError, match="subclassed Net.*PruneWrapper directly"):
+        kp.prune(net, SCHED)
+
+
+def test_a_shared_layer_counts_each_step_once():
+    inp_a, inp_b = keras.Input((16,)), keras.Input((16,))
+    shared = keras.layers.Dense(8, name="shared")
+    out = keras.layers.Concatenate()([shared(inp_a), shared(inp_b)])
+    model = keras.Model([inp_a, inp_b], keras.layers.Dense(2, name="head")(out))
+    pruned = compile_mse(kp.prune(model, kp.schedules.ConstantSparsity(0.5, 0, frequency=2)))
+    x = np.random.rand(32, 16).astype("float32")
+    pruned.fit([x, x[::-1]], np.random.rand(32, 2), batch_size=8, epochs=2, verbose=0,
+               callbacks=[kp.callbacks.PruningScheduler()])
+    assert [int(w.pruning_step.numpy()) for w in wrappers(pruned)] == [8, 8]
+    assert kp.callbacks.measure_sparsity(pruned)["sparsity/shared"] == pytest.approx(0.5)
