@@ -112,7 +112,6 @@ class Granularity(ConfigValue):
         raise NotImplementedError
 
 
-
 def _index_bytes(n_values: int) -> int:
     return 1 if n_values <= 256 else 2
 

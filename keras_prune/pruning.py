@@ -50,7 +50,8 @@ def wrappers(model) -> list[PruneWrapper]:
     return [layer for layer in _all_layers(model) if isinstance(layer, PruneWrapper)]
 
 
-def _make_filter(layers) -> Callable[[keras.layers.Layer], bool]:
+def _make_filter(layers, model) -> Callable[[keras.layers.Layer], bool]:
+    """The ``layers=`` argument of ``prune`` as a predicate; unknown names are an error."""
     if layers is None:
         return lambda layer: True
     if callable(layers) and not isinstance(layers, type):
@@ -63,6 +64,9 @@ def _make_filter(layers) -> Callable[[keras.layers.Layer], bool]:
         raise TypeError(
             f"`layers` must be layer names, layer classes or a predicate; got {bad!r}."
         )
+    missing = sorted(names - {layer.name for layer in _all_layers(model)})
+    if missing:
+        raise ValueError(f"`layers` names {missing} that are not in model '{model.name}'.")
     return lambda layer: layer.name in names or (bool(classes) and isinstance(layer, classes))
 
 
@@ -126,7 +130,7 @@ def prune(model: keras.Model, schedule, granularity="unstructured", layers=None)
         )
     schedule = _to_native_schedule(sch.get(schedule))
     granularity = gr.get(granularity)
-    keep = _make_filter(layers)
+    keep = _make_filter(layers, model)
     prunable = [layer for layer in _all_layers(model) if kernel_specs(layer)]
     if not prunable:
         kinds = sorted({type(layer).__name__ for layer in _all_layers(model)})
@@ -134,12 +138,6 @@ def prune(model: keras.Model, schedule, granularity="unstructured", layers=None)
             f"Model '{model.name}' has no prunable layers (it has {', '.join(kinds)}). "
             f"Prunable: {', '.join(c.__name__ for c in PRUNABLE_CLASSES)}."
         )
-    if isinstance(layers, (str, type, list, tuple, set)):
-        items = [layers] if isinstance(layers, (str, type)) else list(layers)
-        all_names = {layer.name for layer in _all_layers(model)}
-        missing = [x for x in items if isinstance(x, str) and x not in all_names]
-        if missing:
-            raise ValueError(f"`layers` names {missing} that are not in model '{model.name}'.")
     chosen = {id(layer) for layer in prunable if keep(layer)}
     if not chosen:
         raise ValueError(
@@ -224,8 +222,7 @@ def summary(model: keras.Model, granularity=None, print_fn=None) -> list[LayerSu
     rows = []
     for layer in _all_layers(model):
         if isinstance(layer, PruneWrapper):
-            kernels = [keras.ops.convert_to_numpy(v) for _, v in layer.effective_weights()]
-            kernels = kernels[: len(layer.masks)]
+            kernels = layer.masked_kernels()
             layouts, g = layer.layouts, layer.granularity
         elif kernel_specs(layer):
             specs = kernel_specs(layer)

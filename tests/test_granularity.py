@@ -1,5 +1,6 @@
 """Mask computation: exact counts, whole groups, deterministic ties, no regrowth."""
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -148,7 +149,9 @@ def test_pattern_checks():
 def test_granularity_lookup_and_errors():
     assert gr.get("unstructured") == gr.Unstructured()
     assert gr.get("2:4") == gr.NofM(2, 4)
-    assert gr.get(gr.SIMDGroups(8).get_config() and gr.SIMDGroups(8)) == gr.SIMDGroups(8)
+    assert gr.get(gr.SIMDGroups(8)) == gr.SIMDGroups(8)
+    config = keras.saving.serialize_keras_object(gr.NofM(1, 8))
+    assert gr.get(config) == gr.NofM(1, 8) and repr(gr.get(config)) == "NofM(n=1, m=8)"
     with pytest.raises(ValueError, match="Unknown granularity 'blocky'"):
         gr.get("blocky")
     with pytest.raises(ValueError, match="width"):

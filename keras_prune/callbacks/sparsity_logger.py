@@ -21,8 +21,7 @@ def measure_sparsity(model) -> dict[str, float]:
     out, zeros, total = {}, 0, 0
     for w in wrappers(model):
         z = n = 0
-        for _, value in w.effective_weights()[: len(w.masks)]:
-            v = keras.ops.convert_to_numpy(value)
+        for v in w.masked_kernels():
             z += int(v.size - np.count_nonzero(v))
             n += int(v.size)
         out[f"sparsity/{w.name}"] = z / n if n else 0.0

@@ -175,6 +175,11 @@ class PruneWrapper(keras.layers.Wrapper):
             pairs.append((self.layer.bias, self.layer.bias * self.bias_mask))
         return pairs
 
+    def masked_kernels(self) -> list[np.ndarray]:
+        """The pruned kernels with their masks applied, as NumPy arrays (order of ``masks``)."""
+        return [keras.ops.convert_to_numpy(k * m)
+                for k, m in zip(self.kernels, self.masks, strict=True)]
+
     def call(self, inputs, training=None, **kwargs):
         if training:
             self._maybe_update_masks()
