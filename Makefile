@@ -16,18 +16,19 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml | $(BIN)/python
 
 comma := ,
 
-demo: $(VENV)/.stamp-examples
+demo: $(VENV)/.stamp-examples+tflm
 	$(BIN)/keras-prune demo --out $(OUT) --force
 
-test: $(VENV)/.stamp-dev+examples+tfmot
+test: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.stamp-dev+examples+tfmot
+lint: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/ruff check keras_prune tests benchmarks
 	$(BIN)/ruff format --check keras_prune tests benchmarks
 
-bench: $(VENV)/.stamp-dev+examples+tfmot
+bench: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/integral_macs.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -15,10 +15,12 @@ kp.summary(plain)
 ```
 """
 
-from keras_prune import callbacks, granularity, io, layers, schedules
+from keras_prune import callbacks, granularity, integral, io, layers, schedules
+from keras_prune.flops import count_macs
+from keras_prune.integral import add_activation_masks
 from keras_prune.pruning import prune, strip, summary
 
 __version__ = "0.1.0"
 
-__all__ = ["prune", "strip", "summary", "schedules", "granularity", "layers", "callbacks", "io",
-           "__version__"]
+__all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "schedules",
+           "granularity", "layers", "callbacks", "integral", "io", "__version__"]

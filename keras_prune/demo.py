@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
@@ -35,6 +35,18 @@ def mnist_5k(seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     return x[:4000], y[:4000], x[4000:], y[4000:]
+
+
+def validation_subset(x, y, n: int = 500):
+    """The last ``n`` training samples, on which winner rates are chosen.
+
+    MNIST-5k has no validation split and its 4,000 training digits all train the model;
+    choosing rates on a slice of them keeps the 1,000 test digits for the final numbers
+    only.
+    """
+    if not 0 < n <= len(x):
+        raise ValueError(f"validation size must be between 1 and {len(x)}, got {n}.")
+    return x[-n:], y[-n:]
 
 
 def lenet_300_100() -> keras.Model:
@@ -73,6 +85,9 @@ class DemoResult:
     curve: list = field(default_factory=list)
     seconds: float = 0.0
     schedule: object = field(default=None, repr=False)
+    dense_model: object = field(default=None, repr=False)
+    pruned_model: object = field(default=None, repr=False)
+    integral: object = None
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -105,7 +120,10 @@ def _compile(model, lr):
 def run_one(name: str, data, out: Path, sparsity: float = 0.9, dense_epochs: int = 20,
             prune_epochs: int = 10, finetune_epochs: int = 10, batch_size: int = 64,
             seed: int = 0, verbose: int = 0, overwrite: bool = False) -> DemoResult:
-    """Train ``name`` dense, prune it with SIMDGroups(4) and fine-tune; save both models."""
+    """Train ``name`` dense, prune it with SIMDGroups(4) and fine-tune; save both models.
+
+    ``data`` is ``(x_train, y_train, x_test, y_test)``.
+    """
     x, y, xt, yt = data
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -137,7 +155,8 @@ def run_one(name: str, data, out: Path, sparsity: float = 0.9, dense_epochs: int
         sparsity=1 - nonzero / total,
         layers=[{**asdict(r), "sparsity": r.sparsity} for r in rows],
         curve=[(s, v["sparsity"]) for s, v in logger.history],
-        seconds=time.perf_counter() - start, schedule=schedule)
+        seconds=time.perf_counter() - start, schedule=schedule, dense_model=dense,
+        pruned_model=pruned)
 
 
 def plot_curves(results: list[DemoResult], schedule, path: Path,
@@ -195,12 +214,30 @@ def format_report(results: list[DemoResult]) -> str:
     return "\n".join(lines)
 
 
+def _to_json(r: DemoResult) -> dict:
+    # asdict would deep-copy the Keras models; they are saved as files instead
+    skip = ("schedule", "dense_model", "pruned_model", "integral")
+    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
+    d["integral"] = None if r.integral is None else asdict(r.integral)
+    return d
+
+
 def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
-        overwrite: bool = False, verbose: int = 0, **kwargs) -> list[DemoResult]:
-    """Run the demo for ``models``; writes models, ``sparsity.png`` and ``results.json``."""
+        overwrite: bool = False, verbose: int = 0, integral: bool = True,
+        max_loss: float = 0.005, masks_epochs: int = 5, **kwargs) -> list[DemoResult]:
+    """Run the demo for ``models``; writes models, plots and ``results.json`` to ``out``.
+
+    Stage 1 trains each model dense on the 4,000 MNIST-5k training digits and prunes it
+    to SIMDGroups(4) sparsity. Stage 2 (``integral=True``) adds Integral Pruning: winner
+    rates chosen within ``max_loss`` on the last 500 training digits, masks fine-tuned
+    for ``masks_epochs``. The 1,000 test digits are used only for the reported numbers.
+    """
     out = Path(out)
     targets = [out / "sparsity.png", out / "results.json"] + [
         out / f"{m}_{kind}.keras" for m in models for kind in ("dense", "pruned")]
+    if integral:
+        targets += [out / f"{m}_{kind}.keras" for m in models for kind in ("masked", "integral")]
+        targets += [out / f"sensitivity_{m}.png" for m in models]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -210,14 +247,114 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
     if unknown:
         raise ValueError(f"Unknown demo model(s) {unknown}; choose from {sorted(MODELS)}.")
     out.mkdir(parents=True, exist_ok=True)
-    data = mnist_5k()
+    x, y, xt, yt = mnist_5k()
+    xv, yv = validation_subset(x, y)
     results = []
     for name in models:
-        results.append(run_one(name, data, out, overwrite=overwrite, verbose=verbose, **kwargs))
+        r = run_one(name, (x, y, xt, yt), out, overwrite=overwrite, verbose=verbose, **kwargs)
+        if integral:
+            r.integral = run_integral(r, (x, y, xv, yv, xt, yt), out, max_loss=max_loss,
+                                      finetune_epochs=masks_epochs, verbose=verbose,
+                                      overwrite=overwrite)
+        results.append(r)
     plot_curves(results, results[0].schedule, out / "sparsity.png", overwrite=True)
     with io.atomic_path(out / "results.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps([{k: v for k, v in asdict(r).items() if k != "schedule"}
-                                   for r in results], indent=2))
+        tmp.write_text(json.dumps([_to_json(r) for r in results], indent=2, default=float))
     print(format_report(results))
-    print(f"\nSaved models, sparsity.png and results.json in {out}/")
+    if integral:
+        print(format_integral([r.integral for r in results]))
+    print(f"\nSaved models, plots and results.json in {out}/")
     return results
+
+
+# ---------------------------------------------------------------------- Integral Pruning
+@dataclass
+class IntegralResult:
+    """Integral Pruning on top of a weight-pruned model: rates, accuracies, MACs."""
+
+    model: str
+    rates: dict
+    dense_accuracy: float
+    weights_accuracy: float
+    topk_accuracy: float
+    threshold_accuracy: float
+    int8_accuracy: float | None
+    macs: dict  # level -> MACs per inference
+    activation_check: list = field(default_factory=list)
+    tables: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def cut(self, level: str) -> float:
+        return 1.0 - self.macs[level] / self.macs["dense"]
+
+
+def run_integral(result: DemoResult, data, out: Path, max_loss: float = 0.005,
+                 finetune_epochs: int = 5, batch_size: int = 64, calibration: int = 500,
+                 verbose: int = 0, overwrite: bool = False) -> IntegralResult:
+    """Integral Pruning stage: scan, choose winner rates on the validation set, insert
+    masks into the weight-pruned model, fine-tune, strip to thresholds, count MACs and
+    check the int8 threshold form in TFLM.
+
+    ``data`` is ``(x_train, y_train, x_val, y_val, x_test, y_test)``.
+    """
+    from keras_prune import integral
+    from keras_prune.flops import count_macs
+
+    x, y, xv, yv, xt, yt = data
+    start = time.perf_counter()
+    name, pruned = result.model, result.pruned_model
+    scan = integral.sensitivity_scan(pruned, xv, yv)
+    scan.plot(out / f"sensitivity_{name}.png", max_loss=max_loss, overwrite=overwrite)
+    rates = integral.choose_winner_rates(pruned, xv, yv, max_loss=max_loss, scan=scan)
+    masked = integral.add_activation_masks(pruned, winner_rate=dict(rates))
+    _compile(masked, MODELS[name][1])
+    masked.fit(x, y, batch_size=batch_size, epochs=finetune_epochs, verbose=verbose,
+               callbacks=[callbacks.PruningScheduler(), _EpochBar(f"{name} masks+tune")])
+    calib = x[:calibration]
+    weights_only = strip(pruned)
+    plain = strip(masked, representative_data=calib)
+    io.save(masked, out / f"{name}_masked.keras", overwrite=overwrite)
+    io.save(plain, out / f"{name}_integral.keras", overwrite=overwrite)
+    quiet = {"print_fn": None}
+    reports = {"dense": count_macs(result.dense_model, xt, **quiet),
+               "weights": count_macs(weights_only, xt, **quiet),
+               "topk": count_macs(masked, xt, **quiet),
+               "threshold": count_macs(plain, xt, **quiet)}
+    macs = {"dense": reports["dense"].dense, "weights": reports["weights"].weight,
+            "weights_x_relu": reports["weights"].effective,
+            "weights_x_masks": reports["topk"].effective,
+            "weights_x_thresholds": reports["threshold"].effective}
+    tables = {"scan": scan.table(), "rates": rates.report(),
+              "macs": reports["topk"].table()}
+    try:
+        check = integral.check_thresholds_int8(masked, calib, xt, yt, stripped=plain)
+        tables["int8"] = check.table()
+        int8_acc, layers = check.accuracy_int8, check.layers
+        threshold_acc = check.accuracy_threshold
+    except ImportError as e:  # the tflm extra is optional for the demo
+        tables["int8"] = f"int8 check skipped: {e}"
+        int8_acc, layers = None, []
+        threshold_acc = float(integral.accuracy(yt, plain.predict(xt, verbose=0)))
+    return IntegralResult(
+        model=name, rates=dict(rates), dense_accuracy=result.dense_accuracy,
+        weights_accuracy=result.pruned_accuracy,
+        topk_accuracy=float(integral.accuracy(yt, masked.predict(xt, verbose=0))),
+        threshold_accuracy=threshold_acc, int8_accuracy=int8_acc, macs=macs,
+        activation_check=layers, tables=tables, seconds=time.perf_counter() - start)
+
+
+def format_integral(results: list[IntegralResult]) -> str:
+    lines = []
+    for r in results:
+        lines += ["", f"== Integral Pruning: {r.model} ==", r.tables["scan"], r.tables["rates"],
+                  r.tables["macs"], r.tables["int8"]]
+    head = (f"{'model':<15}{'dense':>8}{'weights':>9}{'+masks':>8}{'thresh':>8}{'int8':>8}"
+            f"   {'MAC cut: weights':>16}{'x ReLU':>8}{'x masks':>9}")
+    lines += ["", "accuracy (test) and MAC reduction vs dense", head, "-" * len(head)]
+    for r in results:
+        int8 = "n/a" if r.int8_accuracy is None else f"{r.int8_accuracy:.2%}"
+        lines.append(f"{r.model:<15}{r.dense_accuracy:>8.2%}{r.weights_accuracy:>9.2%}"
+                     f"{r.topk_accuracy:>8.2%}{r.threshold_accuracy:>8.2%}{int8:>8}"
+                     f"   {r.cut('weights'):>16.1%}{r.cut('weights_x_relu'):>8.1%}"
+                     f"{r.cut('weights_x_masks'):>9.1%}")
+    return "\n".join(lines)

@@ -70,16 +70,38 @@ def _make_filter(layers, model) -> Callable[[keras.layers.Layer], bool]:
     return lambda layer: layer.name in names or (bool(classes) and isinstance(layer, classes))
 
 
-def _clone(model, clone_function):
-    """clone_model with fresh weights copied over from the originals, nested models too."""
+def _clone(model, clone_function, after=None):
+    """clone_model with fresh weights copied over from the originals, nested models too.
+
+    ``after`` maps a top-level layer name to a factory of a new layer to call on that
+    layer's output (how activation masks are inserted).
+    """
     pairs = []
+    after = after or {}
 
     def fn(layer):
+        if isinstance(layer, keras.Model):
+            return _clone(layer, clone_function)
         new = clone_function(layer)
         pairs.append((layer, new))
         return new
 
-    new_model = keras.models.clone_model(model, clone_function=fn, recursive=True)
+    if isinstance(model, keras.Sequential) and after:
+        # clone_model can't insert layers into a Sequential: rebuild its layer list
+        spec = model.inputs[0]
+        layers = [keras.Input(batch_shape=spec.shape, dtype=spec.dtype)]
+        for layer in model.layers:
+            layers.append(fn(layer))
+            if layer.name in after:
+                layers.append(after[layer.name](layer.name))
+        new_model = keras.Sequential(layers, name=model.name)
+    else:
+        def call(layer, *args, **kwargs):
+            out = layer(*args, **kwargs)
+            return after[layer.name](layer.name)(out) if layer.name in after else out
+
+        new_model = keras.models.clone_model(model, clone_function=fn,
+                                             call_function=call if after else None)
     for old, new in pairs:
         if isinstance(new, PruneWrapper) and not isinstance(old, PruneWrapper):
             new.layer.set_weights(old.get_weights())
@@ -163,20 +185,42 @@ def _to_native_schedule(schedule):
     return schedule
 
 
-def strip(model: keras.Model) -> keras.Model:
-    """A plain Keras model with every PruneWrapper replaced by its layer, zeros baked in.
+def strip(model: keras.Model, representative_data=None,
+          activation_masks: str = "threshold") -> keras.Model:
+    """A plain Keras model: PruneWrappers replaced by their layers with the zeros baked in,
+    and activation masks in their export form.
 
-    The result has the original layer names and classes, and no masks. A model without
-    wrappers comes back as an equal copy. The input model is never modified.
+    Args:
+        model: a built Sequential or functional model.
+        representative_data: inputs on which each ``ActivationMask`` is turned into an
+            ``ActivationThreshold`` keeping, on average, its winner rate (see
+            ``kp.integral.calibrate_thresholds``). Needed only if the model has masks.
+        activation_masks: ``"threshold"`` (default; int8 TFLite / TFLM can run it) or
+            ``"keep"`` (dynamic top-k masks stay, e.g. for a TensorFlow server).
+
+    The result has the original layer names and classes. A model without wrappers or
+    masks comes back as an equal copy. The input model is never modified.
 
     Example: ``plain = kp.strip(pruned); plain.save("pruned.keras")``.
     """
+    from keras_prune.integral import activation_masks as masks_of
+    from keras_prune.integral import calibrate_thresholds, with_thresholds
+
     _check_model(model, "kp.strip")
-
-    def clone(layer):
-        return _fresh(layer.layer if isinstance(layer, PruneWrapper) else layer)
-
-    return _clone(model, clone)
+    if activation_masks not in ("threshold", "keep"):
+        raise ValueError(f"activation_masks must be 'threshold' or 'keep', got "
+                         f"{activation_masks!r}.")
+    thresholds = {}
+    if activation_masks == "threshold" and masks_of(model):
+        if representative_data is None:
+            names = ", ".join(m.name for m in masks_of(model))
+            raise ValueError(
+                f"Model '{model.name}' has activation masks ({names}). Pass "
+                "representative_data=<a few hundred inputs> to turn them into calibrated "
+                "thresholds, or activation_masks='keep' to keep the top-k masks."
+            )
+        thresholds = calibrate_thresholds(model, representative_data)
+    return with_thresholds(model, thresholds, unwrap=True)
 
 
 @dataclass

@@ -28,14 +28,30 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     # the curve rises to the target and stays there
     values = [v for _, v in result.curve]
     assert values[0] < 0.5 and values[-1] >= 0.9 and values == sorted(values)
+    # Integral Pruning stage: >= 90% fewer effective MACs, accuracy within half a point
+    ip = result.integral
+    assert ip.rates and all(0 < r < 1 for r in ip.rates.values())
+    assert ip.macs["dense"] == 266_200
+    assert ip.cut("weights_x_masks") >= 0.90
+    assert ip.cut("weights_x_masks") > ip.cut("weights_x_relu") > ip.cut("weights") >= 0.89
+    assert ip.topk_accuracy >= ip.dense_accuracy - 0.005
+    assert all(abs(r["density_int8"] - r["density_topk"]) <= 0.05 for r in ip.activation_check)
+    assert ip.int8_accuracy is not None and abs(ip.int8_accuracy - ip.threshold_accuracy) < 0.01
+    assert saved[0]["integral"]["rates"] == ip.rates
+    for name in ("sensitivity_lenet_300_100.png", "lenet_300_100_integral.keras"):
+        assert (tmp_path / name).stat().st_size > 0
+    integral_model = kp.io.load(tmp_path / "lenet_300_100_integral.keras")
+    assert "ActivationThreshold" in {type(la).__name__ for la in integral_model.layers}
 
 
 def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     args = ["demo", "--out", str(tmp_path), "--models", "lenet5", "--dense-epochs", "1",
-            "--prune-epochs", "1", "--finetune-epochs", "1"]
+            "--prune-epochs", "1", "--finetune-epochs", "1", "--masks-epochs", "1"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "lenet5" in out and "groups of 4 aligned: yes" in out and "pruned acc" in out
+    assert "Integral Pruning: lenet5" in out and "MAC reduction vs dense" in out
+    assert (tmp_path / "sensitivity_lenet5.png").exists()
     stamp = (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns
     assert cli.main(args) == 2
     assert "--force" in capsys.readouterr().err

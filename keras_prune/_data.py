@@ -1,0 +1,72 @@
+"""Input validation and batched inference shared by the analysis tools."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["check_data", "predict", "batches"]
+
+
+def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
+    if len(model.inputs) != 1:
+        raise ValueError(f"Model '{model.name}' has {len(model.inputs)} inputs; this "
+                         "tool takes models with one input.")
+    x = np.asarray(x)
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != len(expected) + 1 or any(e is not None and e != s
+                                          for e, s in zip(expected, x.shape[1:], strict=True)):
+        raise ValueError(
+            f"{what} has shape {x.shape}, but model '{model.name}' expects (batch, "
+            f"{', '.join(str(e) for e in expected)})."
+        )
+    if not len(x):
+        raise ValueError(f"{what} is empty.")
+    x = x.astype(model.inputs[0].dtype, copy=False)
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")
+    return x, y
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    # Each configuration of a scan is a new graph by design; TF's "excessive retracing"
+    # warning would only be noise.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def batches(model, x: np.ndarray, batch_size: int = 256, outputs=None):
+    """Yield, batch by batch, the list of outputs on ``x`` in inference mode.
+
+    ``outputs`` are symbolic tensors of ``model``'s graph to return instead of its
+    outputs. The last batch is zero-padded (and cut back) so one trace serves all.
+    """
+    target = model if outputs is None else keras.Model(model.inputs, outputs)
+    fn = tf.function(lambda b: target(b, training=False))
+    batch_size = min(batch_size, len(x))
+    with _quiet_retracing():
+        for i in range(0, len(x), batch_size):
+            b = x[i:i + batch_size]
+            n = len(b)
+            if n < batch_size:
+                b = np.concatenate([b, np.zeros((batch_size - n, *b.shape[1:]), b.dtype)])
+            out = fn(b)
+            out = out if isinstance(out, (list, tuple)) else [out]
+            yield [np.asarray(o)[:n] for o in out]
+
+
+def predict(model, x: np.ndarray, batch_size: int = 256, outputs=None) -> list[np.ndarray]:
+    """All outputs on ``x`` (see ``batches``), concatenated."""
+    chunks = list(batches(model, x, batch_size, outputs))
+    return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]

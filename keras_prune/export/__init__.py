@@ -1,0 +1,1 @@
+"""Exporters. ``tflite`` holds the int8 conversion and the TFLM runner they share."""

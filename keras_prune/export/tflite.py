@@ -1,0 +1,102 @@
+"""Int8 TFLite conversion and TFLite Micro runs, shared by the exporters and checks.
+
+The conversion path is the one that gives TFLM a clean op set: a SavedModel with a
+static batch-1 signature, then ``TFLiteConverter.from_saved_model`` with full-integer
+int8 (per-channel weights) and int8 input/output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+__all__ = ["convert_int8", "run_tflm", "output_order", "quantize_input"]
+
+MAX_CALIBRATION_SAMPLES = 500
+
+
+def _need(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as e:
+        raise ImportError(
+            f"This needs the TFLite runtimes ({module}): pip install 'keras-prune[tflm]'."
+        ) from e
+
+
+def convert_int8(model: keras.Model, representative_data, int8_io: bool = True) -> bytes:
+    """The int8 ``.tflite`` of ``model`` (one input; batch fixed to 1), as bytes.
+
+    ``representative_data`` calibrates the activation ranges; up to the first
+    ``MAX_CALIBRATION_SAMPLES`` samples are used.
+    """
+    import tensorflow as tf
+
+    if len(model.inputs) != 1:
+        raise ValueError(f"Model '{model.name}' has {len(model.inputs)} inputs; the int8 "
+                         "conversion takes models with one input.")
+    spec = model.inputs[0]
+    data = np.asarray(representative_data, dtype=spec.dtype)[:MAX_CALIBRATION_SAMPLES]
+    if data.shape[1:] != tuple(spec.shape[1:]):
+        raise ValueError(f"representative_data has shape {data.shape}; model '{model.name}' "
+                         f"expects (batch, {', '.join(map(str, spec.shape[1:]))}).")
+    with tempfile.TemporaryDirectory(prefix="kp_tflite_") as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        with contextlib.redirect_stdout(None):
+            model.export(saved, input_signature=[tf.TensorSpec((1, *spec.shape[1:]),
+                                                               spec.dtype)], verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def output_order(model_bytes: bytes) -> tuple[list[int], list[tuple], tuple]:
+    """For the signature outputs ``output_0, output_1, ...``: their positions among the
+    subgraph outputs (TFLM's ``get_output(i)`` order), their (scale, zero point), and the
+    input's (scale, zero point)."""
+    litert = _need("ai_edge_litert.interpreter")
+    interp = litert.Interpreter(model_content=model_bytes)
+    details = interp.get_output_details()
+    position = {d["index"]: i for i, d in enumerate(details)}
+    runner = interp.get_signature_runner()
+    named = runner.get_output_details()
+    keys = sorted(named, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1]
+                  .isdigit() else k)
+    order = [position[named[k]["index"]] for k in keys]
+    quant = [tuple(details[p]["quantization"]) for p in order]
+    return order, quant, tuple(interp.get_input_details()[0]["quantization"])
+
+
+def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def run_tflm(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 21,
+             progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
+    """Run each sample of float ``x`` through the TFLite Micro interpreter.
+
+    Returns, per signature output (``output_0`` first), the stacked raw int8 outputs and
+    their (scale, zero point).
+    """
+    runtime = _need("tflite_micro").runtime
+    from tqdm.auto import tqdm
+
+    order, quant, (scale, zero_point) = output_order(model_bytes)
+    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+    q = quantize_input(np.asarray(x, np.float32), scale, zero_point)
+    outs = [[] for _ in order]
+    for sample in tqdm(q, desc="TFLM", disable=not progress, leave=False):
+        interp.set_input(sample[None], 0)
+        interp.invoke()
+        for j, pos in enumerate(order):
+            outs[j].append(np.array(interp.get_output(pos))[0])
+    return [(np.stack(o), qp) for o, qp in zip(outs, quant, strict=True)]
