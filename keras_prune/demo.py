@@ -329,17 +329,17 @@ def run_integral(result: DemoResult, data, out: Path, max_loss: float = 0.005,
     try:
         check = integral.check_thresholds_int8(masked, calib, xt, yt, stripped=plain)
         tables["int8"] = check.table()
-        int8_acc, layers = check.accuracy_int8, check.layers
-        threshold_acc = check.accuracy_threshold
+        accs = (check.accuracy_topk, check.accuracy_threshold, check.accuracy_int8)
+        layers = check.layers
     except ImportError as e:  # the tflm extra is optional for the demo
         tables["int8"] = f"int8 check skipped: {e}"
-        int8_acc, layers = None, []
-        threshold_acc = float(integral.accuracy(yt, plain.predict(xt, verbose=0)))
+        accs = (float(integral.accuracy(yt, masked.predict(xt, verbose=0))),
+                float(integral.accuracy(yt, plain.predict(xt, verbose=0))), None)
+        layers = []
     return IntegralResult(
         model=name, rates=dict(rates), dense_accuracy=result.dense_accuracy,
-        weights_accuracy=result.pruned_accuracy,
-        topk_accuracy=float(integral.accuracy(yt, masked.predict(xt, verbose=0))),
-        threshold_accuracy=threshold_acc, int8_accuracy=int8_acc, macs=macs,
+        weights_accuracy=result.pruned_accuracy, topk_accuracy=accs[0],
+        threshold_accuracy=accs[1], int8_accuracy=accs[2], macs=macs,
         activation_check=layers, tables=tables, seconds=time.perf_counter() - start)
 
 

@@ -232,6 +232,12 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
     for node in nodes:
         op = node.operation
         if isinstance(op, keras.Model):
+            if len(node.input_tensors) != 1:
+                raise ValueError(
+                    f"kp.count_macs: nested model '{op.name}' takes "
+                    f"{len(node.input_tensors)} inputs; nested models with one input are "
+                    "supported. Count it on its own: kp.count_macs(nested_model, x)."
+                )
             nested.append((op, node))
             continue
         inner, kernels = _kernels(op)
@@ -261,11 +267,16 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
                 effective[j] += _effective(*kernels[j], feat)
                 nonzero[j] += float(np.count_nonzero(feat))
                 sizes[j] += feat.size
+        seen = {}  # a shared layer's row sums over all its calls
         for j, node in enumerate(nodes):
             if not isinstance(node.operation, keras.Model):
-                row = rows[id(node.operation)]
-                row.effective = (row.effective or 0.0) + effective[j] / len(x)
-                row.input_density = nonzero[j] / sizes[j] if sizes[j] else None
+                total = seen.setdefault(id(node.operation), [0.0, 0.0, 0])
+                total[0] += effective[j] / len(x)
+                total[1] += nonzero[j]
+                total[2] += sizes[j]
+        for key, (eff, nz, size) in seen.items():
+            rows[key].effective = eff
+            rows[key].input_density = nz / size if size else None
         for (sub, node) in nested:
             j = nodes.index(node)
             _count(sub, np.concatenate(sub_inputs[j]), batch_size, report,

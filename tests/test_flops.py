@@ -111,3 +111,25 @@ def test_counts_without_data_and_bad_data():
     assert "weights x activations" not in report.table()
     with pytest.raises(ValueError, match=r"x has shape \(2, 8, 8\).*expects \(batch, 8, 8, 3\)"):
         quiet(model, np.zeros((2, 8, 8), np.float32))
+
+
+def test_a_shared_layer_is_one_row_summing_its_calls():
+    shared = keras.layers.Dense(4, use_bias=False, name="shared")
+    inp = keras.Input((3,))
+    zeros = keras.layers.ReLU()(inp * 0.0)
+    wrapper = keras.Model(inp, keras.layers.Add()([shared(inp), shared(zeros)]))
+    x = np.ones((2, 3), np.float32)
+    report = quiet(wrapper, x)
+    (row,) = report.rows
+    assert row.name.endswith("shared") and row.dense == 2 * 3 * 4
+    # first call sees ones, second sees zeros: 12 effective MACs, half the inputs non-zero
+    assert row.effective == 12 and row.input_density == pytest.approx(0.5)
+
+
+def test_a_nested_model_with_two_inputs_gets_a_clear_error():
+    a, b = keras.Input((3,)), keras.Input((3,))
+    inner = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Add()([a, b])), name="two")
+    inp = keras.Input((3,))
+    model = keras.Model(inp, inner([inp, inp]))
+    with pytest.raises(ValueError, match="nested model 'two' takes 2 inputs"):
+        quiet(model, np.ones((1, 3), np.float32))
