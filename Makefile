@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo_out
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean toolchain
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,23 @@ comma := ,
 demo: $(VENV)/.stamp-examples+tflm
 	$(BIN)/keras-prune demo --out $(OUT) --force
 
-test: $(VENV)/.stamp-dev+examples+tfmot+tflm
+# The C compile tests need host gcc/g++ and the Cortex-M4 cross compiler. As root (CI) they
+# are installed from Debian; elsewhere the tests that need them skip with this hint.
+C_TOOLS := gcc g++ arm-none-eabi-gcc
+APT_PKGS := gcc g++ gcc-arm-none-eabi
+toolchain:
+	@missing=""; for t in $(C_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing$$missing from Debian (apt-get: $(APT_PKGS))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(APT_PKGS) >/dev/null; \
+	else \
+		echo "note:$$missing not found; C compile tests will be skipped." \
+		     "Install: sudo apt-get install --no-install-recommends $(APT_PKGS)"; \
+	fi
+
+test: $(VENV)/.stamp-dev+examples+tfmot+tflm toolchain
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev+examples+tfmot+tflm
@@ -29,6 +45,7 @@ lint: $(VENV)/.stamp-dev+examples+tfmot+tflm
 bench: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/integral_macs.py
+	$(BIN)/python benchmarks/tflm_size.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

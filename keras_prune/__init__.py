@@ -15,7 +15,7 @@ kp.summary(plain)
 ```
 """
 
-from keras_prune import callbacks, granularity, integral, io, layers, schedules
+from keras_prune import callbacks, export, granularity, integral, io, layers, schedules
 from keras_prune.flops import count_macs
 from keras_prune.integral import add_activation_masks
 from keras_prune.pruning import prune, strip, summary
@@ -23,4 +23,4 @@ from keras_prune.pruning import prune, strip, summary
 __version__ = "0.1.0"
 
 __all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "schedules",
-           "granularity", "layers", "callbacks", "integral", "io", "__version__"]
+           "granularity", "layers", "callbacks", "integral", "io", "export", "__version__"]

@@ -12,12 +12,13 @@ model.fit(x, y, callbacks=[kp.callbacks.PruningScheduler()])
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import keras
 
-__all__ = ["load", "save", "atomic_path"]
+__all__ = ["load", "save", "atomic_path", "atomic_dir"]
 
 _FORMATS = (".keras", ".h5", ".hdf5")
 
@@ -92,6 +93,71 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         elif self.tmp.exists():
             self.tmp.unlink()
+
+
+class atomic_dir:
+    """Context manager giving a temporary directory beside ``path``; renamed onto it on
+    success, removed if the body raises.
+
+    An existing ``path`` is refused unless ``overwrite``; with it, the old directory is
+    replaced only once the new one is complete.
+
+    ```python
+    with atomic_dir("out/tflm") as tmp:
+        (tmp / "model.tflite").write_bytes(data)
+    ```
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = overwrite
+
+    def check(self) -> None:
+        """Raise now if the directory could not be written at the end."""
+        if self.path.exists() and not self.overwrite:
+            raise FileExistsError(
+                f"'{self.path}' already exists; pass force=True (or --force) to replace it."
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"'{self.path}' exists and is not a directory.")
+        parent = self.path.absolute().parent
+        probe = parent
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(f"Cannot write the output directory '{self.path}': "
+                                  f"'{probe}' is not writable.")
+
+    def __enter__(self) -> Path:
+        self.check()
+        parent = self.path.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if self.path.exists():
+            self.check()
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-",
+                                        dir=self.tmp.parent))
+            os.replace(self.path, old / "old")
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "old", self.path)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def save(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -42,6 +42,18 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
         assert (tmp_path / name).stat().st_size > 0
     integral_model = kp.io.load(tmp_path / "lenet_300_100_integral.keras")
     assert "ActivationThreshold" in {type(la).__name__ for la in integral_model.layers}
+    # TFLM export of the dense and the pruned model
+    dense, pruned = result.tflm
+    assert (dense["variant"], pruned["variant"]) == ("dense", "pruned")
+    for row in result.tflm:
+        assert row["ok"] and row["top1_agreement"] >= 0.99
+        assert abs(row["int8_accuracy"] - row["float_accuracy"]) <= 0.01
+        assert (tmp_path / "tflm" / f"lenet_300_100_{row['variant']}" / "model.tflite").exists()
+    assert pruned["float_accuracy"] == pytest.approx(result.pruned_accuracy, abs=1e-6)
+    # TFLM keeps zeros as weights (same size), a compressor exploits them
+    assert abs(pruned["tflite_bytes"] - dense["tflite_bytes"]) < 0.01 * dense["tflite_bytes"]
+    assert pruned["zlib_bytes"] < 0.5 * dense["zlib_bytes"]
+    assert saved[0]["tflm"] == result.tflm
 
 
 def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
@@ -52,6 +64,9 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     assert "lenet5" in out and "groups of 4 aligned: yes" in out and "pruned acc" in out
     assert "Integral Pruning: lenet5" in out and "MAC reduction vs dense" in out
     assert (tmp_path / "sensitivity_lenet5.png").exists()
+    assert "TFLite Micro export" in out and "TFLM=LiteRT" in out
+    for variant in ("dense", "pruned"):
+        assert (tmp_path / "tflm" / f"lenet5_{variant}" / "op_resolver.h").exists()
     stamp = (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns
     assert cli.main(args) == 2
     assert "--force" in capsys.readouterr().err

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 
 import keras
 import numpy as np
 
-__all__ = ["convert_int8", "run_tflm", "output_order", "quantize_input"]
+__all__ = ["convert_int8", "run_tflm", "output_order", "quantize_input", "capture_fd2"]
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -26,6 +27,23 @@ def _need(module: str):
         raise ImportError(
             f"This needs the TFLite runtimes ({module}): pip install 'keras-prune[tflm]'."
         ) from e
+
+
+@contextlib.contextmanager
+def capture_fd2():
+    """Capture what C code writes to file descriptor 2 (TFLM reports there)."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        box: dict[str, str] = {}
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            box["text"] = f.read().decode(errors="replace")
 
 
 def convert_int8(model: keras.Model, representative_data, int8_io: bool = True) -> bytes:
@@ -56,7 +74,13 @@ def convert_int8(model: keras.Model, representative_data, int8_io: bool = True) 
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return converter.convert()
+        # The converter's C++ log lines would bury the report; show them only on failure.
+        with capture_fd2() as log:
+            try:
+                return converter.convert()
+            except Exception as e:
+                error = e
+        raise RuntimeError(f"{error}\n{log['text'][-2000:]}") from error
 
 
 def output_order(model_bytes: bytes) -> tuple[list[int], list[tuple], tuple]:
