@@ -366,6 +366,15 @@ def test_unbuilt_model_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_multi_input_model_is_refused(tmp_path):
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    with pytest.raises(ValueError, match="2 inputs"):
+        kp.export.tflm(model, tmp_path / "out", np.zeros((150, 4), np.float32),
+                       print_fn=None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_export_tflm(small, tmp_path, capsys):
     model, data = small
     model.save(tmp_path / "m.h5")

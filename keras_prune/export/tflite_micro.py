@@ -796,6 +796,10 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
     from keras_prune.pruning import _check_model
 
     _check_model(model, "kp.export.tflm")  # before reading the data, to name the real fault
+    if len(model.inputs) != 1:
+        raise ValueError(f"kp.export.tflm: model '{model.name}' has {len(model.inputs)} "
+                         "inputs; TFLM exports take models with one input (concatenate the "
+                         "features into one tensor).")
     rep = _check_array(representative_data, model, "representative_data")
     if len(rep) < MIN_CALIBRATION_SAMPLES:
         warnings.warn(f"representative_data has only {len(rep)} samples; int8 ranges are "
