@@ -6,7 +6,8 @@ sparsity (PolynomialDecay, then fine-tune; the demo's recipe), and export both w
 flash: it stores zeros like any other weight), the same file compressed with zlib (what
 a flash compressor exploits), the arena ``KP_ARENA_SIZE`` (TFLM's measured arena +
 CMSIS-NN scratch + 10%), float and int8 (TFLM) accuracy on the 1,000 test digits, and
-TFLM vs LiteRT (reference kernels) agreement on those digits.
+TFLM vs LiteRT (reference kernels) agreement on those digits: equal values, largest
+output difference and its tolerance, and the largest difference of the softmax logits.
 
     python benchmarks/tflm_size.py [--models lenet_300_100 lenet5] [--seed 0]
 """
@@ -40,7 +41,7 @@ def main() -> None:
                              "pruned" else 0.0, **row})
     head = (f"{'model':<15}{'variant':<8}{'sparsity':>9}{'.tflite B':>11}{'zlib B':>9}"
             f"{'zlib/dense':>11}{'arena B':>9}{'float':>8}{'int8':>8}{'TFLM=LiteRT':>12}"
-            f"{'max diff':>9}{'tol':>5}{'top-1':>8}")
+            f"{'max diff':>9}{'tol':>5}{'logits':>7}{'top-1':>8}")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -50,6 +51,7 @@ def main() -> None:
               f"{row['zlib_bytes'] / dense['zlib_bytes']:>11.2f}{row['arena_bytes']:>9,}"
               f"{row['float_accuracy']:>8.2%}{row['int8_accuracy']:>8.2%}"
               f"{row['exact_match']:>12.2%}{row['max_diff_lsb']:>9}{row['tolerance_lsb']:>5}"
+              f"{row['logits_diff_lsb'] if row['logits_diff_lsb'] is not None else '-':>7}"
               f"{row['top1_agreement']:>8.1%}")
     print("\n.tflite: TFLM stores pruned zeros like any weight, so the file barely shrinks; "
           "zlib shows what a flash compressor gains. The C export (kp.export.cmsis) stores "

@@ -243,7 +243,7 @@ def run_tflm(r: DemoResult, data, out: Path, overwrite: bool = False) -> list[di
                      "arena_bytes": rep.arena_bytes, "float_accuracy": rep.accuracy["float"],
                      "int8_accuracy": rep.accuracy["int8_tflm"],
                      "exact_match": g.exact_match, "max_diff_lsb": g.max_abs_diff_lsb,
-                     "tolerance_lsb": g.tolerance_lsb,
+                     "tolerance_lsb": g.tolerance_lsb, "logits_diff_lsb": g.logits_max_diff_lsb,
                      "top1_agreement": g.top1_agreement, "ok": g.ok})
     return rows
 
@@ -251,7 +251,7 @@ def run_tflm(r: DemoResult, data, out: Path, overwrite: bool = False) -> list[di
 def format_tflm(results: list[DemoResult]) -> str:
     head = (f"{'model':<15}{'variant':<8}{'.tflite':>9}{'zlib':>9}{'arena':>8}"
             f"{'float acc':>10}{'int8 acc':>10}{'TFLM=LiteRT':>12}{'max diff':>9}{'tol':>5}"
-            f"{'top-1':>8}")
+            f"{'logits':>7}{'top-1':>8}")
     lines = ["\nTFLite Micro export (int8; TFLM verified against LiteRT reference kernels "
              "on the 1,000 test digits)", head, "-" * len(head)]
     for r in results:
@@ -260,11 +260,14 @@ def format_tflm(results: list[DemoResult]) -> str:
                          f"{row['zlib_bytes']:>9,}{row['arena_bytes']:>8,}"
                          f"{row['float_accuracy']:>10.2%}{row['int8_accuracy']:>10.2%}"
                          f"{row['exact_match']:>12.2%}{row['max_diff_lsb']:>9}"
-                         f"{row['tolerance_lsb']:>5}{row['top1_agreement']:>8.1%}")
+                         f"{row['tolerance_lsb']:>5}"
+                         f"{'-' if row['logits_diff_lsb'] is None else row['logits_diff_lsb']:>7}"
+                         f"{row['top1_agreement']:>8.1%}")
     lines.append("Sizes in bytes. Arena: TFLM's measured arena + CMSIS-NN scratch + 10%. "
                  "TFLM does not exploit zeros; flash compressors do (zlib column).\n"
                  "max diff / tol: largest TFLM vs LiteRT output difference, in int8 steps, "
-                 "and what the kernels explain (docs/tflm-export.md).")
+                 "and what the kernels explain; logits: largest difference of the softmax "
+                 "inputs (docs/tflm-export.md).")
     return "\n".join(lines)
 
 

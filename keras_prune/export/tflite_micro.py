@@ -167,33 +167,48 @@ def _to_input(x: np.ndarray, detail) -> np.ndarray:
 
 
 def _run_tflm(model_bytes: bytes, xq: np.ndarray, arena_size: int, progress: bool,
-              desc: str = "TFLM") -> list[np.ndarray]:
-    """Raw outputs in subgraph order (TFLM's ``get_output(i)``), stacked over samples."""
+              desc: str = "TFLM", extra: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Raw outputs in subgraph order (TFLM's ``get_output(i)``), stacked over samples,
+    followed by the ``extra`` intermediate tensors (TFLM then keeps every tensor)."""
     runtime = tflite._need("tflite_micro").runtime
     from tqdm.auto import tqdm
 
-    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+    kwargs = {}
+    if extra:  # every tensor gets its own buffer: give the planner room for all of them
+        kwargs["intrepreter_config"] = runtime.InterpreterConfig.kPreserveAllTensors
+        arena_size = 4 * arena_size + (1 << 20)
+    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size, **kwargs)
     n_out = len(_io_details(model_bytes)[2])
-    outs: list[list] = [[] for _ in range(n_out)]
+    outs: list[list] = [[] for _ in range(n_out + len(extra))]
     for sample in tqdm(xq, desc=desc, disable=not progress, leave=False):
         interp.set_input(sample[None], 0)
         interp.invoke()
         for j in range(n_out):
             outs[j].append(np.array(interp.get_output(j))[0])
+        for j, idx in enumerate(extra):
+            data = np.array(interp.GetTensor(int(idx), 0)["tensor_data"])
+            outs[n_out + j].append(data.reshape(-1).copy())
     return [np.stack(o) for o in outs]
 
 
-def _run_litert_reference(model_bytes: bytes, xq: np.ndarray) -> list[np.ndarray]:
-    interp = _litert(model_bytes, reference=True)
+def _run_litert_reference(model_bytes: bytes, xq: np.ndarray,
+                          extra: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Like ``_run_tflm``, in LiteRT with its reference kernels."""
+    litert = tflite._need("ai_edge_litert.interpreter")
+    interp = litert.Interpreter(
+        model_content=model_bytes, experimental_preserve_all_tensors=bool(extra),
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
-    details = interp.get_output_details()
-    outs: list[list] = [[] for _ in details]
+    indices = [d["index"] for d in interp.get_output_details()] + list(extra)
+    n_out = len(indices) - len(extra)
+    outs: list[list] = [[] for _ in indices]
     for sample in xq:
         interp.set_tensor(inp, sample[None])
         interp.invoke()
-        for j, d in enumerate(details):
-            outs[j].append(interp.get_tensor(d["index"])[0].copy())
+        for j, idx in enumerate(indices):
+            value = interp.get_tensor(idx)
+            outs[j].append((value[0] if j < n_out else value.reshape(-1)).copy())
     return [np.stack(o) for o in outs]
 
 
@@ -262,11 +277,17 @@ class Agreement:
     tolerance_lsb: int
     differing_values: int = 0
     total_values: int = 0
+    # SOFTMAX outputs: the largest difference of their input logits, and the most the
+    # FC rounding explains there (one step per FULLY_CONNECTED op)
+    logits_max_diff_lsb: int | None = None
+    logits_tolerance_lsb: int | None = None
 
     @property
     def ok(self) -> bool:
+        logits_ok = (self.logits_max_diff_lsb is None
+                     or self.logits_max_diff_lsb <= self.logits_tolerance_lsb)
         return (self.tflm_deterministic and self.max_abs_diff_lsb <= self.tolerance_lsb
-                and self.top1_agreement >= MIN_TOP1_AGREEMENT)
+                and logits_ok and self.top1_agreement >= MIN_TOP1_AGREEMENT)
 
 
 def _lsb_scales(model_bytes: bytes) -> list[float | None]:
@@ -291,7 +312,9 @@ def _lsb_scales(model_bytes: bytes) -> list[float | None]:
 
 
 def expected_tolerance(model_bytes: bytes, ops: list[Op]) -> tuple[int, str]:
-    """The largest TFLM/LiteRT difference (in output steps) the kernels can explain.
+    """The largest TFLM/LiteRT difference (in output steps) the kernels can explain, worst
+    case, known before running anything. ``compare_runtimes`` checks a tighter bound
+    for SOFTMAX outputs from the logit difference it measures.
 
     Why (docs/tflm-export.md): of the ops we export, only FULLY_CONNECTED differs. TFLM
     requantizes it with TFLite's integer double rounding, LiteRT's reference kernel in
@@ -323,6 +346,16 @@ def expected_tolerance(model_bytes: bytes, ops: list[Op]) -> tuple[int, str]:
     return worst, why
 
 
+def _tolerance_reason(g: Agreement) -> str:
+    if g.logits_max_diff_lsb is not None:
+        return (f"SOFTMAX output: its logits differ by {g.logits_max_diff_lsb} step(s) "
+                f"(FC rounding allows {g.logits_tolerance_lsb}); softmax moves a "
+                "probability by at most ceil(128 * logit_scale * that) + 1 steps")
+    if g.tolerance_lsb == 0:
+        return "no FULLY_CONNECTED op: the kernels are bit-exact"
+    return f"{g.tolerance_lsb} FULLY_CONNECTED op(s), at most 1 step each"
+
+
 def _top1(raw: np.ndarray, detail) -> np.ndarray:
     value = raw.astype(np.float64)
     if detail["dtype"] == np.int8:
@@ -332,6 +365,21 @@ def _top1(raw: np.ndarray, detail) -> np.ndarray:
     return (flat[:, 0] > 0.5).astype(int) if flat.shape[1] == 1 else flat.argmax(-1)
 
 
+def _softmax_inputs(model_bytes: bytes, ops: list[Op]) -> dict[int, tuple[int, float]]:
+    """Subgraph output position -> (its SOFTMAX's input tensor, that tensor's scale)."""
+    interp, _, outs = _io_details(model_bytes)
+    scale = {t["index"]: float(t["quantization"][0]) for t in interp.get_tensor_details()}
+    producer = {o: op for op in ops for o in op.outputs}
+    found = {}
+    for j, d in enumerate(outs):
+        op = producer.get(d["index"])
+        if op is not None and op.name == "DEQUANTIZE":
+            op = producer.get(op.inputs[0])
+        if op is not None and op.name == "SOFTMAX":
+            found[j] = (op.inputs[0], scale[op.inputs[0]])
+    return found
+
+
 def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 22,
                      tolerance_lsb: int | None = None, progress: bool = False,
                      determinism_samples: int = 50) -> tuple[Agreement, list[np.ndarray]]:
@@ -339,28 +387,50 @@ def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 2
 
     Returns the agreement and TFLM's raw outputs (subgraph order). TFLM is run a second
     time, in a fresh interpreter, on the first ``determinism_samples`` inputs.
-    ``tolerance_lsb=None`` takes ``expected_tolerance``.
+
+    ``tolerance_lsb=None`` takes what the kernels explain (docs/tflm-export.md): each
+    FULLY_CONNECTED op may add one step, so an output may differ by up to the number of
+    FC ops (0 without FC). For a SOFTMAX output the logits feeding it are compared
+    too: they may differ by that much, and a logit difference of ``d`` steps moves a
+    probability by at most ``128 * s * d`` output steps (``s``: logit scale; softmax's
+    slope is at most 1/2 per unit of logit spread), + 1 for rounding.
     """
-    if tolerance_lsb is None:
-        tolerance_lsb = expected_tolerance(model_bytes, model_ops(model_bytes))[0]
+    ops = model_ops(model_bytes)
+    n_fc = sum(op.name == "FULLY_CONNECTED" for op in ops)
+    softmax = _softmax_inputs(model_bytes, ops)
+    extra = tuple(idx for idx, _ in softmax.values())
     _, inp, outs = _io_details(model_bytes)
     xq = _to_input(x, inp)
-    tflm_out = _run_tflm(model_bytes, xq, arena_size, progress)
+    tflm_all = _run_tflm(model_bytes, xq, arena_size, progress, extra=extra)
+    tflm_out = tflm_all[:len(outs)]
     again = _run_tflm(model_bytes, xq[:determinism_samples], arena_size, False)
     deterministic = all(np.array_equal(a[:determinism_samples], b)
                         for a, b in zip(tflm_out, again, strict=True))
-    ref_out = _run_litert_reference(model_bytes, xq)
-    diffs, equal, total = [], 0, 0
-    for a, b, scale in zip(tflm_out, ref_out, _lsb_scales(model_bytes), strict=True):
+    ref_all = _run_litert_reference(model_bytes, xq, extra=extra)
+    ref_out = ref_all[:len(outs)]
+    diffs, equal, total, tolerances = [], 0, 0, []
+    logits_diff = None
+    for j, (a, b, scale) in enumerate(zip(tflm_out, ref_out, _lsb_scales(model_bytes),
+                                          strict=True)):
         d = np.abs(a.astype(np.float64) - b.astype(np.float64))
         if scale:
             d = np.rint(d / scale)
         diffs.append(int(d.max()) if d.size else 0)
         equal += int((a == b).sum())
         total += a.size
+        if j in softmax:
+            k = len(outs) + list(softmax).index(j)
+            dz = int(np.abs(tflm_all[k].astype(int) - ref_all[k].astype(int)).max())
+            logits_diff = max(logits_diff or 0, dz)
+            tolerances.append(math.ceil(128 * softmax[j][1] * dz) + 1 if dz else 0)
+        else:
+            tolerances.append(n_fc)
+    if tolerance_lsb is None:
+        tolerance_lsb = max(tolerances)
     top1 = float(np.mean(_top1(tflm_out[0], outs[0]) == _top1(ref_out[0], outs[0])))
     agreement = Agreement(len(xq), deterministic, equal / total if total else 1.0,
-                          max(diffs), top1, tolerance_lsb, total - equal, total)
+                          max(diffs), top1, tolerance_lsb, total - equal, total,
+                          logits_diff, n_fc if softmax else None)
     return agreement, tflm_out
 
 
@@ -776,7 +846,7 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
             ``representative_data``/``labels``.
         samples: how many verification inputs run in TFLM and LiteRT.
         tolerance_lsb: the largest TFLM/LiteRT difference accepted, in output steps.
-            Default: what the kernels explain (``expected_tolerance``: 0 without
+            Default: what the kernels explain (``compare_runtimes``: 0 without
             FULLY_CONNECTED ops; see ``docs/tflm-export.md``). Beyond it, or below 99%
             top-1 agreement, a warning is given and the manifest records ``"ok": false``.
         print_fn: where the report goes (``None`` for silence).
@@ -834,11 +904,9 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         raise ValueError(f"TFLM could not run model '{model.name}' ({e}); an op may lack "
                          "an int8 kernel in TFLM.") from e
     arena_size = max(1 << 16, 2 * arena["total"])
-    why = "given by the caller"
-    if tolerance_lsb is None:
-        tolerance_lsb, why = expected_tolerance(model_bytes, ops)
     agreement, tflm_out = compare_runtimes(model_bytes, x_val, arena_size, tolerance_lsb,
                                            progress)
+    why = "given by the caller" if tolerance_lsb is not None else _tolerance_reason(agreement)
     _, inp, outs = _io_details(model_bytes)
     order, _, _ = tflite.output_order(model_bytes)
 
