@@ -53,7 +53,7 @@ def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
             int(qin["zero_points"][0]), int(qout["zero_points"][0]), scale)
     double = requant.fully_connected_int8(*args, rounding="double")
     single = requant.fully_connected_int8(*args, rounding="float")
-    tflm_out = tm._run_tflm(data, xq, 1 << 20, progress=False)[0]
+    tflm_out = tflite.run_tflm_raw(data, xq, 1 << 20)[0]
     ref_out = tm._run_litert_reference(data, xq)[0]
     assert np.array_equal(double, tflm_out)
     assert np.array_equal(single, ref_out)

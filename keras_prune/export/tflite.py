@@ -15,7 +15,8 @@ import tempfile
 import keras
 import numpy as np
 
-__all__ = ["convert_int8", "run_tflm", "output_order", "quantize_input", "capture_fd2"]
+__all__ = ["convert_int8", "run_tflm", "run_tflm_raw", "output_order", "quantize_input",
+           "capture_fd2"]
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -104,6 +105,43 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
 
 
+def run_tflm_raw(model_bytes: bytes, xq: np.ndarray, arena_size: int = 1 << 21,
+                 progress: bool = False, extra: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Run already-quantized inputs ``xq`` (one sample per row) in TFLite Micro.
+
+    Returns the raw outputs in subgraph order (TFLM's ``get_output(i)``), stacked over
+    samples, followed by the flattened ``extra`` intermediate tensors (asking for those
+    makes TFLM keep every tensor, which needs a larger arena).
+    """
+    runtime = _need("tflite_micro").runtime
+    from tqdm.auto import tqdm
+
+    kwargs = {}
+    if extra:  # every tensor gets its own buffer: give the planner room for all of them
+        kwargs["intrepreter_config"] = runtime.InterpreterConfig.kPreserveAllTensors
+        arena_size = 4 * arena_size + (1 << 20)
+    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size, **kwargs)
+    n_out = _n_outputs(model_bytes)
+    outs: list[list] = [[] for _ in range(n_out + len(extra))]
+    for sample in tqdm(xq, desc="TFLM", disable=not progress, leave=False):
+        interp.set_input(sample[None], 0)
+        interp.invoke()
+        for j in range(n_out):
+            outs[j].append(np.array(interp.get_output(j))[0])
+        for j, idx in enumerate(extra):
+            data = np.array(interp.GetTensor(int(idx), 0)["tensor_data"])
+            outs[n_out + j].append(data.reshape(-1).copy())
+    return [np.stack(o) for o in outs]
+
+
+def _n_outputs(model_bytes: bytes) -> int:
+    litert = _need("ai_edge_litert.interpreter")
+    return len(litert.Interpreter(
+        model_content=model_bytes,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    ).get_output_details())
+
+
 def run_tflm(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 21,
              progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
     """Run each sample of float ``x`` through the TFLite Micro interpreter.
@@ -111,16 +149,7 @@ def run_tflm(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 21,
     Returns, per signature output (``output_0`` first), the stacked raw int8 outputs and
     their (scale, zero point).
     """
-    runtime = _need("tflite_micro").runtime
-    from tqdm.auto import tqdm
-
     order, quant, (scale, zero_point) = output_order(model_bytes)
-    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
     q = quantize_input(np.asarray(x, np.float32), scale, zero_point)
-    outs = [[] for _ in order]
-    for sample in tqdm(q, desc="TFLM", disable=not progress, leave=False):
-        interp.set_input(sample[None], 0)
-        interp.invoke()
-        for j, pos in enumerate(order):
-            outs[j].append(np.array(interp.get_output(pos))[0])
-    return [(np.stack(o), qp) for o, qp in zip(outs, quant, strict=True)]
+    raw = run_tflm_raw(model_bytes, q, arena_size, progress)
+    return [(raw[pos], qp) for pos, qp in zip(order, quant, strict=True)]

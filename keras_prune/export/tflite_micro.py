@@ -166,34 +166,9 @@ def _to_input(x: np.ndarray, detail) -> np.ndarray:
     return np.asarray(x, detail["dtype"])
 
 
-def _run_tflm(model_bytes: bytes, xq: np.ndarray, arena_size: int, progress: bool,
-              desc: str = "TFLM", extra: tuple[int, ...] = ()) -> list[np.ndarray]:
-    """Raw outputs in subgraph order (TFLM's ``get_output(i)``), stacked over samples,
-    followed by the ``extra`` intermediate tensors (TFLM then keeps every tensor)."""
-    runtime = tflite._need("tflite_micro").runtime
-    from tqdm.auto import tqdm
-
-    kwargs = {}
-    if extra:  # every tensor gets its own buffer: give the planner room for all of them
-        kwargs["intrepreter_config"] = runtime.InterpreterConfig.kPreserveAllTensors
-        arena_size = 4 * arena_size + (1 << 20)
-    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size, **kwargs)
-    n_out = len(_io_details(model_bytes)[2])
-    outs: list[list] = [[] for _ in range(n_out + len(extra))]
-    for sample in tqdm(xq, desc=desc, disable=not progress, leave=False):
-        interp.set_input(sample[None], 0)
-        interp.invoke()
-        for j in range(n_out):
-            outs[j].append(np.array(interp.get_output(j))[0])
-        for j, idx in enumerate(extra):
-            data = np.array(interp.GetTensor(int(idx), 0)["tensor_data"])
-            outs[n_out + j].append(data.reshape(-1).copy())
-    return [np.stack(o) for o in outs]
-
-
 def _run_litert_reference(model_bytes: bytes, xq: np.ndarray,
                           extra: tuple[int, ...] = ()) -> list[np.ndarray]:
-    """Like ``_run_tflm``, in LiteRT with its reference kernels."""
+    """Like ``tflite.run_tflm_raw``, in LiteRT with its reference kernels."""
     litert = tflite._need("ai_edge_litert.interpreter")
     interp = litert.Interpreter(
         model_content=model_bytes, experimental_preserve_all_tensors=bool(extra),
@@ -328,21 +303,13 @@ def expected_tolerance(model_bytes: bytes, ops: list[Op]) -> tuple[int, str]:
     n_fc = sum(op.name == "FULLY_CONNECTED" for op in ops)
     if not n_fc:
         return 0, "no FULLY_CONNECTED op: the kernels are bit-exact"
-    interp = _litert(model_bytes)
-    scale = {t["index"]: float(t["quantization"][0]) for t in interp.get_tensor_details()}
-    producer = {o: op for op in ops for o in op.outputs}
     worst, why = n_fc, f"{n_fc} FULLY_CONNECTED op(s), at most 1 step each"
-    for d in interp.get_output_details():
-        op = producer.get(d["index"])
-        if op is not None and op.name == "DEQUANTIZE":
-            op = producer.get(op.inputs[0])
-        if op is not None and op.name == "SOFTMAX":
-            s = scale[op.inputs[0]]
-            bound = math.ceil(128 * s * n_fc) + 1
-            if bound > worst:
-                worst = bound
-                why = (f"{n_fc} FULLY_CONNECTED op(s), 1 step each at the logits, amplified "
-                       f"by SOFTMAX (logit scale {s:.4g}): ceil(128*s*{n_fc}) + 1")
+    for _, s in _softmax_inputs(model_bytes, ops).values():
+        bound = math.ceil(128 * s * n_fc) + 1
+        if bound > worst:
+            worst = bound
+            why = (f"{n_fc} FULLY_CONNECTED op(s), 1 step each at the logits, amplified "
+                   f"by SOFTMAX (logit scale {s:.4g}): ceil(128*s*{n_fc}) + 1")
     return worst, why
 
 
@@ -382,7 +349,8 @@ def _softmax_inputs(model_bytes: bytes, ops: list[Op]) -> dict[int, tuple[int, f
 
 def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 22,
                      tolerance_lsb: int | None = None, progress: bool = False,
-                     determinism_samples: int = 50) -> tuple[Agreement, list[np.ndarray]]:
+                     determinism_samples: int = 50,
+                     ops: list[Op] | None = None) -> tuple[Agreement, list[np.ndarray]]:
     """Run float inputs ``x`` in TFLM and in LiteRT (reference kernels); compare.
 
     Returns the agreement and TFLM's raw outputs (subgraph order). TFLM is run a second
@@ -395,15 +363,15 @@ def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 2
     probability by at most ``128 * s * d`` output steps (``s``: logit scale; softmax's
     slope is at most 1/2 per unit of logit spread), + 1 for rounding.
     """
-    ops = model_ops(model_bytes)
+    ops = model_ops(model_bytes) if ops is None else ops
     n_fc = sum(op.name == "FULLY_CONNECTED" for op in ops)
     softmax = _softmax_inputs(model_bytes, ops)
     extra = tuple(idx for idx, _ in softmax.values())
     _, inp, outs = _io_details(model_bytes)
     xq = _to_input(x, inp)
-    tflm_all = _run_tflm(model_bytes, xq, arena_size, progress, extra=extra)
+    tflm_all = tflite.run_tflm_raw(model_bytes, xq, arena_size, progress, extra=extra)
     tflm_out = tflm_all[:len(outs)]
-    again = _run_tflm(model_bytes, xq[:determinism_samples], arena_size, False)
+    again = tflite.run_tflm_raw(model_bytes, xq[:determinism_samples], arena_size)
     deterministic = all(np.array_equal(a[:determinism_samples], b)
                         for a, b in zip(tflm_out, again, strict=True))
     ref_all = _run_litert_reference(model_bytes, xq, extra=extra)
@@ -453,12 +421,16 @@ def _rows(tensor: np.ndarray, op: str) -> np.ndarray:
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def zero_checks(plain: keras.Model, model_bytes: bytes) -> list[ZeroCheck]:
-    """For every kernel of ``plain`` holding zeros: are they still zero in int8?"""
+def zero_checks(plain: keras.Model, model_bytes: bytes,
+                ops: list[Op] | None = None) -> list[ZeroCheck]:
+    """For every kernel of ``plain`` holding zeros: are they still zero in int8?
+
+    ``ops``: ``model_ops(model_bytes, plain)``, if already at hand.
+    """
     interp = _litert(model_bytes)
     interp.allocate_tensors()
     weights: dict[str, list[np.ndarray]] = {}
-    for op in model_ops(model_bytes, plain):
+    for op in model_ops(model_bytes, plain) if ops is None else ops:
         if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
                            "TRANSPOSE_CONV"):
             continue
@@ -889,9 +861,7 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
     plain = prepare(model, rep)
     try:
         model_bytes = tflite.convert_int8(plain, rep, int8_io=int8_io)
-    except Exception as e:
-        if isinstance(e, (ValueError, TypeError)) and "representative_data" in str(e):
-            raise
+    except Exception as e:  # the data was checked above: this is the model's fault
         first = str(e).strip().splitlines()
         raise ValueError(f"int8 conversion of model '{model.name}' failed: "
                          f"{first[0] if first else type(e).__name__}. Every layer must "
@@ -905,7 +875,7 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
                          "an int8 kernel in TFLM.") from e
     arena_size = max(1 << 16, 2 * arena["total"])
     agreement, tflm_out = compare_runtimes(model_bytes, x_val, arena_size, tolerance_lsb,
-                                           progress)
+                                           progress, ops=ops)
     why = "given by the caller" if tolerance_lsb is not None else _tolerance_reason(agreement)
     _, inp, outs = _io_details(model_bytes)
     order, _, _ = tflite.output_order(model_bytes)
@@ -921,12 +891,12 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
                     "int8_tflm": float(np.mean(_top1(tflm_out[pos], outs[pos]) == y_val))}
 
     scratch = cmsis_nn_scratch(model_bytes, ops)
-    used = sorted({op.name for op in ops}, key=lambda o: [op.name for op in ops].index(o))
+    used = list(dict.fromkeys(op.name for op in ops))  # first-use order
     op_rows = [{"op": o, "tflm_method": TFLM_OPS[o],
                 "count": sum(op.name == o for op in ops),
                 "layers": sorted({n for op in ops if op.name == o for n in op.layers})}
                for o in used]
-    zeros = zero_checks(plain, model_bytes)
+    zeros = zero_checks(plain, model_bytes, ops)
     from keras_prune import __version__
 
     manifest = {
