@@ -15,12 +15,25 @@ kp.summary(plain)
 ```
 """
 
-from keras_prune import callbacks, export, granularity, integral, io, layers, schedules
-from keras_prune.flops import count_macs
+from keras_prune import (
+    callbacks,
+    export,
+    granularity,
+    graph,
+    integral,
+    io,
+    layers,
+    legr,
+    schedules,
+    surgery,
+)
+from keras_prune.flops import count_flops, count_macs
 from keras_prune.integral import add_activation_masks
 from keras_prune.pruning import prune, strip, summary
+from keras_prune.surgery import shrink
 
 __version__ = "0.1.0"
 
-__all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "schedules",
-           "granularity", "layers", "callbacks", "integral", "io", "export", "__version__"]
+__all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "count_flops",
+           "shrink", "schedules", "granularity", "layers", "callbacks", "integral", "graph",
+           "surgery", "legr", "io", "export", "__version__"]

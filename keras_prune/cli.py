@@ -17,7 +17,8 @@ def _demo(args) -> int:
              dense_epochs=args.dense_epochs, prune_epochs=args.prune_epochs,
              finetune_epochs=args.finetune_epochs, seed=args.seed,
              integral=not args.no_integral, max_loss=args.max_loss,
-             masks_epochs=args.masks_epochs, tflm=not args.no_tflm)
+             masks_epochs=args.masks_epochs, tflm=not args.no_tflm, legr=not args.no_legr,
+             legr_generations=args.legr_generations, legr_epochs=args.legr_epochs)
     return 0
 
 
@@ -52,6 +53,54 @@ def _export_tflm(args) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers, e.g. 0.7,0.5,0.3; got "
+                         f"{text!r}.") from None
+
+
+def _legr(args) -> int:
+    from keras_prune import io
+    from keras_prune.legr import job
+
+    targets = _floats(args.flops, "--flops")
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before loading anything
+    data = _load_npz(args.data)
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    job.run(model, data, targets, args.out, generations=args.generations, tau=args.tau,
+            finetune_epochs=args.finetune_epochs, seed=args.seed, resume=args.resume,
+            force=args.force, population=args.population, sample=args.sample)
+    return 0
+
+
+def _inspect(args) -> int:
+    import numpy as np
+
+    from keras_prune import io
+    from keras_prune.flops import count_flops
+    from keras_prune.graph import build
+
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    graph = build(model)
+    macs = graph.macs()
+    head = f"{'layer':<30}{'type':<24}{'output shape':<22}{'params':>10}{'MACs':>14}"
+    lines = [f"Layers of '{model.name}'", head, "-" * len(head)]
+    for use in graph.layers:
+        shape = getattr(use.layer, "output", None)
+        shape = str(tuple(shape.shape[1:])) if hasattr(shape, "shape") else ""
+        params = sum(int(np.prod(w.shape)) for w in use.layer.weights)
+        lines.append(f"{use.path[:29]:<30}{type(use.layer).__name__[:23]:<24}{shape[:21]:<22}"
+                     f"{params:>10,}{macs.get(use.path, 0):>14,}")
+    print("\n".join(lines) + "\n")
+    print(graph.table() + "\n")
+    report = count_flops(model, print_fn=None, graph=graph)
+    print(f"Total: {report.total:,} MACs per inference, {model.count_params():,} parameters; "
+          f"{len(graph.prunable_groups)} of {len(graph.groups)} channel groups prunable.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-prune",
@@ -60,14 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo", help="train LeNet-300-100 and LeNet-5 on MNIST-5k, prune to >=90%% "
                      "SIMDGroups(4) sparsity, add Integral Pruning, export for TFLite Micro, "
-                     "and report",
+                     "run LeGR on the CNN, and report",
         description="Train LeNet-300-100 and a LeNet-5-style CNN on MNIST-5k, prune each to "
                     "SIMD-aware sparsity with PolynomialDecay and fine-tune; then add "
                     "activation masks (Integral Pruning) with winner rates chosen on a "
                     "validation split, fine-tune, and report accuracies and MACs (dense, "
                     "kept weights, weights x activations); finally export the dense and "
-                    "pruned models for TFLite Micro and verify them in TFLM. Models, plots, "
-                    "exports and results.json go to --out.")
+                    "pruned models for TFLite Micro and verify them in TFLM; and run LeGR "
+                    "filter pruning on the CNN reloaded from .h5 (Pareto plot against "
+                    "uniform and global L2 pruning). Models, plots, exports and "
+                    "results.json go to --out.")
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     d.add_argument("--force", action="store_true", help="overwrite earlier demo outputs")
     d.add_argument("--models", default="lenet_300_100,lenet5",
@@ -86,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning epochs with activation masks (default 5)")
     d.add_argument("--no-tflm", action="store_true",
                    help="skip the TFLite Micro export of the dense and pruned models")
+    d.add_argument("--no-legr", action="store_true",
+                   help="skip LeGR filter pruning of the reloaded .h5 CNN")
+    d.add_argument("--legr-generations", type=int, default=32,
+                   help="LeGR candidates evaluated in the demo (default 32)")
+    d.add_argument("--legr-epochs", type=int, default=2,
+                   help="fine-tuning epochs per LeGR target and baseline (default 2)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
 
@@ -109,6 +166,45 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--float-io", action="store_true",
                    help="keep float input/output tensors (default: int8)")
     t.set_defaults(func=_export_tflm)
+
+    g = sub.add_parser(
+        "legr", help="learn a global filter ranking (LeGR) and shrink to FLOPs targets",
+        description="Learn LeGR's per-layer transforms of filter norms once (regularized "
+                    "evolution at the smallest target), cut the global ranking at each "
+                    "--flops target, fine-tune, and compare with uniform per-layer pruning "
+                    "and plain global L2-norm ranking. Writes legr_<target>.keras/.h5, "
+                    "results.csv, pareto.png and legr_state.json to --out (atomically).")
+    g.add_argument("model", help="a .keras or .h5 model (Keras 3 or Keras 2-era)")
+    g.add_argument("--data", required=True, help=".npz with x_train, y_train, x_val, y_val")
+    g.add_argument("--flops", required=True,
+                   help="comma-separated fractions of the original MACs, e.g. 0.7,0.5,0.3")
+    g.add_argument("--out", required=True, help="output directory to create")
+    g.add_argument("--generations", type=int, default=400,
+                   help="candidates evaluated by the evolution (default 400)")
+    g.add_argument("--tau", type=int, default=200,
+                   help="fine-tuning steps before each candidate's validation loss "
+                        "(default 200)")
+    g.add_argument("--population", type=int, default=64, help="default 64")
+    g.add_argument("--sample", type=int, default=16, help="tournament size (default 16)")
+    g.add_argument("--finetune-epochs", type=int, default=5,
+                   help="fine-tuning epochs per target model (default 5)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint beside --out")
+    g.add_argument("--force", action="store_true", help="replace an existing --out")
+    g.add_argument("--unsafe", action="store_true",
+                   help="allow Lambda layers (runs code stored in the model file; only for "
+                        "files you trust)")
+    g.set_defaults(func=_legr)
+
+    i = sub.add_parser("inspect", help="print the layers, channel groups and MACs of a model",
+                       description="Print every layer with its output shape, parameters and "
+                                   "MACs, the channel dependency groups (prunable or why "
+                                   "not), and the totals.")
+    i.add_argument("model", help="a .keras or .h5 model")
+    i.add_argument("--unsafe", action="store_true",
+                   help="allow Lambda layers (runs code stored in the model file)")
+    i.set_defaults(func=_inspect)
     return parser
 
 

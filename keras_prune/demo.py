@@ -73,6 +73,7 @@ def lenet5() -> keras.Model:
 
 # builder, learning rate while pruning and fine-tuning (the small CNN recovers better at 1e-3)
 MODELS = {"lenet_300_100": (lenet_300_100, 5e-4), "lenet5": (lenet5, 1e-3)}
+CNNS = ("lenet5",)  # the models LeGR's filter pruning applies to
 
 
 @dataclass
@@ -89,6 +90,7 @@ class DemoResult:
     pruned_model: object = field(default=None, repr=False)
     integral: object = None
     tflm: list = field(default_factory=list)  # one row per exported variant
+    legr: object = field(default=None, repr=False)  # a kp.legr.ParetoResult
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -217,9 +219,11 @@ def format_report(results: list[DemoResult]) -> str:
 
 def _to_json(r: DemoResult) -> dict:
     # asdict would deep-copy the Keras models; they are saved as files instead
-    skip = ("schedule", "dense_model", "pruned_model", "integral")
+    skip = ("schedule", "dense_model", "pruned_model", "integral", "legr")
     d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
     d["integral"] = None if r.integral is None else asdict(r.integral)
+    d["legr"] = None if r.legr is None else [asdict(p) for p in [r.legr.original,
+                                                                 *r.legr.points]]
     return d
 
 
@@ -274,6 +278,7 @@ def format_tflm(results: list[DemoResult]) -> str:
 def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         overwrite: bool = False, verbose: int = 0, integral: bool = True,
         max_loss: float = 0.005, masks_epochs: int = 5, tflm: bool = True,
+        legr: bool = True, legr_generations: int = 32, legr_epochs: int = 2,
         **kwargs) -> list[DemoResult]:
     """Run the demo for ``models``; writes models, plots and ``results.json`` to ``out``.
 
@@ -290,6 +295,8 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         targets += [out / f"sensitivity_{m}.png" for m in models]
     if tflm:
         targets += [out / "tflm" / f"{m}_{kind}" for m in models for kind in ("dense", "pruned")]
+    legr_models = [m for m in models if m in CNNS] if legr else []
+    targets += [p for m in legr_models for p in (out / f"{m}_dense.h5", out / f"legr_{m}")]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -310,6 +317,10 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
                                       overwrite=overwrite)
         if tflm:
             r.tflm = run_tflm(r, (x, xt, yt), out, overwrite=overwrite)
+        if name in legr_models:
+            r.legr = run_legr(r, (x, y), out, generations=legr_generations,
+                              finetune_epochs=legr_epochs, overwrite=overwrite,
+                              seed=kwargs.get("seed", 0))
         results.append(r)
     plot_curves(results, results[0].schedule, out / "sparsity.png", overwrite=True)
     with io.atomic_path(out / "results.json", overwrite=True) as tmp:
@@ -319,9 +330,35 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         print(format_integral([r.integral for r in results]))
     if tflm:
         print(format_tflm(results))
+    for r in results:
+        if r.legr is not None:
+            print(f"\nLeGR on the reloaded {r.model}_dense.h5 (validation: the last 500 "
+                  f"training digits; plot: {out / f'legr_{r.model}' / 'pareto.png'})")
+            print(r.legr.table())
     print(f"\nSaved models, plots{', TFLM exports' if tflm else ''} and results.json in "
           f"{out}/")
     return results
+
+
+# ---------------------------------------------------------------------- LeGR
+def run_legr(r: DemoResult, data, out: Path, generations: int = 32, tau: int = 20,
+             finetune_epochs: int = 2, targets=(0.5, 0.3), overwrite: bool = False,
+             seed: int = 0):
+    """Save the dense CNN as ``.h5``, reload it, and run the LeGR job on it.
+
+    A small budget (population 16, tournament 4, ``generations`` candidates, ``tau``
+    steps each) keeps the demo short; ``keras-prune legr`` defaults to the paper's.
+    """
+    from keras_prune.legr import job
+
+    x, y = data
+    h5 = io.save(r.dense_model, out / f"{r.model}_dense.h5", overwrite=overwrite)
+    model = io.load(h5, compile=False)
+    (xa, ya), (xv, yv) = (x[:-500], y[:-500]), validation_subset(x, y)
+    return job.run(model, {"x_train": xa, "y_train": ya, "x_val": xv, "y_val": yv}, targets,
+                   out / f"legr_{r.model}", generations=generations, tau=tau,
+                   finetune_epochs=finetune_epochs, seed=seed, force=overwrite,
+                   population=16, sample=4, print_fn=lambda s: None)
 
 
 # ---------------------------------------------------------------------- Integral Pruning

@@ -21,7 +21,7 @@ from keras_prune._graph import functional_nodes
 from keras_prune.layers.prunable import kernel_specs
 from keras_prune.layers.prune_wrapper import PruneWrapper
 
-__all__ = ["count_macs", "MacReport", "MacRow"]
+__all__ = ["count_macs", "MacReport", "MacRow", "count_flops", "FlopReport", "FlopRow"]
 
 L = keras.layers
 
@@ -284,3 +284,68 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
     else:
         for sub, _ in nested:
             _count(sub, None, batch_size, report, prefix=f"{prefix}{sub.name}/")
+
+
+# ---------------------------------------------------------------------- structural FLOPs
+@dataclass
+class FlopRow:
+    name: str
+    kind: str
+    macs: int
+    params: int
+
+
+@dataclass
+class FlopReport:
+    """MACs per inference and parameters, per layer, from the channel dependency graph
+    (what ``kp.shrink`` and LeGR's FLOPs targets count)."""
+
+    model: str
+    rows: list[FlopRow] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    def table(self) -> str:
+        head = f"{'layer':<28}{'type':<20}{'MACs':>14}{'params':>12}{'share':>8}"
+        lines = [f"MACs per inference of '{self.model}'", head, "-" * len(head)]
+        total = self.total or 1
+        for r in self.rows:
+            lines.append(f"{r.name[:27]:<28}{r.kind[:19]:<20}{r.macs:>14,}{r.params:>12,}"
+                         f"{r.macs / total:>8.1%}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<48}{self.total:>14,}{self.params:>12,}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def count_flops(model: keras.Model, print_fn: Callable[[str], None] | None = print,
+                graph=None) -> FlopReport:
+    """MACs per inference, per layer and in total (the FLOPs LeGR targets count).
+
+    Counts Dense, Conv1D/2D/3D (grouped too), DepthwiseConv, SeparableConv and
+    ConvTranspose layers, nested models included (a layer called twice counts twice);
+    other layers do no MACs here. Parameters are listed for every layer with weights.
+
+    Example: ``kp.count_flops(model).total``.
+    """
+    from keras_prune.graph import DependencyGraph
+
+    graph = graph or DependencyGraph(model)
+    macs = graph.macs()
+    report = FlopReport(model.name)
+    for use in graph.layers:
+        params = int(sum(math.prod(w.shape) for w in use.layer.weights))
+        if use.path in macs or params:
+            report.rows.append(FlopRow(use.path, type(use.layer).__name__,
+                                       int(macs.get(use.path, 0)), params))
+    if print_fn is not None:
+        print_fn(report.table())
+    return report

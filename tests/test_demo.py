@@ -58,7 +58,8 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
 
 def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     args = ["demo", "--out", str(tmp_path), "--models", "lenet5", "--dense-epochs", "1",
-            "--prune-epochs", "1", "--finetune-epochs", "1", "--masks-epochs", "1"]
+            "--prune-epochs", "1", "--finetune-epochs", "1", "--masks-epochs", "1",
+            "--legr-generations", "2", "--legr-epochs", "1"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "lenet5" in out and "groups of 4 aligned: yes" in out and "pruned acc" in out
@@ -67,6 +68,11 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     assert "TFLite Micro export" in out and "TFLM=LiteRT" in out
     for variant in ("dense", "pruned"):
         assert (tmp_path / "tflm" / f"lenet5_{variant}" / "op_resolver.h").exists()
+    assert "LeGR on the reloaded lenet5_dense.h5" in out and "uniform" in out
+    assert (tmp_path / "legr_lenet5" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [p["method"] for p in saved[0]["legr"]] == ["original"] + ["learned"] * 2 + [
+        "l2"] * 2 + ["uniform"] * 2
     stamp = (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns
     assert cli.main(args) == 2
     assert "--force" in capsys.readouterr().err

@@ -1,0 +1,187 @@
+"""Filter norms, the per-group affine transform, and cutting a global ranking to a FLOPs
+target under the safeguard."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_prune.graph import DependencyGraph
+
+__all__ = ["Ranking", "filter_norms"]
+
+
+def _producer_rows(layer, name: str) -> np.ndarray:
+    """The producer's weights as (output channel, ...) rows."""
+    import keras
+
+    if hasattr(layer, "pointwise_kernel"):
+        k = keras.ops.convert_to_numpy(layer.pointwise_kernel)
+        return np.moveaxis(k, -1, 0)
+    k = keras.ops.convert_to_numpy(layer.kernel)
+    if "Transpose" in type(layer).__name__:  # (..., out, in)
+        return np.moveaxis(k, -2, 0)
+    return np.moveaxis(k, -1, 0)
+
+
+def filter_norms(graph: DependencyGraph) -> list[np.ndarray]:
+    """Squared L2 norm of each channel of each prunable group, summed over the group's
+    producers (coupled filters are scored together)."""
+    sq: dict[str, np.ndarray] = {}
+    for use in graph.layers:
+        if use.creates is not None:
+            rows = _producer_rows(use.layer, use.path)
+            sq[use.path] = np.sum(rows.reshape(len(rows), -1).astype(np.float64) ** 2, axis=1)
+    out = []
+    for g in graph.prunable_groups:
+        norms = np.zeros(g.channels)
+        for i, elems in enumerate(g.elements):
+            for e in elems:
+                path, j = graph._creator[e]
+                if path in sq:
+                    norms[i] += sq[path][j]
+        out.append(norms)
+    return out
+
+
+class Ranking:
+    """Everything needed to cut many candidate rankings quickly.
+
+    ``cut(alpha, kappa, flops)`` scores channel i of group l as
+    ``alpha[l] * norm[l][i] + kappa[l]``, removes the lowest globally until the MACs are
+    at most ``flops`` x the original, and never leaves a group with fewer than
+    ``max(min_channels, ceil(min_fraction * channels))``.
+    """
+
+    def __init__(self, graph: DependencyGraph, min_fraction: float = 0.1,
+                 min_channels: int = 2):
+        if not 0 <= min_fraction < 1:
+            raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction}.")
+        if min_channels < 1:
+            raise ValueError(f"min_channels must be >= 1, got {min_channels}.")
+        self.graph = graph
+        self.groups = graph.prunable_groups
+        if not self.groups:
+            raise ValueError(
+                f"Model '{graph.model.name}' has no prunable channel groups:\n{graph.table()}")
+        self.norms = filter_norms(graph)
+        self.sizes = np.array([g.channels for g in self.groups])
+        self.min_keep = np.array([min(n, max(min_channels, math.ceil(min_fraction * n)))
+                                  for n in self.sizes])
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        chan_of_root = {}
+        for gi, g in enumerate(self.groups):
+            for i, elems in enumerate(g.elements):
+                chan_of_root[int(graph.root[elems[0]])] = self.offsets[gi] + i
+        self._chan_of_elem = np.array([chan_of_root.get(int(r), -1) for r in graph.root])
+        self._layers = [u for u in graph.layers if u.macs]
+        self.n_in0 = np.array([len(u.in_slots) for u in self._layers])
+        self.n_out0 = np.array([len(u.out_slots) for u in self._layers])
+        self._affected: list[list[tuple[int, int, int]]] = [[] for _ in range(self.offsets[-1])]
+        for li, u in enumerate(self._layers):
+            cin = self._counts(u.in_slots)
+            cout = self._counts(u.out_slots)
+            for c in set(cin) | set(cout):
+                self._affected[c].append((li, cin.get(c, 0), cout.get(c, 0)))
+        self.total = self._macs(self.n_in0, self.n_out0)
+        floor = np.zeros(self.offsets[-1], dtype=bool)
+        for gi in range(len(self.groups)):  # keep the strongest min_keep of each group
+            top = np.argsort(-self.norms[gi], kind="stable")[: self.min_keep[gi]]
+            floor[self.offsets[gi] + top] = True
+        self.min_flops = self.macs(self.split(floor)) / self.total
+
+    def _counts(self, slots) -> dict[int, int]:
+        ch = self._chan_of_elem[slots]
+        ids, counts = np.unique(ch[ch >= 0], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist(), strict=True))
+
+    def _layer_macs(self, li: int, n_in: int, n_out: int) -> int:
+        return sum(t.coef * (n_in if t.use_in else 1) * (n_out if t.use_out else 1)
+                   for t in self._layers[li].macs)
+
+    def _macs(self, n_in, n_out) -> int:
+        return sum(self._layer_macs(i, a, b) for i, (a, b) in enumerate(zip(n_in, n_out,
+                                                                             strict=True)))
+
+    def split(self, flat: np.ndarray) -> list[np.ndarray]:
+        return [flat[self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.groups))]
+
+    def macs(self, masks: list[np.ndarray]) -> int:
+        return sum(self.graph.macs(self.alive(masks)).values())
+
+    def alive(self, masks: list[np.ndarray]) -> np.ndarray:
+        return self.graph.element_keep(self.keep_dict(masks))
+
+    def keep_dict(self, masks: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {g.name: m for g, m in zip(self.groups, masks, strict=True)}
+
+    def check_target(self, flops: float, what: str = "flops") -> float:
+        try:
+            flops = float(flops)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a number in (0, 1), got {flops!r}.") from None
+        if not 0 < flops < 1:
+            raise ValueError(f"{what}={flops} is outside (0, 1): it is the fraction of the "
+                             "original MACs to keep, e.g. 0.5.")
+        if flops < self.min_flops - 1e-12:
+            raise ValueError(
+                f"{what}={flops} is unreachable: the safeguard keeps at least "
+                f"{self.min_keep.sum()} channels, so the minimum reachable is "
+                f"{self.min_flops:.3f} of the original MACs. Lower min_fraction / min_channels "
+                "or choose a target >= that.")
+        return flops
+
+    def identity(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.groups)
+        return np.ones(n), np.zeros(n)
+
+    def cut(self, alpha, kappa, flops: float) -> list[np.ndarray]:
+        """Boolean keep mask per group for the global ranking under (alpha, kappa)."""
+        flops = self.check_target(flops)
+        scores = np.concatenate([a * n + k for a, n, k in zip(alpha, self.norms, kappa,
+                                                              strict=True)])
+        order = np.argsort(scores, kind="stable")  # ties: earlier group, lower index first
+        target = flops * self.total
+        n_in, n_out = self.n_in0.copy(), self.n_out0.copy()
+        kept = self.sizes.copy()
+        group_of = np.repeat(np.arange(len(self.groups)), self.sizes)
+        keep = np.ones(self.offsets[-1], dtype=bool)
+        current = self.total
+        for c in order:
+            if current <= target:
+                break
+            g = group_of[c]
+            if kept[g] <= self.min_keep[g]:
+                continue
+            for li, din, dout in self._affected[c]:
+                before = self._layer_macs(li, n_in[li], n_out[li])
+                n_in[li] -= din
+                n_out[li] -= dout
+                current += self._layer_macs(li, n_in[li], n_out[li]) - before
+            kept[g] -= 1
+            keep[c] = False
+        return self.split(keep)
+
+    def uniform(self, flops: float) -> list[np.ndarray]:
+        """Baseline: the same fraction of each group kept (its largest norms), the largest
+        fraction that meets the target."""
+        flops = self.check_target(flops)
+
+        def masks_at(r):
+            out = []
+            for gi, n in enumerate(self.sizes):
+                k = min(n, max(self.min_keep[gi], math.ceil(r * n)))
+                m = np.zeros(n, dtype=bool)
+                m[np.argsort(-self.norms[gi], kind="stable")[:k]] = True
+                out.append(m)
+            return out
+
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if self.macs(masks_at(mid)) <= flops * self.total:
+                lo = mid
+            else:
+                hi = mid
+        return masks_at(lo)

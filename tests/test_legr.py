@@ -1,0 +1,185 @@
+"""LeGR: ranking and cuts, evolution, checkpoint/resume, Pareto set, and the CLI job."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_prune as kp
+from keras_prune import cli
+from keras_prune.legr import Evolution, LeGR
+
+L = keras.layers
+
+
+def small_cnn():
+    x = i = keras.Input((8, 8, 1), name="img")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(x)
+    y = L.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c3")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    return keras.Model(i, L.Dense(3, activation="softmax", name="out")(x), name="small")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(192, 8, 8, 1)).astype("float32")
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype("int64") + (x[:, 4:, :4].mean(
+        axis=(1, 2, 3)) > 0).astype("int64")
+    return x[:128], y[:128], x[128:], y[128:]
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return small_cnn()
+
+
+def test_identity_cut_is_global_l2_ranking(model):
+    legr = LeGR(model)                        # no data: prune right away
+    r = legr.ranking
+    assert [g.name for g in r.groups] == ["c1", "c3", "fc"]
+    masks = legr.masks(0.5)
+    # independent: the removed channels are the globally smallest squared norms that the
+    # safeguard allowed, so every kept channel of a group that lost any channel scores at
+    # least as high as every removed channel
+    removed = np.concatenate([n[~m] for n, m in zip(r.norms, masks, strict=True)])
+    for n, m, k in zip(r.norms, masks, r.min_keep, strict=True):
+        assert m.sum() >= k
+        if (~m).any() and m.sum() > k:
+            assert n[m].min() >= removed.max()
+    # c1 is coupled to c2 through the residual add: its norm sums both filters
+    c1 = model.get_layer("c1").kernel.numpy()
+    c2 = model.get_layer("c2").kernel.numpy()
+    np.testing.assert_allclose(r.norms[0], (c1 ** 2).sum(axis=(0, 1, 2))
+                               + (c2 ** 2).sum(axis=(0, 1, 2)), rtol=1e-6)
+    small = legr.prune(0.5)
+    flops = kp.count_flops(small, print_fn=None).total
+    assert flops <= 0.5 * r.total
+    assert small.get_layer("c2").filters == masks[0].sum()
+
+
+def test_targets_are_checked(model):
+    legr = LeGR(model, min_fraction=0.5, min_channels=2)
+    with pytest.raises(ValueError, match=r"outside \(0, 1\)"):
+        legr.prune(1.5)
+    with pytest.raises(ValueError, match="minimum reachable is 0.2"):
+        legr.prune(0.01)
+    with pytest.raises(ValueError, match="needs data"):
+        legr.learn(generations=2)
+
+
+def test_bad_models_and_data(model, data):
+    x, y, xv, yv = data
+    plain = keras.Sequential([keras.Input((4,)), L.Dense(2, activation="softmax")])
+    with pytest.raises(ValueError, match="no prunable channel groups"):
+        LeGR(plain)
+    with pytest.raises(ValueError, match="expects"):
+        LeGR(model, train=(x[:, :4], y), val=(xv, yv))
+    with pytest.raises(ValueError, match="outputs 3 classes"):
+        LeGR(model, train=(x, y + 5), val=(xv, yv))
+
+
+def test_evolution_rules():
+    evo = Evolution(np.array([1.0, 2.0]), generations=10, population=3, sample=2, seed=0)
+    a, k = evo.propose()
+    np.testing.assert_array_equal(a, [1, 1])   # the identity comes first
+    np.testing.assert_array_equal(k, [0, 0])
+    evo.add(a, k, 5.0)
+    for fitness in (4.0, 6.0, 7.0):
+        evo.add(*evo.propose(), fitness)
+    assert [m.born for m in evo.population] == [1, 2, 3]   # the oldest left, not the worst
+    assert evo.best.fitness == 4.0
+    assert evo.sigma_at(0) == 1.0 and evo.sigma_at(9) == pytest.approx(0.2)
+    a, k = evo.propose()   # tournament child: one of two groups (10%, at least 1) mutated
+    parent = evo.population[0]
+    changed = (np.array(parent.alpha) != a) | (np.array(parent.kappa) != k)
+    assert changed.sum() == 1
+
+
+def test_resume_continues_a_killed_run(model, data, tmp_path, monkeypatch):
+    x, y, xv, yv = data
+    settings = dict(generations=7, tau=2, population=3, sample=2, progress=False)
+
+    full = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    full.learn(**settings)
+
+    ckpt = tmp_path / "state.json"
+    killed = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    real = LeGR._fitness
+    calls = []
+
+    def dies_at_fifth(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(LeGR, "_fitness", dies_at_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        killed.learn(checkpoint=ckpt, **settings)
+    monkeypatch.setattr(LeGR, "_fitness", real)
+    assert json.loads(ckpt.read_text())["evolution"]["generation"] == 4
+
+    resumed = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    resumed.learn(checkpoint=ckpt, **settings)
+    assert resumed.evolution.population == full.evolution.population
+    assert resumed.evolution.history == full.evolution.history
+    np.testing.assert_array_equal(resumed.alpha, full.alpha)
+
+    other = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    with pytest.raises(ValueError, match="different run.*tau"):
+        other.learn(checkpoint=ckpt, **{**settings, "tau": 3})
+
+
+def test_pareto_and_cli_job(model, data, tmp_path, capsys):
+    x, y, xv, yv = data
+    model_path = tmp_path / "m.h5"
+    model.save(model_path)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=x, y_train=y, x_val=xv, y_val=yv)
+    out = tmp_path / "out"
+    args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.7,0.4", "--out",
+            str(out), "--generations", "3", "--tau", "1", "--population", "2", "--sample",
+            "1", "--finetune-epochs", "1"]
+    assert cli.main(args) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["legr_0p4.h5", "legr_0p4.keras", "legr_0p7.h5", "legr_0p7.keras",
+                     "legr_state.json", "pareto.png", "results.csv"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], r["target"]) for r in rows] == [
+        ("original", "1"), ("learned", "0.7"), ("learned", "0.4"), ("l2", "0.7"),
+        ("l2", "0.4"), ("uniform", "0.7"), ("uniform", "0.4")]
+    for r in rows[1:]:
+        assert float(r["macs_ratio"]) <= float(r["target"])
+    small = kp.io.load(out / "legr_0p4.h5")
+    assert kp.count_flops(small, print_fn=None).total == int(rows[2]["macs"])
+    # bad input: clear error, no output directory
+    bad = tmp_path / "bad"
+    assert cli.main([*args[:5], "0.5,1.2", "--out", str(bad)]) == 2
+    assert "outside (0, 1)" in capsys.readouterr().err and not bad.exists()
+    assert cli.main([*args[:5], "0.001", "--out", str(bad)]) == 2
+    assert "minimum reachable" in capsys.readouterr().err and not bad.exists()
+    np.savez(npz, x_train=x, y_train=y + 3, x_val=xv, y_val=yv)
+    assert cli.main([*args[:6], "--out", str(bad)]) == 2
+    assert "classes" in capsys.readouterr().err and not bad.exists()
+    assert cli.main(args) == 2   # exists, no --force
+    assert "already exists" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert cli.main([*args[:6], "--out", str(blocker / "out")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_inspect_cli(model, tmp_path, capsys):
+    path = tmp_path / "m.keras"
+    model.save(path)
+    assert cli.main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "Channel groups of 'small'" in text and "c1, c2" in text
+    assert f"{kp.count_flops(model, print_fn=None).total:,} MACs" in text
