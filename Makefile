@@ -46,6 +46,7 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/integral_macs.py
 	$(BIN)/python benchmarks/tflm_size.py
+	$(BIN)/python benchmarks/legr_pareto.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -45,14 +45,17 @@ def test_identity_cut_is_global_l2_ranking(model):
     r = legr.ranking
     assert [g.name for g in r.groups] == ["c1", "c3", "fc"]
     masks = legr.masks(0.5)
-    # independent: the removed channels are the globally smallest squared norms that the
-    # safeguard allowed, so every kept channel of a group that lost any channel scores at
-    # least as high as every removed channel
-    removed = np.concatenate([n[~m] for n, m in zip(r.norms, masks, strict=True)])
-    for n, m, k in zip(r.norms, masks, r.min_keep, strict=True):
-        assert m.sum() >= k
-        if (~m).any() and m.sum() > k:
-            assert n[m].min() >= removed.max()
+    assert r.macs(masks) <= 0.5 * r.total
+    # the globally weakest channel goes first
+    weakest = np.argmin(np.concatenate(r.norms))
+    assert not np.concatenate(masks)[weakest]
+    # the cut is maximal: no removed channel fits back under the target
+    for gi, m in enumerate(masks):
+        assert m.sum() >= r.min_keep[gi]
+        for i in np.flatnonzero(~m):
+            more = [x.copy() for x in masks]
+            more[gi][i] = True
+            assert r.macs(more) > 0.5 * r.total
     # c1 is coupled to c2 through the residual add: its norm sums both filters
     c1 = model.get_layer("c1").kernel.numpy()
     c2 = model.get_layer("c2").kernel.numpy()

@@ -51,7 +51,9 @@ class Ranking:
     ``cut(alpha, kappa, flops)`` scores channel i of group l as
     ``alpha[l] * norm[l][i] + kappa[l]``, removes the lowest globally until the MACs are
     at most ``flops`` x the original, and never leaves a group with fewer than
-    ``max(min_channels, ceil(min_fraction * channels))``.
+    ``max(min_channels, ceil(min_fraction * channels))``. Removed channels that fit
+    back under the target are then restored, best-ranked first, so the cut lands close
+    to the target rather than one coarse step below it.
     """
 
     def __init__(self, graph: DependencyGraph, min_fraction: float = 0.1,
@@ -148,19 +150,37 @@ class Ranking:
         group_of = np.repeat(np.arange(len(self.groups)), self.sizes)
         keep = np.ones(self.offsets[-1], dtype=bool)
         current = self.total
+
+        def move(c, sign):  # remove (sign -1) or restore (+1) channel c; the MAC change
+            delta = 0
+            for li, din, dout in self._affected[c]:
+                before = self._layer_macs(li, n_in[li], n_out[li])
+                n_in[li] += sign * din
+                n_out[li] += sign * dout
+                delta += self._layer_macs(li, n_in[li], n_out[li]) - before
+            return delta
+
+        removed = []
         for c in order:
             if current <= target:
                 break
             g = group_of[c]
             if kept[g] <= self.min_keep[g]:
                 continue
-            for li, din, dout in self._affected[c]:
-                before = self._layer_macs(li, n_in[li], n_out[li])
-                n_in[li] -= din
-                n_out[li] -= dout
-                current += self._layer_macs(li, n_in[li], n_out[li]) - before
+            current += move(c, -1)
             kept[g] -= 1
             keep[c] = False
+            removed.append(c)
+        # One channel of an early layer can carry several percent of the MACs, so the last
+        # removal may land far below the target: give back the best-ranked removed
+        # channels that still fit.
+        for c in reversed(removed):
+            delta = move(c, +1)
+            if current + delta <= target:
+                current += delta
+                keep[c] = True
+            else:
+                move(c, -1)
         return self.split(keep)
 
     def uniform(self, flops: float) -> list[np.ndarray]:
