@@ -147,21 +147,23 @@ def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     npz = tmp_path / "d.npz"
     np.savez(npz, x_train=x, y_train=y, x_val=xv, y_val=yv)
     out = tmp_path / "out"
-    args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.7,0.4", "--out",
+    args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.4", "--out",
             str(out), "--generations", "3", "--tau", "1", "--population", "2", "--sample",
             "1", "--finetune-epochs", "1"]
     assert cli.main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["legr_0p4.h5", "legr_0p4.keras", "legr_0p7.h5", "legr_0p7.keras",
-                     "legr_state.json", "pareto.png", "results.csv"]
+    assert names == ["legr_0p4.h5", "legr_0p4.keras", "legr_state.json", "pareto.png",
+                     "results.csv"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["method"], r["target"]) for r in rows] == [
-        ("original", "1"), ("learned", "0.7"), ("learned", "0.4"), ("l2", "0.7"),
-        ("l2", "0.4"), ("uniform", "0.7"), ("uniform", "0.4")]
+        ("original", "1"), ("learned", "0.4"), ("l2", "0.4"), ("uniform", "0.4")]
     for r in rows[1:]:
         assert float(r["macs_ratio"]) <= float(r["target"])
+    assert float(rows[0]["val_acc_after_finetune"]) == float(rows[0]["val_acc_before_finetune"])
     small = kp.io.load(out / "legr_0p4.h5")
-    assert kp.count_flops(small, print_fn=None).total == int(rows[2]["macs"])
+    assert kp.count_flops(small, print_fn=None).total == int(rows[1]["macs"])
+    state = json.loads((out / "legr_state.json").read_text())
+    assert state["evolution"]["generation"] == 3
     # bad input: clear error, no output directory
     bad = tmp_path / "bad"
     assert cli.main([*args[:5], "0.5,1.2", "--out", str(bad)]) == 2

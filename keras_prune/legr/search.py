@@ -273,12 +273,14 @@ class LeGR:
     # ------------------------------------------------------------------ Pareto set
     def pareto(self, targets: Sequence[float], finetune_epochs: int = 5,
                methods: Sequence[str] = ("learned",), progress: bool = True,
-               print_fn: Callable[[str], None] | None = print) -> ParetoResult:
+               print_fn: Callable[[str], None] | None = print,
+               seed: int | None = None) -> ParetoResult:
         """One fine-tuned model per target (and per method), plus a table.
 
         Accuracy is measured on ``val`` right after the cut and after
-        ``finetune_epochs`` epochs on ``train``; every model gets the same seed and
-        schedule, so methods compare fairly.
+        ``finetune_epochs`` epochs on ``train``. Every model is fine-tuned from the same
+        seed (``seed``, default the LeGR seed; set through
+        ``keras.utils.set_random_seed``), so methods compare fairly.
         """
         self._need_data("pareto")
         targets = [self.ranking.check_target(t, "target") for t in targets]
@@ -298,7 +300,8 @@ class LeGR:
             bar = tqdm(total=len(jobs), desc="fine-tuning", unit="model")
         with _quiet_retracing():  # one new model per job, by design
             for method, t in jobs:
-                self._pareto_point(result, method, t, finetune_epochs)
+                self._pareto_point(result, method, t, finetune_epochs,
+                                   self.seed if seed is None else int(seed))
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -307,13 +310,13 @@ class LeGR:
             print_fn(result.table())
         return result
 
-    def _pareto_point(self, result, method, t, finetune_epochs) -> None:
+    def _pareto_point(self, result, method, t, finetune_epochs, seed) -> None:
         total = self.ranking.total
         small = self._compiled(self.prune(t, method))
         macs = sum(DependencyGraph(small).macs().values())
         before, _ = self._evaluate(small)
         if finetune_epochs:
-            keras.utils.set_random_seed(self.seed)
+            keras.utils.set_random_seed(seed)
             small.fit(*self.train, epochs=finetune_epochs, batch_size=self.batch_size,
                       verbose=0, shuffle=True)
         after, loss = self._evaluate(small)
