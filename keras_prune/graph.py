@@ -359,10 +359,6 @@ class DependencyGraph:
                 prunable=not reasons, reason=reasons[0] if reasons else "")
             self.groups.append(group)
         self.groups.sort(key=lambda g: order[g.name])
-        self._group_of_root = {}
-        for gi, g in enumerate(self.groups):
-            for i, elems in enumerate(g.elements):
-                self._group_of_root[int(self.root[elems[0]])] = (gi, i)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -376,12 +372,6 @@ class DependencyGraph:
                 return g
         known = ", ".join(p for g in self.groups for p in g.producers)
         raise KeyError(f"No channel group is produced by layer '{name}'. Producers: {known}.")
-
-    def use(self, layer_path: str) -> LayerUse:
-        for use in self.layers:
-            if use.path == layer_path:
-                return use
-        raise KeyError(f"No layer '{layer_path}' in the graph.")
 
     def element_keep(self, keep: dict[str, np.ndarray] | None) -> np.ndarray:
         """Boolean per element from per-group channel keeps (True = kept)."""

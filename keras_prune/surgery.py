@@ -141,7 +141,7 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
     new_layers: dict[int, keras.layers.Layer] = {}
     gate_layers: dict[int, ChannelGate] = {}
 
-    def call(model, inputs, prefix):
+    def call(model, inputs):
         _, nodes = functional_nodes(model)
         tensors = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
         for node in nodes:
@@ -152,7 +152,7 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
             if isinstance(op, keras.Model):
                 new = new_layers.get(id(op))
                 if new is None:
-                    new = new_layers[id(op)] = nested(op, args, kwargs, prefix)
+                    new = new_layers[id(op)] = nested(op, args)
                 outs = new(*args, **kwargs)
             else:
                 use = uses[id(op)]
@@ -172,16 +172,16 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
                 tensors[id(t)] = x
         return [tensors[id(t)] for t in model.outputs]
 
-    def nested(model, args, kwargs, prefix):
-        flat = [a for a in keras.tree.flatten((args, kwargs)) if isinstance(a, keras.KerasTensor)]
+    def nested(model, args):
+        flat = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
         inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=t.name)
                   for x, t in zip(flat, model.inputs, strict=True)]
-        outs = call(model, inputs, f"{prefix}{model.name}/")
+        outs = call(model, inputs)
         return _as_model(model, inputs, outs, None if gates else new_layers)
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
               for t in graph.model.inputs]
-    outputs = call(graph.model, inputs, "")
+    outputs = call(graph.model, inputs)
     new_model = _as_model(graph.model, inputs, outputs, None if gates else new_layers)
     for layer_id, new in new_layers.items():
         use = uses.get(layer_id)
@@ -244,9 +244,7 @@ def masked(model: keras.Model, keep: Mapping[str, Sequence] | None = None,
     graph = _graph(model, graph, "kp.surgery.masked")
     alive = graph.element_keep(channel_masks(graph, keep, "kp.surgery.masked"))
     new_model, gates = _rebuild(graph, alive, gates=True)
-    return new_model, {uses_name: gate for uses_name, gate in
-                       ((u.path, gates[id(u.layer)]) for u in graph.layers
-                        if id(u.layer) in gates)}
+    return new_model, {u.path: gates[id(u.layer)] for u in graph.layers if id(u.layer) in gates}
 
 
 def _check_plain(model, what) -> None:
