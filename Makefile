@@ -47,6 +47,7 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm
 	$(BIN)/python benchmarks/integral_macs.py
 	$(BIN)/python benchmarks/tflm_size.py
 	$(BIN)/python benchmarks/legr_pareto.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -115,7 +115,7 @@ def run(name: str, data, args) -> dict:
     print(f"\n== {name}: {dense.count_params():,} params, dense test accuracy "
           f"{dense_acc:.2%} ({args.epochs} epochs, {train_s:.0f} s)", flush=True)
 
-    learn_at = min(args.targets)
+    learn_at = min(args.targets) if args.learn_at == "min" else tuple(args.targets)
     legr = LeGR(dense, train=(x, y), val=(xv, yv), learn_at=learn_at, seed=args.seed,
                 batch_size=BATCH)
     print(f"{len(legr.ranking.groups)} prunable channel groups: "
@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=16)
     parser.add_argument("--targets", type=float, nargs="+", default=None,
                         help=f"FLOPs fractions to keep (default {TARGETS})")
+    parser.add_argument("--learn-at", choices=("min", "all"), default="min",
+                        help="learn the ranking at the most aggressive target (min, the "
+                             "paper's choice) or on the mean loss over all targets (all)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-seeds", type=int, default=3,
                         help="fine-tune every cut with this many seeds; report medians")

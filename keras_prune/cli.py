@@ -53,6 +53,23 @@ def _export_tflm(args) -> int:
     return 0
 
 
+def _export_savedmodel(args) -> int:
+    from pathlib import Path
+
+    from keras_prune import export, io
+
+    io.atomic_dir(Path(args.out) / str(args.version), overwrite=args.force).check()
+    data = _load_npz(args.data) if args.data else {}
+    if args.activation_masks == "threshold" and "x_train" not in data:
+        raise ValueError("--activation-masks threshold calibrates on inputs: pass --data "
+                         "DATA.npz with x_train.")
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    export.saved_model(model, args.out, version=args.version, batch=args.batch,
+                       force=args.force, activation_masks=args.activation_masks,
+                       representative_data=data.get("x_train"))
+    return 0
+
+
 def _floats(text: str, flag: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -166,6 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--float-io", action="store_true",
                    help="keep float input/output tensors (default: int8)")
     t.set_defaults(func=_export_tflm)
+
+    s = targets.add_parser(
+        "savedmodel", help="SavedModel for TF Serving with pruned channels removed",
+        description="Strip pruning wrappers, physically remove pruned channels along the "
+                    "dependency graph, export a SavedModel (serving_default signature) to "
+                    "OUT/VERSION/ atomically with signature.json, then reload it with "
+                    "tf.saved_model.load and TFSMLayer and check the outputs.")
+    s.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
+    s.add_argument("--out", required=True, help="the model's base directory")
+    s.add_argument("--version", type=int, default=1, help="version directory (default 1)")
+    s.add_argument("--batch", type=int, default=None,
+                   help="fixed batch size of the signature (default: dynamic)")
+    s.add_argument("--data", default=None,
+                   help=".npz with x_train or x_val: inputs for the reload check (and for "
+                        "--activation-masks threshold); random inputs otherwise")
+    s.add_argument("--activation-masks", choices=("keep", "threshold"), default="keep",
+                   help="keep top-k activation masks (default) or turn them into "
+                        "calibrated thresholds")
+    s.add_argument("--force", action="store_true", help="replace an existing version")
+    s.add_argument("--unsafe", action="store_true",
+                   help="allow Lambda layers (runs code stored in the model file)")
+    s.set_defaults(func=_export_savedmodel)
 
     g = sub.add_parser(
         "legr", help="learn a global filter ranking (LeGR) and shrink to FLOPs targets",

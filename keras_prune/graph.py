@@ -29,8 +29,9 @@ import keras
 import numpy as np
 
 from keras_prune._graph import functional_nodes
+from keras_prune.layers.activation_mask import ActivationThreshold
 
-__all__ = ["build", "DependencyGraph", "ChannelGroup", "LayerUse", "MacTerm"]
+__all__ = ["build", "DependencyGraph", "ChannelGroup", "LayerUse", "MacTerm", "filter_norms"]
 
 L = keras.layers
 
@@ -43,7 +44,8 @@ _PASSTHROUGH = tuple(getattr(L, n) for n in (
     "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
     "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Identity",
-    "ActivityRegularization", "BatchNormalization", "PReLU", "Activation") if hasattr(L, n))
+    "ActivityRegularization", "BatchNormalization", "PReLU", "Activation") if hasattr(L, n)
+) + (ActivationThreshold,)  # element-wise with one scalar threshold
 _MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _DEPTHWISE = tuple(c for c in (getattr(L, "DepthwiseConv1D", None), L.DepthwiseConv2D) if c)
 _SEPARABLE = tuple(c for c in (getattr(L, "SeparableConv1D", None), L.SeparableConv2D) if c)
@@ -432,3 +434,34 @@ def _mac_terms(layer, kind: str, in_shape, out_shape) -> list[MacTerm]:
 def build(model: keras.Model) -> DependencyGraph:
     """The channel dependency graph of ``model`` (Sequential or functional, nested too)."""
     return DependencyGraph(model)
+
+
+def _producer_rows(layer, name: str) -> np.ndarray:
+    """The producer's weights as (output channel, ...) rows."""
+    if hasattr(layer, "pointwise_kernel"):
+        k = keras.ops.convert_to_numpy(layer.pointwise_kernel)
+        return np.moveaxis(k, -1, 0)
+    k = keras.ops.convert_to_numpy(layer.kernel)
+    if "Transpose" in type(layer).__name__:  # (..., out, in)
+        return np.moveaxis(k, -2, 0)
+    return np.moveaxis(k, -1, 0)
+
+
+def filter_norms(graph: DependencyGraph) -> list[np.ndarray]:
+    """Squared L2 norm of each channel of each prunable group, summed over the group's
+    producers (coupled filters are scored together)."""
+    sq: dict[str, np.ndarray] = {}
+    for use in graph.layers:
+        if use.creates is not None:
+            rows = _producer_rows(use.layer, use.path)
+            sq[use.path] = np.sum(rows.reshape(len(rows), -1).astype(np.float64) ** 2, axis=1)
+    out = []
+    for g in graph.prunable_groups:
+        norms = np.zeros(g.channels)
+        for i, elems in enumerate(g.elements):
+            for e in elems:
+                path, j = graph._creator[e]
+                if path in sq:
+                    norms[i] += sq[path][j]
+        out.append(norms)
+    return out

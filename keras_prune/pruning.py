@@ -307,8 +307,14 @@ def _print_summary(model, rows: list[LayerSummary], print_fn) -> None:
     lines.append("-" * len(head))
     lines.append(f"{'total':<39}{total:>10,}{nz:>10,}{(1 - nz / total if total else 0):>9.1%}  "
                  f"{'':<30}{dense:>11,}{sparse:>12,}")
-    if rows and all(r.pattern.startswith("unstructured") or r.pattern == "dense" for r in rows) \
-            and nz < total:
-        lines.append("note: unstructured zeros shrink the file but rarely speed up inference; "
-                     "use SIMDGroups for microcontrollers or Channels for CPUs/GPUs.")
+    sparse = [r for r in rows if r.nonzeros < r.params]
+    if sparse and not all(r.pattern.startswith("whole channels: yes") for r in sparse):
+        kind = ("unstructured" if all(r.pattern.startswith(("unstructured", "dense"))
+                                      for r in rows) else "not whole channels")
+        lines.append(
+            f"note: these zeros are {kind}: they shrink a compressed file but give no "
+            "speedup on a CPU/GPU server (TensorFlow runs the layers dense), and unstructured "
+            "zeros rarely speed up inference anywhere. For server speed prune whole channels "
+            "(granularity=Channels()) or shrink with kp.legr.LeGR; for microcontrollers use "
+            "SIMDGroups.")
     print_fn("\n".join(lines))

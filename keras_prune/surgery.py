@@ -16,6 +16,7 @@ consumed (``masked``), to float tolerance.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -23,7 +24,8 @@ import numpy as np
 from keras_prune._graph import functional_nodes
 from keras_prune.graph import DependencyGraph, LayerUse
 
-__all__ = ["shrink", "masked", "channel_masks", "ChannelGate"]
+__all__ = ["shrink", "masked", "compact", "CompactReport", "channel_masks", "ChannelGate",
+           "ConstantOffset"]
 
 L = keras.layers
 
@@ -42,10 +44,43 @@ class ChannelGate(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        if self.capture is not None:  # ``compact`` reads the inputs of an eager call
+            self.capture.append(keras.ops.convert_to_numpy(x))
         return x * keras.ops.cast(self.mask, x.dtype)
+
+    capture: list | None = None
 
     def get_config(self):
         return {**super().get_config(), "mask": self._init_mask.tolist()}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ConstantOffset(keras.layers.Layer):
+    """Adds a fixed tensor (one value per position and channel) to its input.
+
+    ``compact`` puts it after a layer whose removed input channels carried constants that
+    do not fold into a bias: a 3x3 "same" convolution sees a constant channel through its
+    zero padding, so its contribution differs at the borders. The offset is a
+    non-trainable weight, so it is saved with the model's weights.
+
+    Args:
+        shape: the offset's shape, the input's shape without the batch axis.
+    """
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.offset_shape = tuple(int(d) for d in shape)
+        self.offset = self.add_weight(name="offset", shape=self.offset_shape,
+                                      initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return x + keras.ops.cast(self.offset, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "shape": list(self.offset_shape)}
 
 
 def channel_masks(graph: DependencyGraph, keep: Mapping[str, Sequence] | None,
@@ -118,9 +153,13 @@ def _slice(use: LayerUse, alive: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _clone(use: LayerUse, alive: np.ndarray | None):
+def _clone(use: LayerUse, alive: np.ndarray | None, offset: _Offset | None = None):
     layer = use.layer
     config = layer.get_config()
+    if offset is not None and offset.bias is not None:
+        config["use_bias"] = True
+    elif offset is not None:
+        config["activation"] = "linear"  # the offset goes between the layer and it
     if alive is not None and use.kind == "producer":
         kept = int(alive[use.out_slots].sum())
         config["units" if "units" in config else "filters"] = kept
@@ -134,12 +173,16 @@ def _clone(use: LayerUse, alive: np.ndarray | None):
     return type(layer).from_config(config)
 
 
-def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
+def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
+             offsets: dict[int, _Offset] | None = None):
     """A copy of the model; with ``alive`` channels cut out (shrink) or, with ``gates``,
-    the same architecture with a ``ChannelGate`` before every channel-mixing layer."""
+    the same architecture with a ``ChannelGate`` before every channel-mixing layer.
+    ``offsets`` (by layer id) adds what removed constant channels contributed."""
     uses = {id(u.layer): u for u in graph.layers}
+    offsets = offsets or {}
     new_layers: dict[int, keras.layers.Layer] = {}
     gate_layers: dict[int, ChannelGate] = {}
+    extras: dict[int, list[keras.layers.Layer]] = {}  # layers added after a layer
 
     def call(model, inputs):
         _, nodes = functional_nodes(model)
@@ -158,7 +201,8 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
                 use = uses[id(op)]
                 new = new_layers.get(id(op))
                 if new is None:
-                    new = new_layers[id(op)] = _clone(use, None if gates else alive)
+                    new = new_layers[id(op)] = _clone(use, None if gates else alive,
+                                                      offsets.get(id(op)))
                 if gates and use.kind == "producer" and use.in_slots is not None:
                     gate = gate_layers.get(id(op))
                     if gate is None:
@@ -167,6 +211,11 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
                         gate = gate_layers[id(op)] = ChannelGate(mask, name=f"{op.name}_gate")
                     args = (gate(args[0]), *args[1:])
                 outs = new(*args, **kwargs)
+                if id(op) in offsets and offsets[id(op)].map is not None:
+                    if id(op) not in extras:
+                        extras[id(op)] = _offset_layers(op, offsets[id(op)], outs.shape)
+                    for extra in extras[id(op)]:
+                        outs = extra(outs)
             flat = outs if isinstance(outs, (list, tuple)) else [outs]
             for t, x in zip(node.outputs, flat, strict=True):
                 tensors[id(t)] = x
@@ -177,29 +226,56 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool):
         inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=t.name)
                   for x, t in zip(flat, model.inputs, strict=True)]
         outs = call(model, inputs)
-        return _as_model(model, inputs, outs, None if gates else new_layers)
+        return _as_model(model, inputs, outs, None if gates else new_layers, extras)
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
               for t in graph.model.inputs]
     outputs = call(graph.model, inputs)
-    new_model = _as_model(graph.model, inputs, outputs, None if gates else new_layers)
+    new_model = _as_model(graph.model, inputs, outputs, None if gates else new_layers, extras)
     for layer_id, new in new_layers.items():
         use = uses.get(layer_id)
         if use is None or not new.weights:
             continue
         weights = _slice(use, alive) if alive is not None and not gates else \
             {w.name: keras.ops.convert_to_numpy(w) for w in use.layer.weights}
+        off = offsets.get(layer_id)
+        if off is not None:
+            ko = alive[use.out_slots]
+            if off.bias is not None:
+                weights["bias"] = weights.get("bias", 0.0) + off.bias[ko].astype("float32")
+            else:
+                extras[layer_id][0].offset.assign(off.map[..., ko])
         for w in new.weights:
             w.assign(weights[w.name])
     # non-weight state (e.g. a Dropout's seed generator) starts fresh, as in clone_model
     return new_model, gate_layers
 
 
-def _as_model(original: keras.Model, inputs, outputs, new_layers) -> keras.Model:
+@dataclass
+class _Offset:
+    """What a layer's removed input channels added: per output channel (``bias``) or per
+    position and output channel (``map``), with the layer's activation moved after it."""
+
+    bias: np.ndarray | None = None
+    map: np.ndarray | None = None
+    activation: object = None
+
+
+def _offset_layers(op, offset: _Offset, shape) -> list[keras.layers.Layer]:
+    layers = [ConstantOffset(shape[1:], name=f"{op.name}_offset")]
+    if offset.activation is not None:
+        layers.append(L.Activation(offset.activation, name=f"{op.name}_activation"))
+    return layers
+
+
+def _as_model(original: keras.Model, inputs, outputs, new_layers,
+              extras: dict | None = None) -> keras.Model:
     """A Sequential stays Sequential when its layers map one to one (no gates)."""
     if isinstance(original, keras.Sequential) and new_layers is not None:
-        return keras.Sequential([inputs[0], *(new_layers[id(la)] for la in original.layers)],
-                                name=original.name)
+        layers = []
+        for la in original.layers:
+            layers += [new_layers[id(la)], *(extras or {}).get(id(la), [])]
+        return keras.Sequential([inputs[0], *layers], name=original.name)
     return keras.Model(inputs if len(inputs) > 1 else inputs[0],
                        outputs if len(outputs) > 1 else outputs[0], name=original.name)
 
@@ -247,14 +323,170 @@ def masked(model: keras.Model, keep: Mapping[str, Sequence] | None = None,
     return new_model, {u.path: gates[id(u.layer)] for u in graph.layers if id(u.layer) in gates}
 
 
-def _check_plain(model, what) -> None:
+@dataclass
+class CompactReport:
+    """What ``compact`` removed and how it kept the outputs equal."""
+
+    removed: dict[str, tuple[int, int]] = field(default_factory=dict)  # group: (gone, of)
+    folded: list[str] = field(default_factory=list)    # biases that absorbed constants
+    offsets: list[str] = field(default_factory=list)   # layers followed by ConstantOffset
+    kept: dict[str, str] = field(default_factory=dict)  # group: why pruned channels stay
+    macs: tuple[int, int] = (0, 0)                      # before, after
+    params: tuple[int, int] = (0, 0)
+    max_error: float = 0.0  # largest output difference on probe inputs
+
+    @property
+    def channels_removed(self) -> int:
+        return sum(gone for gone, _ in self.removed.values())
+
+    def __str__(self) -> str:
+        m0, m1 = self.macs
+        p0, p1 = self.params
+        lines = [f"removed {self.channels_removed} pruned channels in {len(self.removed)} "
+                 f"groups: MACs {m0:,} -> {m1:,} ({m1 / max(m0, 1):.1%}), params {p0:,} -> "
+                 f"{p1:,}; max output difference {self.max_error:.2e}"]
+        lines += [f"  {g}: {gone} of {n} channels" for g, (gone, n) in self.removed.items()]
+        if self.folded:
+            lines.append("  constants of removed channels folded into the biases of: "
+                         + ", ".join(self.folded))
+        if self.offsets:
+            lines.append("  constants of removed channels added as ConstantOffset after: "
+                         + ", ".join(self.offsets))
+        lines += [f"  kept pruned channels of {g}: {why}" for g, why in self.kept.items()]
+        return "\n".join(lines)
+
+
+def compact(model: keras.Model, graph: DependencyGraph | None = None,
+            probe_batch: int = 8, seed: int = 0) -> tuple[keras.Model, CompactReport]:
+    """Physically remove the channels that pruning left without weights.
+
+    A channel is removable when every filter producing it is zero (what
+    ``granularity=Channels()`` leaves after ``kp.strip``; a Channels-pruned filter loses
+    its bias too). Its output still need not be zero: a BatchNormalization after it
+    shifts it to a constant. ``compact`` therefore measures what the removed channels
+    added at each consumer and adds it back: into the consumer's bias where it is the
+    same at every position, else as a ``ConstantOffset`` (a "same"-padded 3x3 conv sees
+    the constant through its zero padding, so the borders differ). The result equals
+    the input model, which is checked on random probe inputs.
+
+    Channels whose consumers are called more than once (shared layers) stay, since one
+    offset cannot serve calls on different inputs; a group whose channels are all pruned
+    keeps one. Top-k ``ActivationMask`` layers may be present; channels around them stay.
+
+    Returns ``(new model, CompactReport)``; the input is untouched.
+
+    Example: ``small, report = kp.surgery.compact(kp.strip(channel_pruned)); print(report)``
+    """
+    from keras_prune.graph import filter_norms
+
+    _check_plain(model, "kp.surgery.compact", allow_masks=True)
+    graph = _graph(model, graph, "kp.surgery.compact")
+    report = CompactReport()
+    owner = {}
+    for g in graph.prunable_groups:
+        for elems in g.elements:
+            owner[int(graph.root[elems[0]])] = g.name
+    keep: dict[str, np.ndarray] = {}
+    for g, norms in zip(graph.prunable_groups, filter_norms(graph), strict=True):
+        dead = norms == 0
+        if dead.all():
+            dead[0] = False
+            report.kept[g.name] = "every channel is pruned; one stays so the layers exist"
+        if dead.any():
+            keep[g.name] = ~dead
+    while True:  # a shared consumer would need one offset per call
+        alive = graph.element_keep(keep)
+        shared = [u for u in graph.layers if u.kind == "producer" and u.in_slots is not None
+                  and u.calls > 1 and not alive[u.in_slots].all()]
+        if not shared:
+            break
+        for u in shared:
+            for e in np.unique(u.in_slots[~alive[u.in_slots]]):
+                name = owner[int(graph.root[e])]
+                if keep.pop(name, None) is not None:
+                    report.kept[name] = (f"its consumer '{u.path}' is called {u.calls} times "
+                                         "(a shared layer)")
+    offsets = _constant_offsets(graph, alive, report)
+    small, _ = _rebuild(graph, alive, gates=False, offsets=offsets)
+    for name, mask in keep.items():
+        report.removed[name] = (int((~mask).sum()), len(mask))
+    report.macs = (sum(graph.macs().values()), sum(DependencyGraph(small).macs().values()))
+    report.params = (model.count_params(), small.count_params())
+    report.max_error, scale = _max_difference(model, small, probe_batch, seed)
+    if report.max_error > 1e-4 * max(1.0, scale):
+        raise RuntimeError(f"kp.surgery.compact: the compacted '{model.name}' differs from "
+                           f"the input by {report.max_error:.3g} on probe inputs; this is a "
+                           "bug, please report it with the model.")
+    return small, report
+
+
+def _constant_offsets(graph: DependencyGraph, alive: np.ndarray,
+                      report: CompactReport) -> dict[int, _Offset]:
+    """For each layer consuming removed channels, what those channels added to it."""
+    consumers = [u for u in graph.layers if u.kind == "producer" and u.in_slots is not None
+                 and not alive[u.in_slots].all()]
+    if not consumers:
+        return {}
+    gated, gates = _rebuild(graph, alive, gates=True)
+    for u in consumers:
+        gates[id(u.layer)].capture = []
+    probe = [np.zeros((1, *t.shape[1:]), dtype=t.dtype) for t in graph.model.inputs]
+    gated(probe if len(probe) > 1 else probe[0], training=False)
+    offsets = {}
+    for u in consumers:
+        x = gates[id(u.layer)].capture[0]
+        gates[id(u.layer)].capture = None
+        removed = x * (~alive[u.in_slots]).astype(x.dtype)
+        delta = keras.ops.convert_to_numpy(_linear_part(u.layer, removed.shape)(removed))[0]
+        flat = delta.reshape(-1, delta.shape[-1]).astype(np.float64)
+        if not np.any(flat):
+            continue
+        mean = flat.mean(axis=0)
+        if np.abs(flat - mean).max() <= 1e-6 * (1.0 + np.abs(flat).max()):
+            offsets[id(u.layer)] = _Offset(bias=mean)
+            report.folded.append(u.path)
+        else:
+            act = u.layer.get_config().get("activation")
+            linear = act is None or keras.activations.get(act) is keras.activations.linear
+            offsets[id(u.layer)] = _Offset(map=delta, activation=None if linear else act)
+            report.offsets.append(u.path)
+    return offsets
+
+
+def _linear_part(layer, input_shape) -> keras.layers.Layer:
+    """A copy of a producer without bias and activation: the linear map of its input."""
+    config = {**layer.get_config(), "use_bias": False, "activation": "linear",
+              "name": f"{layer.name}_linear"}
+    linear = type(layer).from_config(config)
+    linear.build(input_shape)
+    weights = {w.name: w for w in layer.weights}
+    for w in linear.weights:
+        w.assign(weights[w.name])
+    return linear
+
+
+def _max_difference(a: keras.Model, b: keras.Model, batch: int,
+                    seed: int) -> tuple[float, float]:
+    """The largest output difference on seeded normal inputs, and the largest output."""
+    rng = np.random.default_rng(seed)
+    x = [rng.normal(size=(batch, *t.shape[1:])).astype(t.dtype)
+         if np.issubdtype(np.dtype(t.dtype), np.floating)
+         else np.zeros((batch, *t.shape[1:]), dtype=t.dtype) for t in a.inputs]
+    x = x if len(x) > 1 else x[0]
+    ya = [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(a(x, training=False))]
+    yb = [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(b(x, training=False))]
+    diff = max(float(np.max(np.abs(p - q), initial=0.0)) for p, q in zip(ya, yb, strict=True))
+    return diff, max(float(np.max(np.abs(p), initial=0.0)) for p in ya)
+
+
+def _check_plain(model, what, allow_masks: bool = False) -> None:
     from keras_prune.integral import activation_masks
     from keras_prune.layers.prune_wrapper import PruneWrapper
     from keras_prune.pruning import _all_layers, _check_model
 
     _check_model(model, what)
     wrapped = [la.name for la in _all_layers(model) if isinstance(la, PruneWrapper)]
-    if wrapped or activation_masks(model):
+    if wrapped or (activation_masks(model) and not allow_masks):
         names = ", ".join(wrapped) or "activation masks"
         raise ValueError(f"{what}: model '{model.name}' still has pruning layers ({names}); "
                          "call kp.strip(model) first.")

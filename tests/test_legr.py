@@ -140,6 +140,22 @@ def test_resume_continues_a_killed_run(model, data, tmp_path, monkeypatch):
         other.learn(checkpoint=ckpt, **{**settings, "tau": 3})
 
 
+def test_learn_at_several_targets_scores_the_mean_loss(model, data):
+    x, y, xv, yv = data
+    legr = LeGR(model, train=(x, y), val=(xv, yv), learn_at=[0.4, 0.7, 0.4], seed=1)
+    assert legr.learn_at == (0.7, 0.4)
+    legr.learn(generations=2, tau=2, population=2, sample=1, progress=False)
+    alpha, kappa = legr.ranking.identity()  # generation 0 is the identity
+    ev = legr._evaluator
+    each = [ev(legr.ranking.cut(alpha, kappa, t), 2) for t in (0.7, 0.4)]
+    assert each[0] != each[1]
+    assert legr.evolution.history[0] == pytest.approx(np.mean(each))
+    with pytest.raises(ValueError, match="non-empty"):
+        LeGR(model, learn_at=[])
+    with pytest.raises(ValueError, match="outside"):
+        LeGR(model, learn_at=(0.5, 1.5))
+
+
 def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     x, y, xv, yv = data
     model_path = tmp_path / "m.h5"

@@ -237,7 +237,14 @@ def test_summary_flags_unstructured_zeros_as_no_speedup():
     printed = []
     rows = kp.summary(m, print_fn=printed.append)
     assert rows[0].pattern == "unstructured: yes"
-    assert "rarely speed up" in printed[0]
+    assert "no speedup on a CPU/GPU server" in printed[0] and "Channels()" in printed[0]
+    assert "kp.legr.LeGR" in printed[0]
+    w[0][:] = 0.5
+    w[0][:, ::2] = 0  # whole units: the note must not appear
+    m.get_layer("fc1").set_weights(w)
+    printed = []
+    kp.summary(m, print_fn=printed.append)
+    assert "no speedup" not in printed[0]
 
 
 def test_wrapper_rejects_unprunable_layers():

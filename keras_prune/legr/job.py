@@ -83,8 +83,8 @@ def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.
     ckpt.unlink()
     print_fn(result.table())
     print_fn(f"\nLearned in {legr.evolution.generation} generations (best validation loss "
-             f"{legr.evolution.best.fitness:.4f} at {legr.learn_at:g} FLOPs). Wrote models, "
-             f"results.csv and pareto.png to {out}/")
+             f"{legr.evolution.best.fitness:.4f} at {_targets(legr.learn_at)} FLOPs). Wrote "
+             f"models, results.csv and pareto.png to {out}/")
     return result
 
 
@@ -127,3 +127,8 @@ def plot_pareto(result: ParetoResult, path: str | os.PathLike, title: str = "LeG
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _targets(learn_at) -> str:
+    return ", ".join(f"{t:g}" for t in learn_at) if isinstance(learn_at, tuple) \
+        else f"{learn_at:g}"

@@ -7,42 +7,9 @@ import math
 
 import numpy as np
 
-from keras_prune.graph import DependencyGraph
+from keras_prune.graph import DependencyGraph, filter_norms
 
 __all__ = ["Ranking", "filter_norms"]
-
-
-def _producer_rows(layer, name: str) -> np.ndarray:
-    """The producer's weights as (output channel, ...) rows."""
-    import keras
-
-    if hasattr(layer, "pointwise_kernel"):
-        k = keras.ops.convert_to_numpy(layer.pointwise_kernel)
-        return np.moveaxis(k, -1, 0)
-    k = keras.ops.convert_to_numpy(layer.kernel)
-    if "Transpose" in type(layer).__name__:  # (..., out, in)
-        return np.moveaxis(k, -2, 0)
-    return np.moveaxis(k, -1, 0)
-
-
-def filter_norms(graph: DependencyGraph) -> list[np.ndarray]:
-    """Squared L2 norm of each channel of each prunable group, summed over the group's
-    producers (coupled filters are scored together)."""
-    sq: dict[str, np.ndarray] = {}
-    for use in graph.layers:
-        if use.creates is not None:
-            rows = _producer_rows(use.layer, use.path)
-            sq[use.path] = np.sum(rows.reshape(len(rows), -1).astype(np.float64) ** 2, axis=1)
-    out = []
-    for g in graph.prunable_groups:
-        norms = np.zeros(g.channels)
-        for i, elems in enumerate(g.elements):
-            for e in elems:
-                path, j = graph._creator[e]
-                if path in sq:
-                    norms[i] += sq[path][j]
-        out.append(norms)
-    return out
 
 
 class Ranking:

@@ -108,7 +108,12 @@ class LeGR:
     Args:
         model: a built Sequential or functional model (e.g. from ``kp.io.load``).
         train, val: ``(x, y)`` tuples; needed by ``learn`` and ``pareto`` only.
-        learn_at: the FLOPs fraction the ranking is learned at.
+        learn_at: the FLOPs fraction the ranking is learned at, or several: the fitness
+            is then the mean validation loss over the cuts at each (one fine-tuning per
+            cut, so the cost per generation grows with their number). One target is the
+            paper's choice; a transform learned at one aggressive target can rank the
+            channels of a cheap layer first at milder targets, which several targets
+            prevent (see docs/legr.md).
         seed: seeds the evolution, the fine-tuning batches and the weights' RNG.
         min_fraction, min_channels: the safeguard (per group, at least
             ``max(min_channels, ceil(min_fraction * channels))`` stay).
@@ -124,14 +129,21 @@ class LeGR:
     """
 
     def __init__(self, model: keras.Model, train: tuple | None = None,
-                 val: tuple | None = None, learn_at: float = 0.3, seed: int = 0,
+                 val: tuple | None = None, learn_at: float | Sequence[float] = 0.3,
+                 seed: int = 0,
                  min_fraction: float = 0.1, min_channels: int = 2, loss=None,
                  optimizer=None, batch_size: int = 64):
         _check_plain(model, "kp.legr.LeGR")
         self.model = model
         self.graph = DependencyGraph(model)
         self.ranking = Ranking(self.graph, min_fraction, min_channels)
-        self.learn_at = self.ranking.check_target(learn_at, "learn_at")
+        many = isinstance(learn_at, (list, tuple, np.ndarray))
+        if many and not len(learn_at):
+            raise ValueError("learn_at: give one FLOPs fraction or a non-empty list of them.")
+        targets = [self.ranking.check_target(t, "learn_at") for t in
+                   (learn_at if many else [learn_at])]
+        #: a float, or a tuple of floats (descending) when several targets were given
+        self.learn_at = tuple(sorted(set(targets), reverse=True)) if many else targets[0]
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.train = self._data(train, "train")
@@ -213,7 +225,9 @@ class LeGR:
         norm_std = np.array([float(np.std(n)) for n in ranking.norms])
         config = {"generations": int(generations), "tau": int(tau),
                   "population": int(population), "sample": int(sample),
-                  "learn_at": self.learn_at, "seed": self.seed, "batch_size": self.batch_size,
+                  "learn_at": (list(self.learn_at) if isinstance(self.learn_at, tuple)
+                               else self.learn_at),
+                  "seed": self.seed, "batch_size": self.batch_size,
                   "min_keep": ranking.min_keep.tolist(),
                   "groups": [g.name for g in ranking.groups]}
         evo = Evolution(norm_std, generations, population, sample, seed=self.seed)
@@ -268,7 +282,9 @@ class LeGR:
     def _fitness(self, alpha, kappa, tau: int) -> float:
         if self._evaluator is None:
             self._evaluator = _Evaluator(self)
-        return self._evaluator(self.ranking.cut(alpha, kappa, self.learn_at), tau)
+        targets = self.learn_at if isinstance(self.learn_at, tuple) else (self.learn_at,)
+        return float(np.mean([self._evaluator(self.ranking.cut(alpha, kappa, t), tau)
+                              for t in targets]))
 
     # ------------------------------------------------------------------ Pareto set
     def pareto(self, targets: Sequence[float], finetune_epochs: int = 5,
