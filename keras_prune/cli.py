@@ -209,10 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "legr", help="learn a global filter ranking (LeGR) and shrink to FLOPs targets",
         description="Learn LeGR's per-layer transforms of filter norms once (regularized "
-                    "evolution at the smallest target), cut the global ranking at each "
-                    "--flops target, fine-tune, and compare with uniform per-layer pruning "
-                    "and plain global L2-norm ranking. Writes legr_<target>.keras/.h5, "
-                    "results.csv, pareto.png and legr_state.json to --out (atomically).")
+                    "evolution on the mean loss at all --flops targets), cut the global "
+                    "ranking at each --flops target, fine-tune, and compare with uniform "
+                    "per-layer pruning and plain global L2-norm ranking. Writes "
+                    "legr_<target>.keras/.h5, results.csv, pareto.png and legr_state.json "
+                    "to --out (atomically).")
     g.add_argument("model", help="a .keras or .h5 model (Keras 3 or Keras 2-era)")
     g.add_argument("--data", required=True, help=".npz with x_train, y_train, x_val, y_val")
     g.add_argument("--flops", required=True,

@@ -103,6 +103,13 @@ def test_evolution_rules():
     parent = evo.population[0]
     changed = (np.array(parent.alpha) != a) | (np.array(parent.kappa) != k)
     assert changed.sum() == 1
+    # with the norms' means, generation 1 standardizes each group (near-uniform cuts)
+    evo = Evolution(np.array([2.0, 0.0]), generations=5, population=3, sample=2,
+                    norm_mean=np.array([6.0, 1.0]))
+    evo.add(*evo.propose(), 1.0)
+    a, k = evo.propose()
+    np.testing.assert_allclose(a, [0.5, 1.0])   # a group of equal norms keeps the identity
+    np.testing.assert_allclose(k, [-3.0, 0.0])
 
 
 def test_resume_continues_a_killed_run(model, data, tmp_path, monkeypatch):

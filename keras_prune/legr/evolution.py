@@ -25,7 +25,10 @@ class Member:
 class Evolution:
     """Population ``population``, tournament of ``sample``, oldest member replaced.
 
-    Generation 0 evaluates the identity transform (plain global L2 ranking). Until the
+    Generation 0 evaluates the identity transform (plain global L2 ranking). Generation
+    1, when ``norm_mean`` is given, evaluates the standardizing transform
+    ``alpha = 1 / std``, ``kappa = -mean / std`` of each group's norms: one threshold
+    then cuts about the same share of every group, close to uniform pruning. Until the
     population is full, each new member is the identity with every group perturbed;
     after that, the best of ``sample`` random members is copied and ``mutate_fraction``
     of its groups are perturbed: ``alpha *= exp(N(0, sigma))`` with ``sigma`` decaying
@@ -35,13 +38,15 @@ class Evolution:
 
     def __init__(self, norm_std: np.ndarray, generations: int, population: int = 64,
                  sample: int = 16, sigma: tuple[float, float] = (1.0, 0.2),
-                 mutate_fraction: float = 0.1, seed: int = 0):
+                 mutate_fraction: float = 0.1, seed: int = 0,
+                 norm_mean: np.ndarray | None = None):
         if population < 1 or not 1 <= sample <= population:
             raise ValueError(f"Need population >= 1 and 1 <= sample <= population, got "
                              f"population={population}, sample={sample}.")
         if generations < 1:
             raise ValueError(f"generations must be >= 1, got {generations}.")
         self.norm_std = np.asarray(norm_std, dtype=np.float64)
+        self.norm_mean = None if norm_mean is None else np.asarray(norm_mean, np.float64)
         self.generations = int(generations)
         self.population_size = int(population)
         self.sample = int(sample)
@@ -70,6 +75,11 @@ class Evolution:
         n = len(self.norm_std)
         if self.generation == 0:
             return np.ones(n), np.zeros(n)
+        if self.generation == 1 and self.norm_mean is not None:
+            spread = self.norm_std > 0  # a group of equal norms keeps the identity
+            std = np.where(spread, self.norm_std, 1.0)
+            return (np.where(spread, 1.0 / std, 1.0),
+                    np.where(spread, -self.norm_mean / std, 0.0))
         sigma = self.sigma_at(self.generation)
         if len(self.population) < self.population_size:
             return self._perturb(np.ones(n), np.zeros(n), range(n), sigma)

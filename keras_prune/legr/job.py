@@ -40,8 +40,10 @@ def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.
     ``out``: ``legr_<target>.keras``/``.h5`` per target, ``results.csv`` (every method
     and target, plus the original), ``pareto.png`` and ``legr_state.json``.
 
-    Everything is checked before the slow part; a failed or interrupted run leaves no
-    ``out``. An interrupted run's checkpoint stays beside ``out`` for ``resume=True``.
+    The ranking is learned on the mean loss over all ``targets`` unless ``learn_at``
+    says otherwise (see ``LeGR``). Everything is checked before the slow part; a failed
+    or interrupted run leaves no ``out``. An interrupted run's checkpoint stays beside
+    ``out`` for ``resume=True``.
     """
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
@@ -59,7 +61,7 @@ def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.
     targets = sorted(set(float(t) for t in targets), reverse=True)
     legr = LeGR(model, train=(data["x_train"], data["y_train"]),
                 val=(data["x_val"], data["y_val"]), seed=seed,
-                learn_at=min(targets) if learn_at is None else learn_at)
+                learn_at=tuple(targets) if learn_at is None else learn_at)
     for t in targets:
         legr.ranking.check_target(t, "FLOPs target")
     ckpt = checkpoint_path(out)

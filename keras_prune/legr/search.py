@@ -223,14 +223,17 @@ class LeGR:
             raise ValueError(f"tau must be >= 0, got {tau}.")
         ranking = self.ranking
         norm_std = np.array([float(np.std(n)) for n in ranking.norms])
+        norm_mean = np.array([float(np.mean(n)) for n in ranking.norms])
         config = {"generations": int(generations), "tau": int(tau),
+                  "start": ["identity", "standardized"],  # older checkpoints had one
                   "population": int(population), "sample": int(sample),
                   "learn_at": (list(self.learn_at) if isinstance(self.learn_at, tuple)
                                else self.learn_at),
                   "seed": self.seed, "batch_size": self.batch_size,
                   "min_keep": ranking.min_keep.tolist(),
                   "groups": [g.name for g in ranking.groups]}
-        evo = Evolution(norm_std, generations, population, sample, seed=self.seed)
+        evo = Evolution(norm_std, generations, population, sample, seed=self.seed,
+                        norm_mean=norm_mean)
         path = Path(checkpoint) if checkpoint is not None else None
         fingerprint = self._fingerprint(config)
         if path is not None and path.exists():
