@@ -118,6 +118,12 @@ def _inspect(args) -> int:
     return 0
 
 
+def _unsafe_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unsafe", action="store_true",
+                        help="allow Lambda layers (runs code stored in the model file; only "
+                             "for files you trust)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-prune",
@@ -196,14 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=None,
                    help="fixed batch size of the signature (default: dynamic)")
     s.add_argument("--data", default=None,
-                   help=".npz with x_train or x_val: inputs for the reload check (and for "
+                   help=".npz with x_train: inputs for the reload check (and for "
                         "--activation-masks threshold); random inputs otherwise")
     s.add_argument("--activation-masks", choices=("keep", "threshold"), default="keep",
                    help="keep top-k activation masks (default) or turn them into "
                         "calibrated thresholds")
     s.add_argument("--force", action="store_true", help="replace an existing version")
-    s.add_argument("--unsafe", action="store_true",
-                   help="allow Lambda layers (runs code stored in the model file)")
+    _unsafe_flag(s)
     s.set_defaults(func=_export_savedmodel)
 
     g = sub.add_parser(
@@ -232,9 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoint beside --out")
     g.add_argument("--force", action="store_true", help="replace an existing --out")
-    g.add_argument("--unsafe", action="store_true",
-                   help="allow Lambda layers (runs code stored in the model file; only for "
-                        "files you trust)")
+    _unsafe_flag(g)
     g.set_defaults(func=_legr)
 
     i = sub.add_parser("inspect", help="print the layers, channel groups and MACs of a model",
@@ -242,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "MACs, the channel dependency groups (prunable or why "
                                    "not), and the totals.")
     i.add_argument("model", help="a .keras or .h5 model")
-    i.add_argument("--unsafe", action="store_true",
-                   help="allow Lambda layers (runs code stored in the model file)")
+    _unsafe_flag(i)
     i.set_defaults(func=_inspect)
     return parser
 

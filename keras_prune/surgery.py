@@ -43,12 +43,12 @@ class ChannelGate(keras.layers.Layer):
                                     trainable=False)
         self.built = True
 
+    capture: list | None = None  # ``compact`` sets a list to record eager inputs
+
     def call(self, x):
-        if self.capture is not None:  # ``compact`` reads the inputs of an eager call
+        if self.capture is not None:
             self.capture.append(keras.ops.convert_to_numpy(x))
         return x * keras.ops.cast(self.mask, x.dtype)
-
-    capture: list | None = None
 
     def get_config(self):
         return {**super().get_config(), "mask": self._init_mask.tolist()}

@@ -36,7 +36,6 @@ import keras
 import numpy as np
 
 from keras_prune import io as kp_io
-from keras_prune.layers.prunable import kernel_specs
 from keras_prune.surgery import CompactReport, compact
 
 __all__ = ["saved_model", "SavedModelExport", "scattered_zeros"]
@@ -99,15 +98,14 @@ def _check_version(version) -> int:
 
 
 def scattered_zeros(model: keras.Model) -> float:
-    """The fraction of prunable-kernel weights that are exactly zero."""
-    from keras_prune.pruning import _all_layers
+    """The fraction of prunable-kernel weights that are zeros but not whole channels (what
+    ``kp.summary`` calls any pattern other than "whole channels")."""
+    from keras_prune.pruning import summary
 
-    total = zeros = 0
-    for layer in _all_layers(model):
-        for spec in kernel_specs(layer):
-            k = keras.ops.convert_to_numpy(getattr(layer, spec.attr))
-            total += k.size
-            zeros += k.size - int(np.count_nonzero(k))
+    rows = summary(model, print_fn=lambda _: None)
+    total = sum(r.params for r in rows)
+    zeros = sum(r.params - r.nonzeros for r in rows
+                if not r.pattern.startswith("whole channels"))
     return zeros / total if total else 0.0
 
 
@@ -247,8 +245,11 @@ def _verify(path: Path, model: keras.Model, probe, expected):
     in_specs = fn.structured_input_signature[1]
     out_specs = fn.structured_outputs
     names = [t.name for t in model.inputs]
-    if sorted(in_specs) != sorted(names):  # Keras names the inputs after its Input layers
-        names = sorted(in_specs)
+    if len(names) == 1:  # a Sequential's key is its InputLayer's name, not the tensor's
+        names = list(in_specs)
+    elif sorted(in_specs) != sorted(names):
+        raise RuntimeError(f"the SavedModel's inputs {sorted(in_specs)} do not match the "
+                           f"model's {names}.")
     got = fn(**{n: tf.constant(x) for n, x in zip(names, probe, strict=True)})
     outs = [got[k].numpy() for k in sorted(got)]
     errors = {"tf.saved_model.load": _max_diff(outs, expected)}
