@@ -16,38 +16,44 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml | $(BIN)/python
 
 comma := ,
 
-demo: $(VENV)/.stamp-examples+tflm
+demo: $(VENV)/.stamp-examples+tflm+mcu toolchain
 	$(BIN)/keras-prune demo --out $(OUT) --force
 
-# The C compile tests need host gcc/g++ and the Cortex-M4 cross compiler. As root (CI) they
-# are installed from Debian; elsewhere the tests that need them skip with this hint.
-C_TOOLS := gcc g++ arm-none-eabi-gcc
-APT_PKGS := gcc g++ gcc-arm-none-eabi
+# The C compile tests need host gcc/g++; the Cortex-M4 tests also need the cross compiler, newlib
+# (the firmware links its memcpy/memset) and QEMU. As root (CI) they are installed from Debian;
+# elsewhere the tests that need them skip with this hint.
+C_TOOLS := gcc g++ arm-none-eabi-gcc qemu-system-arm
+APT_PKGS := gcc g++ gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# newlib has no command to look for: the cross gcc prints libc.a's absolute path only if it is there.
+NEWLIB_LIBC = arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -print-file-name=libc.a
 toolchain:
 	@missing=""; for t in $(C_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	case "$$($(NEWLIB_LIBC) 2>/dev/null)" in /*) ;; *) missing="$$missing newlib";; esac; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "Installing$$missing from Debian (apt-get: $(APT_PKGS))"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $(APT_PKGS) >/dev/null; \
 	else \
-		echo "note:$$missing not found; C compile tests will be skipped." \
+		echo "note:$$missing not found; C compile and Cortex-M4 (QEMU) tests will be skipped." \
 		     "Install: sudo apt-get install --no-install-recommends $(APT_PKGS)"; \
 	fi
 
-test: $(VENV)/.stamp-dev+examples+tfmot+tflm toolchain
+test: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.stamp-dev+examples+tfmot+tflm
+lint: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu
 	$(BIN)/ruff check keras_prune tests benchmarks
 	$(BIN)/ruff format --check keras_prune tests benchmarks
 
-bench: $(VENV)/.stamp-dev+examples+tfmot+tflm
+bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/integral_macs.py
 	$(BIN)/python benchmarks/tflm_size.py
 	$(BIN)/python benchmarks/legr_pareto.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/m4_kernels.py
+	$(BIN)/python benchmarks/m4_cycles.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -44,31 +44,6 @@ import numpy as np  # noqa: E402
 import keras_prune as kp  # noqa: E402
 from keras_prune import demo  # noqa: E402
 
-L = keras.layers
-
-
-def resnet8(input_shape=(32, 32, 3), classes: int = 10) -> keras.Model:
-    """MLPerf Tiny's ResNet-8 layout (about 78k parameters, 12.5M MACs)."""
-
-    def conv_bn(x, filters, name, strides=1, kernel=3, relu=True):
-        x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                     name=f"{name}_conv")(x)
-        x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-        return L.ReLU(name=f"{name}_relu")(x) if relu else x
-
-    inp = keras.Input(input_shape, name="image")
-    x = conv_bn(inp, 16, "stem")
-    for i, (filters, strides) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
-        h = conv_bn(x, filters, f"stack{i}a", strides=strides)
-        h = conv_bn(h, filters, f"stack{i}b", relu=False)
-        s = x if strides == 1 else conv_bn(x, filters, f"stack{i}_proj", strides=strides,
-                                           kernel=1, relu=False)
-        x = L.ReLU(name=f"stack{i}_out")(L.Add(name=f"stack{i}_add")([s, h]))
-    x = L.AveragePooling2D(8, name="pool")(x)
-    x = L.Flatten(name="flatten")(x)
-    out = L.Dense(classes, activation="softmax", name="fc")(x)
-    return keras.Model(inp, out, name="resnet8")
-
 
 def digits32(x: np.ndarray) -> np.ndarray:
     return np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
@@ -78,7 +53,7 @@ def build_variants(args, log) -> dict[str, keras.Model]:
     x, y, xt, yt = demo.mnist_5k()
     x, xt = digits32(x), digits32(xt)
     keras.utils.set_random_seed(args.seed)
-    dense = resnet8()
+    dense = kp.models.resnet8()
     dense.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     dense.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
     acc = {"dense": dense.evaluate(xt, yt, verbose=0)[1]}

@@ -54,8 +54,7 @@ def main() -> None:
               f"{row['logits_diff_lsb'] if row['logits_diff_lsb'] is not None else '-':>7}"
               f"{row['top1_agreement']:>8.1%}")
     print("\n.tflite: TFLM stores pruned zeros like any weight, so the file barely shrinks; "
-          "zlib shows what a flash compressor gains. The C export (kp.export.cmsis) stores "
-          "sparse layers compactly.")
+          "zlib shows what a flash compressor gains.")
 
 
 if __name__ == "__main__":

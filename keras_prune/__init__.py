@@ -24,6 +24,7 @@ from keras_prune import (
     io,
     layers,
     legr,
+    models,
     schedules,
     surgery,
 )
@@ -36,4 +37,4 @@ __version__ = "0.1.0"
 
 __all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "count_flops",
            "shrink", "schedules", "granularity", "layers", "callbacks", "integral", "graph",
-           "surgery", "legr", "io", "export", "__version__"]
+           "surgery", "legr", "io", "export", "models", "__version__"]

@@ -18,6 +18,7 @@ def _demo(args) -> int:
              finetune_epochs=args.finetune_epochs, seed=args.seed,
              integral=not args.no_integral, max_loss=args.max_loss,
              masks_epochs=args.masks_epochs, tflm=not args.no_tflm, legr=not args.no_legr,
+             cortex_m4=not args.no_c,
              legr_generations=args.legr_generations, legr_epochs=args.legr_epochs)
     return 0
 
@@ -50,6 +51,21 @@ def _export_tflm(args) -> int:
     export.tflm(model, args.out, data["x_train"], labels=data.get("y_train"),
                 int8_io=not args.float_io, force=args.force, validation_data=validation,
                 samples=args.samples)
+    return 0
+
+
+def _export_cmsis(args) -> int:
+    from keras_prune import export, io
+
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before the slow part
+    data = _load_npz(args.data)
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    validation = None
+    if "x_val" in data:
+        validation = (data["x_val"], data["y_val"]) if "y_val" in data else data["x_val"]
+    export.cmsis(model, args.out, data["x_train"], target=args.target, force=args.force,
+                 labels=data.get("y_train"), validation_data=validation,
+                 samples=args.samples, verify_m4=True if args.require_m4 else None)
     return 0
 
 
@@ -158,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation accuracy the winner rates may cost (default 0.005)")
     d.add_argument("--masks-epochs", type=int, default=5,
                    help="fine-tuning epochs with activation masks (default 5)")
+    d.add_argument("--no-c", action="store_true",
+                   help="skip the C export of LeNet-5 and its Cortex-M4 cycle table")
     d.add_argument("--no-tflm", action="store_true",
                    help="skip the TFLite Micro export of the dense and pruned models")
     d.add_argument("--no-legr", action="store_true",
@@ -189,6 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--float-io", action="store_true",
                    help="keep float input/output tensors (default: int8)")
     t.set_defaults(func=_export_tflm)
+
+    c = targets.add_parser(
+        "cmsis", help="C99 library for Cortex-M4 (our kernels or CMSIS-NN), bit-exact with "
+                      "TFLM",
+        description="Convert MODEL to int8, generate a self-contained C99 library "
+                    "(kp_model.h/.c, kp_weights.c, kernels/, model.tflite, manifest.json, "
+                    "README.md) with a static memory plan, compile it for the host and check "
+                    "it bit for bit against the TFLM interpreter, then (when "
+                    "arm-none-eabi-gcc and qemu-system-arm are installed) build it for a "
+                    "Cortex-M4 and check it on QEMU's mps2-an386 board.")
+    c.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
+    c.add_argument("--data", required=True,
+                   help=".npz with x_train (calibration; y_train optional) and optionally "
+                        "x_val, y_val (verification and accuracy)")
+    c.add_argument("--out", required=True, help="output directory to create")
+    c.add_argument("--target", default="cortex-m4", choices=("cortex-m4",),
+                   help="the core to generate for (default cortex-m4)")
+    c.add_argument("--force", action="store_true", help="replace an existing --out")
+    c.add_argument("--samples", type=int, default=100,
+                   help="inputs compared with TFLM, on the host and the Cortex-M4 "
+                        "(default 100)")
+    c.add_argument("--require-m4", action="store_true",
+                   help="fail if the Cortex-M4 build and QEMU run cannot be done")
+    _unsafe_flag(c)
+    c.set_defaults(func=_export_cmsis)
 
     s = targets.add_parser(
         "savedmodel", help="SavedModel for TF Serving with pruned channels removed",

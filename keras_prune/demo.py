@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_prune import callbacks, granularity, io, schedules
+from keras_prune.models import lenet5, lenet_300_100
 from keras_prune.pruning import prune, strip, summary
 
 __all__ = ["mnist_5k", "lenet_300_100", "lenet5", "DemoResult", "run", "MODELS"]
@@ -49,31 +50,10 @@ def validation_subset(x, y, n: int = 500):
     return x[-n:], y[-n:]
 
 
-def lenet_300_100() -> keras.Model:
-    inp = keras.Input((28, 28, 1), name="image")
-    x = keras.layers.Flatten(name="flatten")(inp)
-    x = keras.layers.Dense(300, activation="relu", name="fc1")(x)
-    x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
-    out = keras.layers.Dense(10, activation="softmax", name="fc3")(x)
-    return keras.Model(inp, out, name="lenet_300_100")
-
-
-def lenet5() -> keras.Model:
-    inp = keras.Input((28, 28, 1), name="image")
-    x = keras.layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(16, 5, activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(name="pool2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(120, activation="relu", name="fc1")(x)
-    x = keras.layers.Dense(84, activation="relu", name="fc2")(x)
-    out = keras.layers.Dense(10, activation="softmax", name="fc3")(x)
-    return keras.Model(inp, out, name="lenet5")
-
-
 # builder, learning rate while pruning and fine-tuning (the small CNN recovers better at 1e-3)
 MODELS = {"lenet_300_100": (lenet_300_100, 5e-4), "lenet5": (lenet5, 1e-3)}
 CNNS = ("lenet5",)  # the models LeGR's filter pruning applies to
+C_MODELS = ("lenet5",)  # exported to C and run on the emulated Cortex-M4
 
 
 @dataclass
@@ -90,6 +70,7 @@ class DemoResult:
     pruned_model: object = field(default=None, repr=False)
     integral: object = None
     tflm: list = field(default_factory=list)  # one row per exported variant
+    cortex_m4: dict | None = None  # the C export: sizes, agreement, per-layer cycles
     legr: object = field(default=None, repr=False)  # a kp.legr.ParetoResult
 
 
@@ -219,9 +200,11 @@ def format_report(results: list[DemoResult]) -> str:
 
 def _to_json(r: DemoResult) -> dict:
     # asdict would deep-copy the Keras models; they are saved as files instead
-    skip = ("schedule", "dense_model", "pruned_model", "integral", "legr")
+    skip = ("schedule", "dense_model", "pruned_model", "integral", "legr", "cortex_m4")
     d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
     d["integral"] = None if r.integral is None else asdict(r.integral)
+    if r.cortex_m4 is not None:
+        d["cortex_m4"] = {k: v for k, v in r.cortex_m4.items() if k != "cost"}
     d["legr"] = None if r.legr is None else [asdict(p) for p in [r.legr.original,
                                                                  *r.legr.points]]
     return d
@@ -275,11 +258,71 @@ def format_tflm(results: list[DemoResult]) -> str:
     return "\n".join(lines)
 
 
+def run_cortex_m4(r: DemoResult, data, out: Path, overwrite: bool = False,
+                  samples: int = 100) -> dict:
+    """Export the dense model to C (``kp.export.cmsis``: host and QEMU Cortex-M4 checked
+    against TFLM on ``samples`` test digits), then count its cycles per layer on the
+    emulated Cortex-M4 for one test digit."""
+    from keras_prune import export
+    from keras_prune.export import m4_cycles, m4_profile, tflite
+
+    x, xt, yt = data
+    path = out / "cmsis" / f"{r.model}_dense"
+    rep = export.cmsis(r.dense_model, path, x[:500], validation_data=(xt, yt),
+                       samples=samples, force=overwrite, print_fn=None, progress=False)
+    inp = rep.manifest["io"]["input"]
+    row = {"path": str(path), "manifest": rep.manifest, "cost": None,
+           "cycles_skipped": None}
+    if m4_profile.available():
+        xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
+        row["cost"] = m4_cycles.profile_model(path, xq)
+        row["cycles"] = row["cost"].cycles
+    else:
+        row["cycles_skipped"] = ("arm-none-eabi-gcc (with newlib) or unicorn missing: "
+                                 "pip install 'keras-prune[mcu]' and see `make toolchain`")
+    return row
+
+
+def format_cortex_m4(r: DemoResult) -> str:
+    c = r.cortex_m4
+    m = c["manifest"]
+    v, mem, sizes = m["verification"], m["memory"], m["sizes"]
+    tflm = next((t for t in r.tflm if t["variant"] == "dense"), None)
+    lines = [f"\n{r.model} (dense) as C for a Cortex-M4 ({c['path']}/)"]
+    host = v.get("host")
+    lines.append("  host build vs TFLM interpreter: " + (
+        f"{'bit-exact' if host['bit_exact'] else 'DIFFERENT'} on {host['samples']} test digits"
+        if host else f"not run ({v.get('host_skipped')})"))
+    qemu = v.get("cortex_m4")
+    lines.append("  Cortex-M4 (QEMU mps2-an386) vs host: " + (
+        f"{'bit-exact' if qemu['bit_exact'] else 'DIFFERENT'} on {qemu['samples']} digits"
+        if qemu else f"not run ({v.get('cortex_m4_skipped')})"))
+    if m.get("accuracy"):
+        lines.append(f"  accuracy: float {m['accuracy']['float']:.2%}, int8 C "
+                     f"{m['accuracy']['int8_c']:.2%} on {m['accuracy']['samples']} digits")
+    flash = sizes.get("cortex_m4", {}).get("model_flash")
+    lines.append(f"  {'':<22}{'flash (weights+code)':>22}{'RAM arena':>11}")
+    lines.append(f"  {'C export (ours)':<22}{(f'{flash:,}' if flash else '-'):>22}"
+                 f"{mem['arena_bytes']:>11,}")
+    if tflm:
+        lines.append(f"  {'TFLM export':<22}{tflm['tflite_bytes']:>14,} + TFLM"
+                     f"{mem['tflm_arena_bytes']:>11,}  (.tflite + interpreter code; "
+                     "TFLM's measured arena)")
+    if c.get("cost") is not None:
+        from keras_prune.export import m4_cycles
+
+        lines.append(m4_cycles.table(c["cost"], "  Estimated Cortex-M4 cycles per layer (one "
+                                                "test digit, our DSP kernels, -O2):"))
+    else:
+        lines.append(f"  cycles: not measured ({c['cycles_skipped']})")
+    return "\n".join(lines)
+
+
 def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         overwrite: bool = False, verbose: int = 0, integral: bool = True,
         max_loss: float = 0.005, masks_epochs: int = 5, tflm: bool = True,
         legr: bool = True, legr_generations: int = 32, legr_epochs: int = 2,
-        **kwargs) -> list[DemoResult]:
+        cortex_m4: bool = True, **kwargs) -> list[DemoResult]:
     """Run the demo for ``models``; writes models, plots and ``results.json`` to ``out``.
 
     Stage 1 trains each model dense on the 4,000 MNIST-5k training digits and prunes it
@@ -295,6 +338,8 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         targets += [out / f"sensitivity_{m}.png" for m in models]
     if tflm:
         targets += [out / "tflm" / f"{m}_{kind}" for m in models for kind in ("dense", "pruned")]
+    c_models = [m for m in models if m in C_MODELS] if cortex_m4 else []
+    targets += [out / "cmsis" / f"{m}_dense" for m in c_models]
     legr_models = [m for m in models if m in CNNS] if legr else []
     targets += [p for m in legr_models for p in (out / f"{m}_dense.h5", out / f"legr_{m}")]
     existing = [str(p) for p in targets if p.exists()]
@@ -317,6 +362,8 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
                                       overwrite=overwrite)
         if tflm:
             r.tflm = run_tflm(r, (x, xt, yt), out, overwrite=overwrite)
+        if name in c_models:
+            r.cortex_m4 = run_cortex_m4(r, (x, xt, yt), out, overwrite=overwrite)
         if name in legr_models:
             r.legr = run_legr(r, (x, y), out, generations=legr_generations,
                               finetune_epochs=legr_epochs, overwrite=overwrite,
@@ -331,14 +378,17 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
     if tflm:
         print(format_tflm(results))
     for r in results:
+        if r.cortex_m4 is not None:
+            print(format_cortex_m4(r))
+    for r in results:
         if r.legr is not None:
             print(f"\nLeGR on the reloaded {r.model}_dense.h5 (accuracy on the last 500 "
                   "training digits, which the dense model also trained on, so they read "
                   "high; benchmarks/legr_pareto.py holds them out; plot: "
                   f"{out / f'legr_{r.model}' / 'pareto.png'})")
             print(r.legr.table())
-    print(f"\nSaved models, plots{', TFLM exports' if tflm else ''} and results.json in "
-          f"{out}/")
+    exports = (", TFLM exports" if tflm else "") + (", C exports" if c_models else "")
+    print(f"\nSaved models, plots{exports} and results.json in {out}/")
     return results
 
 

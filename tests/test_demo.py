@@ -68,6 +68,14 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     assert "TFLite Micro export" in out and "TFLM=LiteRT" in out
     for variant in ("dense", "pruned"):
         assert (tmp_path / "tflm" / f"lenet5_{variant}" / "op_resolver.h").exists()
+    assert "lenet5 (dense) as C for a Cortex-M4" in out
+    assert "host build vs TFLM interpreter: bit-exact on 100 test digits" in out
+    assert (tmp_path / "cmsis" / "lenet5_dense" / "kp_model.c").exists()
+    from keras_prune.export import m4, m4_profile
+
+    if m4.find_qemu() is not None and m4_profile.available():
+        assert "Cortex-M4 (QEMU mps2-an386) vs host: bit-exact on 100 digits" in out
+        assert "Estimated Cortex-M4 cycles per layer" in out and "ms at 120 MHz" in out
     assert "LeGR on the reloaded lenet5_dense.h5" in out and "uniform" in out
     assert (tmp_path / "legr_lenet5" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "results.json").read_text())

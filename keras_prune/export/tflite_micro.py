@@ -208,29 +208,37 @@ def measure_arena(model_bytes: bytes, arena_size: int = 1 << 22) -> dict[str, in
     return found
 
 
+def cmsis_nn_scratch_bytes(op: str, input_shape, filter_shape) -> int:
+    """Bytes of scratch one op asks for from CMSIS-NN's Cortex-M4 (DSP) kernels.
+
+    Sizes follow CMSIS-NN's ``*_get_buffer_size`` for DSP targets: conv im2col (none for
+    1x1 with GCC), depthwise, and average pooling.
+    """
+    if op == "CONV_2D":
+        _, kh, kw, cin = filter_shape
+        if (kh, kw) != (1, 1):
+            cols = kh * kw * cin
+            return 2 * (cols + (-cols) % 4) * 2
+    elif op == "DEPTHWISE_CONV_2D":
+        _, kh, kw, _ = filter_shape
+        return input_shape[-1] * kh * kw * 2
+    elif op == "AVERAGE_POOL_2D":
+        return input_shape[-1] * 4
+    return 0
+
+
 def cmsis_nn_scratch(model_bytes: bytes, ops: list[Op]) -> int:
     """The largest scratch buffer CMSIS-NN's Cortex-M4 (DSP) kernels ask TFLM for.
 
     TFLM's reference kernels measured on the host need none; on a board built with
     CMSIS-NN, conv (im2col), depthwise and average-pool kernels each request one for the
-    duration of their op. Sizes follow CMSIS-NN's ``*_get_buffer_size`` for DSP targets.
+    duration of their op.
     """
     interp = _litert(model_bytes)
     shape = {t["index"]: tuple(t["shape"]) for t in interp.get_tensor_details()}
-    largest = 0
-    for op in ops:
-        if op.name == "CONV_2D":
-            _, kh, kw, cin = shape[op.inputs[1]]
-            if (kh, kw) != (1, 1):  # 1x1 convs need none with GCC
-                cols = kh * kw * cin
-                largest = max(largest, 2 * (cols + (-cols) % 4) * 2)
-        elif op.name == "DEPTHWISE_CONV_2D":
-            _, kh, kw, _ = shape[op.inputs[1]]
-            cin = shape[op.inputs[0]][-1]
-            largest = max(largest, cin * kh * kw * 2)
-        elif op.name == "AVERAGE_POOL_2D":
-            largest = max(largest, shape[op.inputs[0]][-1] * 4)
-    return largest
+    return max([0] + [cmsis_nn_scratch_bytes(op.name, shape[op.inputs[0]],
+                                             shape[op.inputs[1]] if len(op.inputs) > 1
+                                             else None) for op in ops])
 
 
 def arena_budget(measured: int, scratch: int, margin: float = ARENA_MARGIN) -> int:
@@ -744,6 +752,29 @@ def _check_labels(y, n: int, model: keras.Model) -> np.ndarray:
     return y
 
 
+def export_data(model: keras.Model, representative_data, labels, validation_data,
+                samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The checked calibration inputs, and the first ``samples`` verification inputs and
+    labels: ``validation_data`` (``(x, y)`` or ``x``) when given, else the calibration
+    inputs with ``labels``. Warns when there are too few calibration samples."""
+    rep = _check_array(representative_data, model, "representative_data")
+    if len(rep) < MIN_CALIBRATION_SAMPLES:
+        warnings.warn(f"representative_data has only {len(rep)} samples; int8 ranges are "
+                      f"calibrated better with at least {MIN_CALIBRATION_SAMPLES} "
+                      f"(up to {tflite.MAX_CALIBRATION_SAMPLES} are used).", stacklevel=3)
+    if validation_data is None:
+        x_val, y_val = rep, labels
+    elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+        x_val, y_val = validation_data
+    else:
+        x_val, y_val = validation_data, None
+    x_val = _check_array(x_val, model, "validation_data" if validation_data is not None
+                         else "representative_data")[:samples]
+    if y_val is not None:
+        y_val = _check_labels(np.asarray(y_val)[:len(x_val)], len(x_val), model)
+    return rep, x_val, y_val
+
+
 def prepare(model: keras.Model, representative_data) -> keras.Model:
     """The plain model that gets converted: wrappers stripped, masks as thresholds."""
     from keras_prune.pruning import _check_model, strip
@@ -842,21 +873,8 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         raise ValueError(f"kp.export.tflm: model '{model.name}' has {len(model.inputs)} "
                          "inputs; TFLM exports take models with one input (concatenate the "
                          "features into one tensor).")
-    rep = _check_array(representative_data, model, "representative_data")
-    if len(rep) < MIN_CALIBRATION_SAMPLES:
-        warnings.warn(f"representative_data has only {len(rep)} samples; int8 ranges are "
-                      f"calibrated better with at least {MIN_CALIBRATION_SAMPLES} "
-                      f"(up to {tflite.MAX_CALIBRATION_SAMPLES} are used).", stacklevel=2)
-    if validation_data is None:
-        x_val, y_val = rep, labels
-    elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-        x_val, y_val = validation_data
-    else:
-        x_val, y_val = validation_data, None
-    x_val = _check_array(x_val, model, "validation_data" if validation_data is not None
-                         else "representative_data")[:samples]
-    if y_val is not None:
-        y_val = _check_labels(np.asarray(y_val)[:len(x_val)], len(x_val), model)
+    rep, x_val, y_val = export_data(model, representative_data, labels, validation_data,
+                                    samples)
 
     plain = prepare(model, rep)
     try:

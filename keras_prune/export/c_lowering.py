@@ -1,0 +1,479 @@
+"""From a decoded int8 ``.tflite`` graph to kernel calls: one ``CLayer`` per operator.
+
+Each supported operator becomes a call into ``csrc/kernels/kp_nn.h`` with its parameters
+computed exactly as TFLite Micro's ``Prepare`` computes them (``int8_ops``), its constant
+arrays (weights, effective biases, multipliers, shifts), and, for the
+``KP_USE_CMSIS_NN`` build, the equivalent CMSIS-NN call. Tensor addresses are left as
+``{in0}``, ``{out0}``, ``{scratch}`` placeholders; the memory plan fills them in.
+
+Anything the kernels cannot run exactly raises ``CExportError`` naming the operator, its
+Keras layer and what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from keras_prune.export import int8_ops
+from keras_prune.export.tflite_graph import Graph, Operator, Tensor
+from keras_prune.export.tflite_micro import cmsis_nn_scratch_bytes
+
+__all__ = ["CExportError", "CArray", "CLayer", "lower", "SUPPORTED_OPS", "MAX_DIM",
+           "MAX_DEPTH"]
+
+SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
+                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD")
+# Kernel limits. A dot product over MAX_DEPTH int8 pairs stays far inside int32
+# (2^15 * 2^14 = 2^29, with room for the bias); dims beyond MAX_DIM are not MCU models.
+MAX_DIM = 32767
+MAX_DEPTH = 32768
+
+
+class CExportError(ValueError):
+    """A model the C generator cannot turn into exact kernel calls; says which and why."""
+
+
+@dataclass
+class CArray:
+    """A constant array for ``kp_weights.c``."""
+    name: str
+    ctype: str            # "int8_t" or "int32_t"
+    values: np.ndarray
+    cmsis_only: bool = False  # only compiled under KP_USE_CMSIS_NN
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+
+
+@dataclass
+class CLayer:
+    index: int
+    op: str
+    layers: tuple[str, ...]          # the Keras layers it came from
+    inputs: tuple[int, ...]          # activation tensors read
+    outputs: tuple[int, ...]         # activation tensors written
+    decls: str                       # static const parameter structs
+    call: str                        # the kp_* call (a C expression giving kp_status)
+    cmsis_decls: str = ""            # the same for -DKP_USE_CMSIS_NN ("" = same as ours)
+    cmsis_call: str = ""
+    arrays: list[CArray] = field(default_factory=list)
+    macs: int = 0
+    scratch: int = 0                 # bytes of arena scratch during this layer (ours)
+    cmsis_scratch: int = 0           # bytes CMSIS-NN asks for (its own buffer)
+    alias: bool = False              # RESHAPE: output shares the input's bytes
+    kernel: str = ""
+
+
+def _where(op: Operator, names: dict[int, tuple[str, ...]]) -> str:
+    layers = names.get(op.index) or ()
+    return (f"operator {op.index} ({op.name}"
+            + (f", from Keras layer {', '.join(repr(n) for n in layers)}" if layers else "")
+            + ")")
+
+
+def _dims(shape) -> str:
+    s = [int(v) for v in shape]
+    while len(s) < 4:
+        s.insert(1, 1)
+    return "{" + ", ".join(str(v) for v in s) + "}"
+
+
+def _cmsis_ctx(size_expr: str) -> str:
+    """Statements giving CMSIS-NN its scratch: the size it asks for, checked against the
+    static buffer the generator sized with the same formulas."""
+    return (f"    cmsis_nn_context ctx;\n    ctx.buf = kp_cmsis_scratch;\n"
+            f"    ctx.size = {size_expr};\n"
+            f"    if (ctx.size > KP_MODEL_CMSIS_SCRATCH_SIZE) return KP_ERR_ARG;\n")
+
+
+def _cmsis_quant(p: str, mult: np.ndarray, shift: np.ndarray, channels: int
+                 ) -> tuple[list[CArray], str]:
+    """CMSIS-NN's per-channel quant struct (per-tensor values repeated per channel)."""
+    arrays = []
+    m, s = f"kp_{p}_mult", f"kp_{p}_shift"
+    if np.asarray(mult).size == 1 and channels > 1:
+        arrays = [CArray(f"{p}_cmult", "int32_t", np.repeat(mult, channels), cmsis_only=True),
+                  CArray(f"{p}_cshift", "int32_t", np.repeat(shift, channels), cmsis_only=True)]
+        m, s = f"kp_{p}_cmult", f"kp_{p}_cshift"
+    return arrays, (f"static const cmsis_nn_per_channel_quant_params {p}_cq = "
+                    f"{{(int32_t *){m}, (int32_t *){s}}};\n")
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, names: dict[int, tuple[str, ...]]):
+        self.g = graph
+        self.names = names
+
+    # ------------------------------------------------------------------ checks
+    def fail(self, op: Operator, why: str) -> CExportError:
+        return CExportError(f"{_where(op, self.names)}: {why}")
+
+    def act_tensor(self, op: Operator, i: int) -> Tensor:
+        t = self.g.tensors[i]
+        if t.dtype != np.int8:
+            raise self.fail(op, f"tensor '{t.name}' is {t.dtype.name}; the C kernels take "
+                                "int8 activations. Export with int8 input and output "
+                                "(the default int8_io=True) and full-integer quantization.")
+        if t.scale.size != 1:
+            raise self.fail(op, f"tensor '{t.name}' has {t.scale.size} scales; activations "
+                                "must be quantized per tensor.")
+        if any(d > MAX_DIM or d < 1 for d in t.shape):
+            raise self.fail(op, f"tensor '{t.name}' has shape {t.shape}, beyond the kernels' "
+                                f"limit of 1 to {MAX_DIM} per dimension.")
+        return t
+
+    def weights(self, op: Operator, i: int) -> Tensor:
+        t = self.g.tensors[i]
+        if t.data is None or t.dtype != np.int8:
+            what = "not constant" if t.data is None else t.dtype.name
+            raise self.fail(op, f"weights '{t.name}' are {what}; the kernels take constant "
+                                "int8 weights.")
+        if np.any(t.zero_point != 0):
+            raise self.fail(op, f"weights '{t.name}' have non-zero zero points "
+                                f"{sorted(set(t.zero_point.tolist()))[:4]}; the kernels "
+                                "take symmetric int8 weights (TFLite's default full-integer "
+                                "quantization gives them).")
+        return t
+
+    def bias(self, op: Operator, n: int) -> np.ndarray:
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            return np.zeros(n, np.int64)
+        t = self.g.tensors[op.inputs[2]]
+        if t.data is None or t.dtype != np.int32:
+            raise self.fail(op, f"bias '{t.name}' is {t.dtype.name}; the kernels take "
+                                "constant int32 biases (int8 quantization gives them).")
+        return t.data.astype(np.int64).reshape(-1)
+
+    def batch_one(self, op: Operator, t: Tensor) -> None:
+        if len(t.shape) != 4 or t.shape[0] != 1:
+            raise self.fail(op, f"tensor '{t.name}' has shape {t.shape}; this op takes "
+                                "one NHWC image (batch 1). Convert with batch 1 (the "
+                                "exporters do).")
+
+    def activation(self, op: Operator, out: Tensor) -> tuple[int, int]:
+        fused = op.options.get("fused_activation_function", "NONE")
+        if fused not in ("NONE", "RELU", "RELU6", "RELU_N1_TO_1"):
+            raise self.fail(op, f"fused activation {fused} has no int8 kernel here; use "
+                                "ReLU or ReLU6.")
+        return int8_ops.activation_range(fused, float(out.scale[0]), int(out.zero_point[0]))
+
+    # ------------------------------------------------------------------ ops
+    def lower(self, op: Operator) -> CLayer:
+        fn = getattr(self, "op_" + op.name.lower(), None)
+        if fn is None:
+            raise self.fail(op, f"{op.name} has no kernel in the C export (it runs "
+                                f"{', '.join(SUPPORTED_OPS)}). Replace the layer with one "
+                                "that converts to those ops, or export it for TFLite Micro "
+                                "with kp.export.tflm instead.")
+        layer = fn(op)
+        layer.layers = self.names.get(op.index, ())
+        t = self.g.tensors
+        layer.cmsis_scratch = cmsis_nn_scratch_bytes(
+            op.name, t[op.inputs[0]].shape, t[op.inputs[1]].shape if len(op.inputs) > 1
+            and op.inputs[1] >= 0 else None)
+        return layer
+
+    def _quant_arrays(self, p: str, mult, shift) -> tuple[list[CArray], str, int]:
+        mult, shift = np.asarray(mult), np.asarray(shift)
+        per_channel = int(mult.size > 1)
+        arrays = [CArray(f"{p}_mult", "int32_t", mult), CArray(f"{p}_shift", "int32_t", shift)]
+        decl = (f"static const kp_quant_params {p}_quant = "
+                f"{{kp_{p}_mult, kp_{p}_shift, {per_channel}}};\n")
+        return arrays, decl, per_channel
+
+    def _weighted(self, op: Operator, p: str, struct: str, prm: dict, tensors, mult, shift,
+                  eff) -> tuple[list[CArray], str, str]:
+        """Arrays and declarations a convolution shares with a depthwise one: weights,
+        effective and plain biases, quantization, dims (ours and CMSIS-NN's)."""
+        inp, w, out = tensors
+        o = out.shape[-1]
+        arrays, qdecl, _ = self._quant_arrays(p, mult, shift)
+        carrays, cq = _cmsis_quant(p, mult, shift, o)
+        arrays += [CArray(f"{p}_w", "int8_t", w.data), CArray(f"{p}_eb", "int32_t", eff),
+                   CArray(f"{p}_b", "int32_t", self.bias(op, o), cmsis_only=True), *carrays]
+        decls = (f"static const {struct} {p}_params = {_struct(prm)};\n" + qdecl
+                 + f"static const kp_dims {p}_in = {_dims(inp.shape)};\n"
+                 f"static const kp_dims {p}_f = {_dims(w.shape)};\n"
+                 f"static const kp_dims {p}_out = {_dims(out.shape)};\n")
+        cdecls = (cq + f"static const cmsis_nn_dims {p}_cin = {_dims(inp.shape)};\n"
+                  f"static const cmsis_nn_dims {p}_cf = {_dims(w.shape)};\n"
+                  f"static const cmsis_nn_dims {p}_cb = {{1, 1, 1, {o}}};\n"
+                  f"static const cmsis_nn_dims {p}_cout = {_dims(out.shape)};\n")
+        return arrays, decls, cdecls
+
+    def op_conv_2d(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        w = self.weights(op, op.inputs[1])
+        self.batch_one(op, inp)
+        self.batch_one(op, out)
+        o, kh, kw, ci = w.shape
+        if ci != inp.shape[3]:
+            raise self.fail(op, f"grouped convolution (filter depth {ci}, input depth "
+                                f"{inp.shape[3]}) is not supported; use DepthwiseConv2D.")
+        if kh * kw * ci > MAX_DEPTH:
+            raise self.fail(op, f"a filter of {kh}x{kw}x{ci} = {kh * kw * ci} taps exceeds "
+                                f"the kernels' limit of {MAX_DEPTH}.")
+        stride, dil, pad = _window(op, inp, out, (kh, kw))
+        mult, shift = int8_ops.conv_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))
+        in_off, out_off = -int(inp.zero_point[0]), int(out.zero_point[0])
+        eff = int8_ops.effective_bias(self.bias(op, o), w.data.reshape(o, -1), in_off)
+        lo, hi = self.activation(op, out)
+        p = f"l{op.index}"
+        prm = int8_ops.conv_params(-in_off, out_off, stride, pad, dil, (lo, hi))
+        arrays, decls, cdecls = self._weighted(op, p, "kp_conv_params", prm, (inp, w, out),
+                                               mult, shift, eff)
+        call = (f"kp_convolve_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, &{p}_f, kp_{p}_w, "
+                f"kp_{p}_eb, &{p}_out, {{out0}}, (int16_t *)(void *){{scratch}})")
+        cdecls = (f"static const cmsis_nn_conv_params {p}_cp = {{{in_off}, {out_off}, "
+                  f"{{{stride[1]}, {stride[0]}}}, {{{pad[1]}, {pad[0]}}}, "
+                  f"{{{dil[1]}, {dil[0]}}}, {{{lo}, {hi}}}}};\n" + cdecls)
+        ccall = (_cmsis_ctx(f"arm_convolve_wrapper_s8_get_buffer_size(&{p}_cp, &{p}_cin, "
+                            f"&{p}_cf, &{p}_cout)")
+                 + f"    return (int)arm_convolve_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, "
+                 f"{{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
+        macs = int(np.prod(out.shape)) * kh * kw * ci
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      cdecls, ccall, arrays=arrays, macs=macs,
+                      scratch=4 * kh * kw * ci, kernel="kp_convolve_s8")
+
+    def op_depthwise_conv_2d(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        w = self.weights(op, op.inputs[1])
+        self.batch_one(op, inp)
+        self.batch_one(op, out)
+        _, kh, kw, o = w.shape
+        dm = int(op.options.get("depth_multiplier") or o // inp.shape[3])
+        if o != inp.shape[3] * dm:
+            raise self.fail(op, f"filter has {o} channels for {inp.shape[3]} input channels "
+                                f"and depth multiplier {dm}.")
+        stride, dil, pad = _window(op, inp, out, (kh, kw))
+        mult, shift = int8_ops.conv_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))
+        in_off, out_off = -int(inp.zero_point[0]), int(out.zero_point[0])
+        rows = w.data.reshape(kh * kw, o).T  # per output channel
+        eff = int8_ops.effective_bias(self.bias(op, o), rows, in_off)
+        lo, hi = self.activation(op, out)
+        p = f"l{op.index}"
+        prm = int8_ops.dw_conv_params(-in_off, out_off, dm, stride, pad, dil, (lo, hi))
+        arrays, decls, cdecls = self._weighted(op, p, "kp_dw_conv_params", prm, (inp, w, out),
+                                               mult, shift, eff)
+        call = (f"kp_depthwise_conv_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, &{p}_f, "
+                f"kp_{p}_w, kp_{p}_eb, &{p}_out, {{out0}})")
+        cdecls = (f"static const cmsis_nn_dw_conv_params {p}_cp = {{{in_off}, {out_off}, {dm}, "
+                  f"{{{stride[1]}, {stride[0]}}}, {{{pad[1]}, {pad[0]}}}, "
+                  f"{{{dil[1]}, {dil[0]}}}, {{{lo}, {hi}}}}};\n" + cdecls)
+        ccall = (_cmsis_ctx(f"arm_depthwise_conv_wrapper_s8_get_buffer_size(&{p}_cp, &{p}_cin, "
+                            f"&{p}_cf, &{p}_cout)")
+                 + f"    return (int)arm_depthwise_conv_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, "
+                 f"&{p}_cin, {{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, "
+                 f"{{out0}});\n")
+        macs = int(np.prod(out.shape)) * kh * kw
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      cdecls, ccall, arrays=arrays, macs=macs, kernel="kp_depthwise_conv_s8")
+
+    def op_fully_connected(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        w = self.weights(op, op.inputs[1])
+        if op.options.get("weights_format", 0) != 0:
+            raise self.fail(op, "shuffled FULLY_CONNECTED weights are not supported.")
+        o, k = w.shape
+        if k > MAX_DEPTH:
+            raise self.fail(op, f"{k} inputs per unit exceeds the kernels' limit of "
+                                f"{MAX_DEPTH}.")
+        if inp.size % k:
+            raise self.fail(op, f"input of {inp.size} values is not a multiple of the "
+                                f"{k} weights per unit.")
+        batches = inp.size // k
+        mult, shift = int8_ops.fc_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))
+        in_off, out_off = -int(inp.zero_point[0]), int(out.zero_point[0])
+        eff = int8_ops.effective_bias(self.bias(op, o), w.data, in_off)
+        lo, hi = self.activation(op, out)
+        p = f"l{op.index}"
+        arrays, qdecl, _ = self._quant_arrays(p, mult, shift)
+        arrays += [CArray(f"{p}_w", "int8_t", w.data), CArray(f"{p}_eb", "int32_t", eff),
+                   CArray(f"{p}_b", "int32_t", self.bias(op, o), cmsis_only=True)]
+        prm = int8_ops.fc_params(-in_off, out_off, (lo, hi))
+        decls = f"static const kp_fc_params {p}_params = {_struct(prm)};\n" + qdecl
+        call = (f"kp_fully_connected_s8(&{p}_params, &{p}_quant, {batches}, {k}, {o}, "
+                f"{{in0}}, kp_{p}_w, kp_{p}_eb, {{out0}})")
+        cdecls = (f"static const cmsis_nn_fc_params {p}_cp = {{{in_off}, 0, {out_off}, "
+                  f"{{{lo}, {hi}}}}};\n"
+                  f"static const cmsis_nn_dims {p}_cin = {{{batches}, 1, 1, {k}}};\n"
+                  f"static const cmsis_nn_dims {p}_cf = {{{k}, 1, 1, {o}}};\n"
+                  f"static const cmsis_nn_dims {p}_cb = {{1, 1, 1, {o}}};\n"
+                  f"static const cmsis_nn_dims {p}_cout = {{{batches}, 1, 1, {o}}};\n")
+        if np.asarray(mult).size == 1:
+            cdecls += (f"static const cmsis_nn_per_tensor_quant_params {p}_cq = "
+                       f"{{{int(np.asarray(mult).reshape(-1)[0])}, "
+                       f"{int(np.asarray(shift).reshape(-1)[0])}}};\n")
+            fn = "arm_fully_connected_s8"
+        else:
+            cdecls += (f"static const cmsis_nn_per_channel_quant_params {p}_cq = "
+                       f"{{(int32_t *)kp_{p}_mult, (int32_t *)kp_{p}_shift}};\n")
+            fn = "arm_fully_connected_per_channel_s8"
+        # The DSP build of CMSIS-NN needs no kernel-sum buffer (Helium would).
+        ccall = (_cmsis_ctx(f"arm_fully_connected_s8_get_buffer_size(&{p}_cf)")
+                 + f"    if (ctx.size != 0) return KP_ERR_ARG;\n"
+                 f"    return (int){fn}(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, {{in0}}, &{p}_cf, "
+                 f"kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      cdecls, ccall, arrays=arrays, macs=batches * k * o,
+                      kernel="kp_fully_connected_s8")
+
+    def _pool(self, op: Operator, fn: str) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        self.batch_one(op, inp)
+        self.batch_one(op, out)
+        if (not np.isclose(inp.scale[0], out.scale[0], rtol=0, atol=0)
+                or inp.zero_point[0] != out.zero_point[0]):
+            raise self.fail(op, "pooling with different input and output quantization is "
+                                "not supported (TFLite keeps them equal).")
+        k = (op.options["filter_height"], op.options["filter_width"])
+        stride, _, pad = _window(op, inp, out, k)
+        lo, hi = self.activation(op, out)
+        p = f"l{op.index}"
+        prm = int8_ops.pool_params(stride, pad, (lo, hi))
+        decls = (f"static const kp_pool_params {p}_params = {_struct(prm)};\n"
+                 f"static const kp_tile {p}_k = {{{k[0]}, {k[1]}}};\n"
+                 f"static const kp_dims {p}_in = {_dims(inp.shape)};\n"
+                 f"static const kp_dims {p}_out = {_dims(out.shape)};\n")
+        call = f"{fn}(&{p}_params, &{p}_in, {{in0}}, &{p}_k, &{p}_out, {{out0}})"
+        arm = "arm_max_pool_s8" if fn == "kp_max_pool_s8" else "arm_avgpool_s8"
+        cdecls = (f"static const cmsis_nn_pool_params {p}_cp = {{{{{stride[1]}, {stride[0]}}}, "
+                  f"{{{pad[1]}, {pad[0]}}}, {{{lo}, {hi}}}}};\n"
+                  f"static const cmsis_nn_dims {p}_cin = {_dims(inp.shape)};\n"
+                  f"static const cmsis_nn_dims {p}_cf = {{1, {k[0]}, {k[1]}, 1}};\n"
+                  f"static const cmsis_nn_dims {p}_cout = {_dims(out.shape)};\n")
+        size = ("0" if arm == "arm_max_pool_s8"
+                else f"arm_avgpool_s8_get_buffer_size({out.shape[2]}, {out.shape[3]})")
+        ccall = (_cmsis_ctx(size) + f"    return (int){arm}(&ctx, &{p}_cp, &{p}_cin, {{in0}}, "
+                 f"&{p}_cf, &{p}_cout, {{out0}});\n")
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      cdecls, ccall, macs=int(np.prod(out.shape)) * k[0] * k[1], kernel=fn)
+
+    def op_max_pool_2d(self, op: Operator) -> CLayer:
+        return self._pool(op, "kp_max_pool_s8")
+
+    def op_average_pool_2d(self, op: Operator) -> CLayer:
+        return self._pool(op, "kp_avg_pool_s8")
+
+    def op_mean(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        self.batch_one(op, inp)
+        axis = self.g.tensors[op.inputs[1]].data
+        axes = sorted(int(a) % 4 for a in np.asarray(axis).reshape(-1)) if axis is not None \
+            else None
+        if axes != [1, 2]:
+            raise self.fail(op, f"MEAN over axes {axes}; the kernel averages over height and "
+                                "width (GlobalAveragePooling2D).")
+        prm = int8_ops.mean_params(inp.shape, float(inp.scale[0]), int(inp.zero_point[0]),
+                                   float(out.scale[0]), int(out.zero_point[0]))
+        p = f"l{op.index}"
+        decls = (f"static const kp_mean_params {p}_params = {_struct(prm)};\n"
+                 f"static const kp_dims {p}_in = {_dims(inp.shape)};\n")
+        call = f"kp_mean_s8(&{p}_params, &{p}_in, {{in0}}, {{out0}})"
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      macs=inp.size, kernel="kp_mean_s8")
+
+    def op_add(self, op: Operator) -> CLayer:
+        a, b = (self.act_tensor(op, i) for i in op.inputs[:2])
+        out = self.act_tensor(op, op.outputs[0])
+        if a.is_constant or b.is_constant or a.shape != b.shape or a.shape != out.shape:
+            raise self.fail(op, f"ADD of shapes {a.shape} and {b.shape}: the kernel adds two "
+                                "computed tensors of the same shape (no broadcasting or "
+                                "constants).")
+        lo, hi = self.activation(op, out)
+        prm = int8_ops.add_params(float(a.scale[0]), int(a.zero_point[0]), float(b.scale[0]),
+                                  int(b.zero_point[0]), float(out.scale[0]),
+                                  int(out.zero_point[0]), lo, hi)
+        p = f"l{op.index}"
+        decls = f"static const kp_add_params {p}_params = {_struct(prm)};\n"
+        call = f"kp_elementwise_add_s8(&{p}_params, {{in0}}, {{in1}}, {{out0}}, {out.size})"
+        q = f"{p}_params"
+        ccall = (f"    return (int)arm_elementwise_add_s8({{in0}}, {{in1}}, {q}.input1_offset, "
+                 f"{q}.input1_multiplier, {q}.input1_shift, {q}.input2_offset, "
+                 f"{q}.input2_multiplier, {q}.input2_shift, {q}.left_shift, {{out0}}, "
+                 f"{q}.output_offset, {q}.output_multiplier, {q}.output_shift, "
+                 f"{q}.activation.min, {q}.activation.max, {out.size});\n")
+        return CLayer(op.index, op.name, (), tuple(op.inputs[:2]), (op.outputs[0],), decls,
+                      call, "", ccall, macs=0, kernel="kp_elementwise_add_s8")
+
+    def op_softmax(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        if int(out.zero_point[0]) != -128 or not np.isclose(out.scale[0], 1 / 256):
+            raise self.fail(op, f"SOFTMAX output quantized with scale {out.scale[0]} and zero "
+                                f"point {out.zero_point[0]}; TFLite's int8 softmax uses "
+                                "1/256 and -128.")
+        prm = int8_ops.softmax_params(float(op.options.get("beta", 1.0)), float(inp.scale[0]))
+        row = inp.shape[-1]
+        p = f"l{op.index}"
+        decls = f"static const kp_softmax_params {p}_params = {_struct(prm)};\n"
+        call = f"kp_softmax_s8(&{p}_params, {{in0}}, {inp.size // row}, {row}, {{out0}})"
+        q = f"{p}_params"
+        ccall = (f"    arm_softmax_s8({{in0}}, {inp.size // row}, {row}, {q}.input_multiplier, "
+                 f"{q}.input_left_shift, {q}.diff_min, {{out0}});\n    return KP_OK;\n")
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      "", ccall, kernel="kp_softmax_s8")
+
+    def op_pad(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        pads = self.g.tensors[op.inputs[1]].data
+        if pads is None or len(inp.shape) != 4:
+            raise self.fail(op, "PAD needs constant paddings of a 4-D tensor.")
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            raise self.fail(op, "PAD with an explicit constant (PADV2) is not supported.")
+        prm = int8_ops.pad_params(pads, int(out.zero_point[0]))
+        p = f"l{op.index}"
+        decls = (f"static const kp_pad_params {p}_params = {_struct(prm)};\n"
+                 f"static const kp_dims {p}_in = {_dims(inp.shape)};\n"
+                 f"static const kp_dims {p}_out = {_dims(out.shape)};\n")
+        call = f"kp_pad_s8(&{p}_params, &{p}_in, {{in0}}, &{p}_out, {{out0}})"
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
+                      kernel="kp_pad_s8")
+
+    def op_reshape(self, op: Operator) -> CLayer:
+        inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
+        if inp.size != out.size:
+            raise self.fail(op, f"RESHAPE from {inp.shape} to {out.shape} changes the size.")
+        return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), "",
+                      "KP_OK", alias=True, kernel="(alias of its input)")
+
+
+def _window(op: Operator, inp: Tensor, out: Tensor, filter_hw) -> tuple:
+    """(stride, dilation, padding before), each (h, w), as TFLM's Prepare derives them."""
+    o = op.options
+    stride = (o["stride_h"], o["stride_w"])
+    dil = (o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1))
+    pad = tuple(int8_ops.padding(inp.shape[1 + a], filter_hw[a], stride[a], dil[a],
+                                 out.shape[1 + a]) for a in range(2))
+    return stride, dil, pad
+
+
+def _struct(params: dict) -> str:
+    """A C initializer from a dict in struct field order (nested dicts/tuples allowed)."""
+    def one(v):
+        if isinstance(v, dict):
+            return _struct(v)
+        if isinstance(v, (tuple, list)):
+            return "{" + ", ".join(one(x) for x in v) + "}"
+        return str(int(v))
+    return "{" + ", ".join(one(v) for v in params.values()) + "}"
+
+
+def lower(graph: Graph, names: dict[int, tuple[str, ...]] | None = None) -> list[CLayer]:
+    """One ``CLayer`` per operator, in execution order. ``names`` maps an operator index
+    to the Keras layers it came from (for error messages and reports)."""
+    low = _Lowering(graph, names or {})
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise CExportError(f"the model has {len(graph.inputs)} inputs and "
+                           f"{len(graph.outputs)} outputs; the C export takes one of each.")
+    unsupported = [op for op in graph.operators if not hasattr(low, "op_" + op.name.lower())]
+    if unsupported:
+        lines = "\n".join(f"  - {_where(op, low.names)}" for op in unsupported)
+        raise CExportError(
+            "The int8 model uses ops the C export has no kernel for:\n" + lines
+            + f"\nThe C export runs {', '.join(SUPPORTED_OPS)} (with fused ReLU/ReLU6). "
+            "Replace those layers, or export for TFLite Micro with kp.export.tflm instead.")
+    return [low.lower(op) for op in graph.operators]

@@ -1,0 +1,47 @@
+/*
+ * MAX_POOL_2D, int8: TFLM's reference MaxPool. The window is clipped to the image, so
+ * padding never takes part in the maximum.
+ */
+#include "kp_nn_check.h"
+#include "kp_nn_support.h"
+
+kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims,
+                         const int8_t *input, const kp_tile *filter,
+                         const kp_dims *output_dims, int8_t *output)
+{
+    int32_t b, oy, ox, c, y, x;
+    if (params == 0 || input == 0 || filter == 0 || output == 0 ||
+        !kp_dims_ok(input_dims) || !kp_dims_ok(output_dims) ||
+        input_dims->n != output_dims->n || input_dims->c != output_dims->c ||
+        !kp_tile_ok(*filter, 1) || !kp_tile_ok(params->stride, 1) ||
+        !kp_tile_ok(params->padding, 0) || !kp_activation_ok(params->activation)) {
+        return KP_ERR_ARG;
+    }
+    const int32_t depth = input_dims->c;
+    for (b = 0; b < output_dims->n; ++b) {
+        const int8_t *image = input + b * input_dims->h * input_dims->w * depth;
+        for (oy = 0; oy < output_dims->h; ++oy) {
+            const int32_t y0 = oy * params->stride.h - params->padding.h;
+            const int32_t y_lo = KP_MAX(y0, 0);
+            const int32_t y_hi = KP_MIN(y0 + filter->h, input_dims->h);
+            for (ox = 0; ox < output_dims->w; ++ox) {
+                const int32_t x0 = ox * params->stride.w - params->padding.w;
+                const int32_t x_lo = KP_MAX(x0, 0);
+                const int32_t x_hi = KP_MIN(x0 + filter->w, input_dims->w);
+                int8_t *out = output + ((b * output_dims->h + oy) * output_dims->w + ox) * depth;
+                for (c = 0; c < depth; ++c) {
+                    /* An empty window leaves the lowest int8, as in TFLM. */
+                    int32_t v = -128;
+                    for (y = y_lo; y < y_hi; ++y) {
+                        for (x = x_lo; x < x_hi; ++x) {
+                            v = KP_MAX(v, (int32_t)image[(y * input_dims->w + x) * depth + c]);
+                        }
+                    }
+                    out[c] = (int8_t)KP_CLAMP(v, params->activation.min,
+                                              params->activation.max);
+                }
+            }
+        }
+    }
+    return KP_OK;
+}

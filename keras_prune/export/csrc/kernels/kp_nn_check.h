@@ -1,0 +1,63 @@
+/*
+ * Internal to the kernels: the argument checks every kernel makes before touching memory.
+ * Shared so that a portable kernel and its DSP twin reject exactly the same arguments.
+ */
+#ifndef KP_NN_CHECK_H
+#define KP_NN_CHECK_H
+
+#include "kp_nn.h"
+
+/* Every dimension of a tensor at least 1. */
+static inline int kp_dims_ok(const kp_dims *d)
+{
+    return d != 0 && d->n > 0 && d->h > 0 && d->w > 0 && d->c > 0;
+}
+
+/* Strides and dilations start at 1; paddings at 0. */
+static inline int kp_tile_ok(kp_tile t, int32_t least)
+{
+    return t.h >= least && t.w >= least;
+}
+
+/* A clamp that the int8 output can honour. */
+static inline int kp_activation_ok(kp_activation a)
+{
+    return a.min >= -128 && a.min <= a.max && a.max <= 127;
+}
+
+/* -zero point of an int8 tensor, and a zero point. */
+static inline int kp_input_offset_ok(int32_t offset)
+{
+    return offset >= -127 && offset <= 128;
+}
+
+static inline int kp_output_offset_ok(int32_t offset)
+{
+    return offset >= -128 && offset <= 127;
+}
+
+/* A requantization shift kp_requantize implements without overflowing a shift count:
+ * TFLite multiplies by (1 << shift) in int, so 30 is its largest left shift, and a right
+ * shift past 31 would clear every bit (QuantizeMultiplier flushes those to zero). */
+static inline int kp_shift_ok(int32_t shift)
+{
+    return shift >= -31 && shift <= 30;
+}
+
+static inline int kp_quant_ok(const kp_quant_params *q, int32_t channels)
+{
+    int32_t i, n;
+    if (q == 0 || q->multiplier == 0 || q->shift == 0 ||
+        (q->per_channel != 0 && q->per_channel != 1)) {
+        return 0;
+    }
+    n = q->per_channel ? channels : 1;
+    for (i = 0; i < n; ++i) {
+        if (!kp_shift_ok(q->shift[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#endif /* KP_NN_CHECK_H */

@@ -1,0 +1,53 @@
+/*
+ * Internal to the kernels: TFLite's integer requantization and the DSP switch.
+ */
+#ifndef KP_NN_SUPPORT_H
+#define KP_NN_SUPPORT_H
+
+#include <stdint.h>
+
+/* The Cortex-M4 DSP paths: on when the compiler targets an Armv7E-M core, off with
+ * -DKP_NO_DSP (to measure or test the portable path on the same core). */
+#if defined(__ARM_FEATURE_DSP) && !defined(KP_NO_DSP)
+#define KP_ARM_DSP 1
+#else
+#define KP_ARM_DSP 0
+#endif
+
+#define KP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define KP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KP_CLAMP(x, lo, hi) KP_MIN(KP_MAX((x), (lo)), (hi))
+
+/* gemmlowp's SaturatingRoundingDoublingHighMul: high half of 2ab, rounded half away
+ * from zero; the one overflow case (INT32_MIN squared) saturates. */
+static inline int32_t kp_doubling_high_mul(int32_t a, int32_t b)
+{
+    if (a == b && a == INT32_MIN) {
+        return INT32_MAX;
+    }
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+    const int64_t s = ab + nudge;
+    /* C division truncates toward zero, as gemmlowp relies on */
+    return (int32_t)(s / (1LL << 31));
+}
+
+/* gemmlowp's RoundingDivideByPOT: x / 2^exponent, rounded half away from zero. */
+static inline int32_t kp_divide_by_pot(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)((1U << exponent) - 1U);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLite's MultiplyByQuantizedMultiplier (the double-rounding form TFLM uses). */
+static inline int32_t kp_requantize(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    return kp_divide_by_pot(kp_doubling_high_mul((int32_t)((uint32_t)acc << left), multiplier),
+                            right);
+}
+
+#endif /* KP_NN_SUPPORT_H */
