@@ -1,6 +1,7 @@
 """keras_prune.export.m4_profile (unicorn Cortex-M4 profiler) and the DSP kernels it runs:
 exact instruction counts against objdump, determinism, AAPCS calls, and the DSP inner
-products and depthwise convolution bit-exact with the portable C99 build (host, ctypes)."""
+products, depthwise convolution, ADD and max pooling bit-exact with the portable C99
+build (host, ctypes)."""
 
 import ctypes
 import re
@@ -146,7 +147,8 @@ def kernels(tmp_path_factory):
     host, portable (ctypes)."""
     d = tmp_path_factory.mktemp("kernels")
     sources = [s for s in cbuild.kernel_sources()
-               if s.name.startswith(("kp_nn_mat_s8", "kp_depthwise_conv_s8"))]
+               if s.name.startswith(("kp_nn_mat_s8", "kp_depthwise_conv_s8",
+                                        "kp_elementwise_add_s8", "kp_max_pool_s8"))]
     elf = m4_profile.build_library_elf(sources, d / "kp_dsp.elf",
                                        include_dirs=[cbuild.KERNEL_DIR])
     lib = d / "libkp_portable.so"
@@ -266,3 +268,180 @@ def test_dsp_depthwise_equals_portable(kernels, shape):
     assert status == 0
     np.testing.assert_array_equal(emu.read_array(out, np.int8, expected.size)
                                   .reshape(expected.shape), expected)
+
+
+# ADD: sizes around the 4-element word loop; scales drawn from add_params (every clamp),
+# then raw parameters at the limits the kernel accepts (any multiplier, shifts -31..0,
+# left shifts other than 20); inputs at odd addresses and in place.
+ADD_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 33, 130]
+
+
+def _add_params_random(rng) -> dict:
+    scales = 10.0 ** rng.uniform(-4, 0, 3)
+    if rng.random() < 0.3:  # one input's scale far below the other's
+        scales[int(rng.integers(2))] *= 10.0 ** -rng.uniform(2, 5)
+    zp = rng.integers(-128, 128, 3)
+    act = [(-128, 127), (int(zp[2]), 127), (int(zp[2]), min(int(zp[2]) + 6, 127)),
+           (-128, -128), (127, 127)][int(rng.integers(5))]
+    try:
+        return int8_ops.add_params(scales[0], int(zp[0]), scales[1], int(zp[1]), scales[2],
+                                   int(zp[2]), *act)
+    except ValueError:  # an output multiplier TFLM rejects: redraw
+        return _add_params_random(rng)
+
+
+def _add_params_raw(rng, mode: str) -> dict:
+    """Parameters the C API accepts beyond what add_params makes. "ties": multipliers of
+    one half and shifts that land products exactly halfway (the rounding direction of
+    each step); "big": the largest sums (input shifts 0, multipliers +-2^31) under the
+    largest output shifts; "any": anything in range."""
+    def mult():
+        if mode == "ties":
+            return int(rng.choice([1 << 30, -(1 << 30)]))
+        if mode == "big":
+            return int(rng.choice([-(1 << 31), (1 << 31) - 1]))
+        return int(rng.choice([-(1 << 31), -1, 0, 1, (1 << 31) - 1, 1 << 30,
+                               int(rng.integers(-(1 << 31), 1 << 31))]))
+
+    def shift(out: bool):
+        if mode == "ties":
+            return int(rng.choice([0, -1, -2] if out else [0, -1, -19, -20, -21]))
+        if mode == "big":
+            return int(rng.integers(-31, -27)) if out else 0
+        return int(rng.integers(-31, 1))
+
+    lo = int(rng.integers(-128, 128))
+    if mode == "ties":  # outputs unclamped, where a rounding slip shows
+        return {**_add_params_raw(rng, "any"), **{
+            "input1_multiplier": mult(), "input1_shift": shift(False),
+            "input2_multiplier": mult(), "input2_shift": shift(False), "left_shift": 20,
+            "output_offset": 0, "output_multiplier": mult(), "output_shift": shift(True),
+            "activation": {"min": -128, "max": 127}}}
+    return {"input1_offset": int(rng.choice([-127, 128, rng.integers(-127, 129)])),
+            "input1_multiplier": mult(), "input1_shift": shift(False),
+            "input2_offset": int(rng.choice([-127, 128, rng.integers(-127, 129)])),
+            "input2_multiplier": mult(), "input2_shift": shift(False),
+            "left_shift": 20 if mode != "any" else int(rng.choice([20, 0, 19,
+                                                                   rng.integers(0, 21)])),
+            "output_offset": int(rng.choice([-128, 127, rng.integers(-128, 128)])),
+            "output_multiplier": mult(), "output_shift": shift(True),
+            "activation": {"min": lo, "max": int(rng.integers(lo, 128))}}
+
+
+def _flat(params: dict) -> list[int]:
+    return [v for item in params.values()
+            for v in (item.values() if isinstance(item, dict) else [item])]
+
+
+def _add_host(lib, params: dict, x1, x2, out=None) -> tuple[int, np.ndarray]:
+    words = np.array(_flat(params), np.int32)
+    out = np.zeros(x1.size, np.int8) if out is None else out
+    status = lib.kp_elementwise_add_s8(_ptr(words, ctypes.c_int32), _ptr(x1), _ptr(x2),
+                                       _ptr(out), x1.size)
+    return status, out
+
+
+@pytest.mark.parametrize("size", ADD_SIZES)
+def test_dsp_add_equals_portable(kernels, size):
+    emu, lib = kernels
+    rng = np.random.default_rng(1000 + size)
+    for trial in range(10):
+        emu.reset_heap()
+        raw = trial >= 5
+        mode = ["ties", "big", "any"][trial % 3]
+        params = _add_params_raw(rng, mode) if raw else _add_params_random(rng)
+        x1 = rng.integers(-128, 128, size, dtype=np.int8)
+        x2 = rng.integers(-128, 128, size, dtype=np.int8)
+        if trial % 3 == 0:  # the extreme inputs
+            x1[::2], x2[1::2] = -128, 127
+        if raw and mode == "big":  # |x + offset| at its largest, mostly
+            x1[: size // 2 + 1] = -128 if params["input1_offset"] < 0 else 127
+            x2[: size // 2 + 1] = -128 if params["input2_offset"] < 0 else 127
+        status, expected = _add_host(lib, params, x1, x2)
+        assert status == 0
+        if not raw:
+            np.testing.assert_array_equal(expected, int8_ops.add(x1, x2, params))
+        # Inputs and output at different byte offsets within a word (unaligned reads).
+        skew = [trial % 4, (trial + 1) % 4, (trial + 3) % 4]
+        a1 = emu.alloc(size + 4) + skew[0]
+        a2 = emu.alloc(size + 4) + skew[1]
+        out = emu.alloc(size + 4) + skew[2]
+        emu.write(a1, x1)
+        emu.write(a2, x2)
+        if trial == 4:
+            out = a1  # in place
+        status, _ = emu.call("kp_elementwise_add_s8", emu.put_words(*_flat(params)), a1, a2,
+                             out, size)
+        assert status == 0
+        np.testing.assert_array_equal(emu.read_array(out, np.int8, size), expected,
+                                      err_msg=f"trial {trial}: {params}")
+
+
+def test_dsp_add_rejects_like_portable(kernels):
+    emu, lib = kernels
+    good = int8_ops.add_params(0.05, -10, 0.03, 5, 0.06, 3, -128, 127)
+    bad = [("left_shift", -1), ("left_shift", 21), ("input1_offset", -128),
+           ("input1_offset", 129), ("input2_offset", -128), ("input2_offset", 129),
+           ("output_offset", -129), ("output_offset", 128), ("input1_shift", 1),
+           ("input1_shift", -32), ("input2_shift", 1), ("input2_shift", -32),
+           ("output_shift", 1), ("output_shift", -32),
+           ("activation", {"min": 5, "max": 4}), ("activation", {"min": -129, "max": 0}),
+           ("activation", {"min": 0, "max": 128})]
+    x = np.arange(-3, 5, dtype=np.int8)
+    emu.reset_heap()
+    ax, out = emu.put(x), emu.alloc(16)
+    for field, value in [(None, None), *bad]:
+        params = dict(good) if field is None else {**good, field: value}
+        host, _ = _add_host(lib, params, x, x)
+        arm, _ = emu.call("kp_elementwise_add_s8", emu.put_words(*_flat(params)), ax, ax,
+                          out, x.size)
+        assert host == arm == (0 if field is None else -1), (field, value)
+    p = emu.put_words(*_flat(good))
+    for args in [(0, ax, ax, out, 8), (p, 0, ax, out, 8), (p, ax, 0, out, 8),
+                 (p, ax, ax, 0, 8), (p, ax, ax, out, 0), (p, ax, ax, out, -4)]:
+        assert emu.call("kp_elementwise_add_s8", *args)[0] == -1
+    assert lib.kp_elementwise_add_s8(None, _ptr(x), _ptr(x), _ptr(x), 8) == -1
+
+
+# (h, w, c, kh, kw, stride, pad): channel quads and tails, padding, overlapping windows,
+# windows wholly in the padding (empty: -128 before the clamp), batch 2.
+POOL_SHAPES = [(8, 8, 16, 2, 2, 2, (0, 0)), (7, 9, 5, 3, 3, 2, (1, 1)),
+               (6, 5, 12, 3, 2, 1, (1, 0)), (5, 5, 3, 2, 2, 1, (0, 0)),
+               (4, 6, 9, 2, 3, 3, (2, 3)), (3, 3, 8, 1, 1, 1, (0, 0))]
+
+
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+def test_dsp_max_pool_equals_portable(kernels, shape):
+    emu, lib = kernels
+    h, w, c, kh, kw, stride, pad = shape
+    rng = np.random.default_rng(sum(shape[:-1]) + 7)
+    n = 2 if c == 5 else 1
+    oh = (h + 2 * pad[0] - kh) // stride + 1
+    ow = (w + 2 * pad[1] - kw) // stride + 1
+    for act in [(-128, 127), (-20, 50), (int(rng.integers(-128, 128)),) * 2]:
+        emu.reset_heap()
+        x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
+        params = int8_ops.pool_params((stride, stride), pad, act)
+        words = np.array(_flat(params), np.int32)
+        shapes = [(n, h, w, c), (kh, kw), (n, oh, ow, c)]
+        dims = [np.array(d, np.int32) for d in shapes]
+        expected = np.zeros((n, oh, ow, c), np.int8)
+        status = lib.kp_max_pool_s8(_ptr(words, ctypes.c_int32), _ptr(dims[0], ctypes.c_int32),
+                                    _ptr(x), _ptr(dims[1], ctypes.c_int32),
+                                    _ptr(dims[2], ctypes.c_int32), _ptr(expected))
+        assert status == 0
+        if pad[0] < kh and pad[1] < kw:  # no empty windows
+            np.testing.assert_array_equal(
+                expected, int8_ops.max_pool2d(x, params, (kh, kw), (oh, ow)))
+        out = emu.alloc(expected.size + 4) + 1  # an odd address: unaligned stores
+        status, _ = emu.call("kp_max_pool_s8", emu.put_words(*_flat(params)),
+                             emu.put_words(*shapes[0]), emu.put(x),
+                             emu.put_words(*shapes[1]), emu.put_words(*shapes[2]), out)
+        assert status == 0
+        np.testing.assert_array_equal(
+            emu.read_array(out, np.int8, expected.size).reshape(expected.shape), expected)
+    bad = dict(params, activation={"min": 3, "max": 2})
+    status, _ = emu.call("kp_max_pool_s8", emu.put_words(*_flat(bad)),
+                         emu.put_words(*shapes[0]), emu.put(x), emu.put_words(*shapes[1]),
+                         emu.put_words(*shapes[2]), out)
+    assert status == -1

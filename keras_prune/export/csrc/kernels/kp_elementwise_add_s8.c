@@ -1,25 +1,18 @@
 /*
  * ADD of two same-shape int8 tensors: TFLM's reference int8 Add. Both inputs are scaled
  * to a common scale with 20 bits of headroom (left_shift), summed, then requantized.
+ * Portable version; the Cortex-M4 build takes kp_elementwise_add_s8_dsp.c instead.
  */
 #include "kp_nn_check.h"
 #include "kp_nn_support.h"
+
+#if !KP_ARM_DSP
 
 kp_status kp_elementwise_add_s8(const kp_add_params *params, const int8_t *input1,
                                 const int8_t *input2, int8_t *output, int32_t size)
 {
     int32_t i;
-    /* TFLM quantizes every add multiplier below one (QuantizeMultiplierSmallerThanOneExp),
-     * so only right shifts are valid here; 255 << 20 still fits in int32. */
-    if (params == 0 || input1 == 0 || input2 == 0 || output == 0 || size < 1 ||
-        params->left_shift < 0 || params->left_shift > 20 ||
-        !kp_input_offset_ok(params->input1_offset) ||
-        !kp_input_offset_ok(params->input2_offset) ||
-        !kp_output_offset_ok(params->output_offset) ||
-        params->input1_shift > 0 || !kp_shift_ok(params->input1_shift) ||
-        params->input2_shift > 0 || !kp_shift_ok(params->input2_shift) ||
-        params->output_shift > 0 || !kp_shift_ok(params->output_shift) ||
-        !kp_activation_ok(params->activation)) {
+    if (!kp_add_args_ok(params, input1, input2, output, size)) {
         return KP_ERR_ARG;
     }
     for (i = 0; i < size; ++i) {
@@ -34,3 +27,7 @@ kp_status kp_elementwise_add_s8(const kp_add_params *params, const int8_t *input
     }
     return KP_OK;
 }
+
+#else
+typedef int kp_elementwise_add_s8_portable_unused;
+#endif /* !KP_ARM_DSP */

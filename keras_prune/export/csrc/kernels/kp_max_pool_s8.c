@@ -1,20 +1,19 @@
 /*
  * MAX_POOL_2D, int8: TFLM's reference MaxPool. The window is clipped to the image, so
- * padding never takes part in the maximum.
+ * padding never takes part in the maximum. Portable version; the Cortex-M4 build takes
+ * kp_max_pool_s8_dsp.c instead.
  */
 #include "kp_nn_check.h"
 #include "kp_nn_support.h"
+
+#if !KP_ARM_DSP
 
 kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims,
                          const int8_t *input, const kp_tile *filter,
                          const kp_dims *output_dims, int8_t *output)
 {
     int32_t b, oy, ox, c, y, x;
-    if (params == 0 || input == 0 || filter == 0 || output == 0 ||
-        !kp_dims_ok(input_dims) || !kp_dims_ok(output_dims) ||
-        input_dims->n != output_dims->n || input_dims->c != output_dims->c ||
-        !kp_tile_ok(*filter, 1) || !kp_tile_ok(params->stride, 1) ||
-        !kp_tile_ok(params->padding, 0) || !kp_activation_ok(params->activation)) {
+    if (!kp_pool_args_ok(params, input_dims, input, filter, output_dims, output)) {
         return KP_ERR_ARG;
     }
     const int32_t depth = input_dims->c;
@@ -45,3 +44,7 @@ kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims
     }
     return KP_OK;
 }
+
+#else
+typedef int kp_max_pool_s8_portable_unused;
+#endif /* !KP_ARM_DSP */

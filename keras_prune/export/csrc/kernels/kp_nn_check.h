@@ -60,4 +60,32 @@ static inline int kp_quant_ok(const kp_quant_params *q, int32_t channels)
     return 1;
 }
 
+/* MAX_POOL_2D and AVERAGE_POOL_2D: one image shape in, one out, same depth. */
+static inline int kp_pool_args_ok(const kp_pool_params *params, const kp_dims *input_dims,
+                                  const int8_t *input, const kp_tile *filter,
+                                  const kp_dims *output_dims, const int8_t *output)
+{
+    return params != 0 && input != 0 && filter != 0 && output != 0 &&
+           kp_dims_ok(input_dims) && kp_dims_ok(output_dims) &&
+           input_dims->n == output_dims->n && input_dims->c == output_dims->c &&
+           kp_tile_ok(*filter, 1) && kp_tile_ok(params->stride, 1) &&
+           kp_tile_ok(params->padding, 0) && kp_activation_ok(params->activation);
+}
+
+/* ADD: TFLM quantizes every add multiplier below one (QuantizeMultiplierSmallerThanOneExp),
+ * so only right shifts are valid; with a left shift up to 20, 255 << 20 still fits. */
+static inline int kp_add_args_ok(const kp_add_params *params, const int8_t *input1,
+                                 const int8_t *input2, const int8_t *output, int32_t size)
+{
+    return params != 0 && input1 != 0 && input2 != 0 && output != 0 && size >= 1 &&
+           params->left_shift >= 0 && params->left_shift <= 20 &&
+           kp_input_offset_ok(params->input1_offset) &&
+           kp_input_offset_ok(params->input2_offset) &&
+           kp_output_offset_ok(params->output_offset) &&
+           params->input1_shift <= 0 && kp_shift_ok(params->input1_shift) &&
+           params->input2_shift <= 0 && kp_shift_ok(params->input2_shift) &&
+           params->output_shift <= 0 && kp_shift_ok(params->output_shift) &&
+           kp_activation_ok(params->activation);
+}
+
 #endif /* KP_NN_CHECK_H */

@@ -1,0 +1,98 @@
+/*
+ * MAX_POOL_2D, int8, for the Cortex-M4 (Armv7E-M DSP): the same results as the portable
+ * kp_max_pool_s8.c, bit for bit (semantics in kp_nn.h).
+ *
+ * Four channels at a time: one word per tap, a per-byte signed maximum with SSUB8 (which
+ * sets a GE flag for each byte where the tap is not below the running maximum) and SEL
+ * (which takes those bytes from the tap), then the activation clamp the same way, and one
+ * store. The last channels % 4 take the portable loop.
+ */
+#include "kp_nn_check.h"
+#include "kp_nn_support.h"
+
+#if KP_ARM_DSP
+
+#include "kp_acle.h"
+
+/* Per signed byte: max(a, b). One asm, as SEL reads the flags the SSUB8 sets. */
+static inline uint32_t kp_max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8  %[t], %[a], %[b]\n\t"
+            "sel    %[r], %[a], %[b]"
+            : [r] "=r"(r), [t] "=&r"(t)
+            : [a] "r"(a), [b] "r"(b)
+            : "cc");
+    return r;
+}
+
+/* Per signed byte: min(a, b), the bytes where a >= b taken from b. */
+static inline uint32_t kp_min_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8  %[t], %[a], %[b]\n\t"
+            "sel    %[r], %[b], %[a]"
+            : [r] "=r"(r), [t] "=&r"(t)
+            : [a] "r"(a), [b] "r"(b)
+            : "cc");
+    return r;
+}
+
+kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims,
+                         const int8_t *input, const kp_tile *filter,
+                         const kp_dims *output_dims, int8_t *output)
+{
+    int32_t b, oy, ox, c, y, x;
+    if (!kp_pool_args_ok(params, input_dims, input, filter, output_dims, output)) {
+        return KP_ERR_ARG;
+    }
+    const int32_t depth = input_dims->c;
+    const int32_t row = input_dims->w * depth;
+    const int32_t act_min = params->activation.min;
+    const int32_t act_max = params->activation.max;
+    const uint32_t lo4 = kp_splat8(act_min);
+    const uint32_t hi4 = kp_splat8(act_max);
+    for (b = 0; b < output_dims->n; ++b) {
+        const int8_t *image = input + b * input_dims->h * row;
+        for (oy = 0; oy < output_dims->h; ++oy) {
+            const int32_t y0 = oy * params->stride.h - params->padding.h;
+            const int32_t y_lo = KP_MAX(y0, 0);
+            const int32_t y_hi = KP_MIN(y0 + filter->h, input_dims->h);
+            for (ox = 0; ox < output_dims->w; ++ox) {
+                const int32_t x0 = ox * params->stride.w - params->padding.w;
+                const int32_t x_lo = KP_MAX(x0, 0);
+                const int32_t x_hi = KP_MIN(x0 + filter->w, input_dims->w);
+                int8_t *out = output + ((b * output_dims->h + oy) * output_dims->w + ox) * depth;
+                for (c = 0; c + 4 <= depth; c += 4) {
+                    /* An empty window leaves the lowest int8, as in TFLM. */
+                    uint32_t m = 0x80808080U;
+                    for (y = y_lo; y < y_hi; ++y) {
+                        const int8_t *p = image + y * row + x_lo * depth + c;
+                        for (x = x_lo; x < x_hi; ++x) {
+                            m = kp_max_s8x4((uint32_t)kp_read_s8x4(p), m);
+                            p += depth;
+                        }
+                    }
+                    m = kp_max_s8x4(m, lo4);
+                    m = kp_min_s8x4(m, hi4);
+                    memcpy(out + c, &m, sizeof m);
+                }
+                for (; c < depth; ++c) {
+                    int32_t v = -128;
+                    for (y = y_lo; y < y_hi; ++y) {
+                        for (x = x_lo; x < x_hi; ++x) {
+                            v = KP_MAX(v, (int32_t)image[y * row + x * depth + c]);
+                        }
+                    }
+                    out[c] = (int8_t)kp_clamp(v, act_min, act_max);
+                }
+            }
+        }
+    }
+    return KP_OK;
+}
+
+#else
+/* Keeps the translation unit non-empty (ISO C) when the portable version is compiled. */
+typedef int kp_max_pool_s8_dsp_unused;
+#endif /* KP_ARM_DSP */
