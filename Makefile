@@ -54,6 +54,8 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/m4_kernels.py
 	$(BIN)/python benchmarks/m4_cycles.py
+	$(BIN)/python benchmarks/m4_sparse_fc.py
+	$(BIN)/python benchmarks/m4_cost_model.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -74,9 +74,9 @@ def main() -> None:
 
     d = Path(tempfile.mkdtemp(prefix="m4_sparse_"))
     (d / "csr.c").write_text(CSR_C)
-    sources = [cbuild.KERNEL_DIR / n for n in ("kp_fully_connected_s8.c", "kp_nn_mat_s8.c",
-                                               "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c",
-                                               "kp_sparse_fc_s8_dsp.c")] + [d / "csr.c"]
+    sources = [cbuild.KERNEL_DIR / n for n in (
+        "kp_fully_connected_s8.c", "kp_nn_mat_s8.c", "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c",
+        "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")] + [d / "csr.c"]
     emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
         sources, d / "bench.elf", include_dirs=[cbuild.KERNEL_DIR]))
 

@@ -65,7 +65,8 @@ def _export_cmsis(args) -> int:
         validation = (data["x_val"], data["y_val"]) if "y_val" in data else data["x_val"]
     export.cmsis(model, args.out, data["x_train"], target=args.target, force=args.force,
                  labels=data.get("y_train"), validation_data=validation,
-                 samples=args.samples, verify_m4=True if args.require_m4 else None)
+                 samples=args.samples, verify_m4=True if args.require_m4 else None,
+                 sparse=args.sparse)
     return 0
 
 
@@ -230,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 100)")
     c.add_argument("--require-m4", action="store_true",
                    help="fail if the Cortex-M4 build and QEMU run cannot be done")
+    c.add_argument("--sparse", default="auto", choices=("auto", "always", "never"),
+                   help="run FULLY_CONNECTED/CONV_2D layers on their SIMD-group sparse "
+                        "weights where estimated faster (auto, the default), wherever "
+                        "possible (always) or never")
     _unsafe_flag(c)
     c.set_defaults(func=_export_cmsis)
 

@@ -53,7 +53,7 @@ def validation_subset(x, y, n: int = 500):
 # builder, learning rate while pruning and fine-tuning (the small CNN recovers better at 1e-3)
 MODELS = {"lenet_300_100": (lenet_300_100, 5e-4), "lenet5": (lenet5, 1e-3)}
 CNNS = ("lenet5",)  # the models LeGR's filter pruning applies to
-C_MODELS = ("lenet5",)  # exported to C and run on the emulated Cortex-M4
+C_MODELS = ("lenet_300_100", "lenet5")  # exported to C, run on the emulated Cortex-M4
 
 
 @dataclass
@@ -204,7 +204,9 @@ def _to_json(r: DemoResult) -> dict:
     d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
     d["integral"] = None if r.integral is None else asdict(r.integral)
     if r.cortex_m4 is not None:
-        d["cortex_m4"] = {k: v for k, v in r.cortex_m4.items() if k != "cost"}
+        d["cortex_m4"] = {k: v for k, v in r.cortex_m4.items() if k not in ("cost", "pruned")}
+        d["cortex_m4"]["pruned"] = {k: v for k, v in r.cortex_m4["pruned"].items()
+                                    if k != "cost"}
     d["legr"] = None if r.legr is None else [asdict(p) for p in [r.legr.original,
                                                                  *r.legr.points]]
     return d
@@ -260,27 +262,60 @@ def format_tflm(results: list[DemoResult]) -> str:
 
 def run_cortex_m4(r: DemoResult, data, out: Path, overwrite: bool = False,
                   samples: int = 100) -> dict:
-    """Export the dense model to C (``kp.export.cmsis``: host and QEMU Cortex-M4 checked
-    against TFLM on ``samples`` test digits), then count its cycles per layer on the
-    emulated Cortex-M4 for one test digit."""
+    """Export the dense and the pruned model to C (``kp.export.cmsis``: host and QEMU
+    Cortex-M4 checked against TFLM on ``samples`` test digits; the pruned one runs its
+    layers on SIMD-group sparse kernels where the cost model says that is faster), then
+    count both models' cycles per layer on the emulated Cortex-M4 for one test digit."""
     from keras_prune import export
     from keras_prune.export import m4_cycles, m4_profile, tflite
 
     x, xt, yt = data
-    path = out / "cmsis" / f"{r.model}_dense"
-    rep = export.cmsis(r.dense_model, path, x[:500], validation_data=(xt, yt),
-                       samples=samples, force=overwrite, print_fn=None, progress=False)
-    inp = rep.manifest["io"]["input"]
-    row = {"path": str(path), "manifest": rep.manifest, "cost": None,
-           "cycles_skipped": None}
-    if m4_profile.available():
-        xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
-        row["cost"] = m4_cycles.profile_model(path, xq)
-        row["cycles"] = row["cost"].cycles
-    else:
-        row["cycles_skipped"] = ("arm-none-eabi-gcc (with newlib) or unicorn missing: "
-                                 "pip install 'keras-prune[mcu]' and see `make toolchain`")
-    return row
+    rows = {}
+    for variant, model in (("dense", r.dense_model), ("pruned", strip(r.pruned_model))):
+        path = out / "cmsis" / f"{r.model}_{variant}"
+        rep = export.cmsis(model, path, x[:500], validation_data=(xt, yt),
+                           samples=samples, force=overwrite, print_fn=None, progress=False)
+        inp = rep.manifest["io"]["input"]
+        row = {"path": str(path), "manifest": rep.manifest, "cost": None,
+               "cycles_skipped": None}
+        if m4_profile.available():
+            xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
+            row["cost"] = m4_cycles.profile_model(path, xq)
+            row["cycles"] = row["cost"].cycles
+        else:
+            row["cycles_skipped"] = ("arm-none-eabi-gcc (with newlib) or unicorn missing: "
+                                     "pip install 'keras-prune[mcu]' and see `make toolchain`")
+        rows[variant] = row
+    return {**rows["dense"], "pruned": rows["pruned"]}
+
+
+def format_sparse_c(r: DemoResult) -> str:
+    """Dense vs SIMD-group sparse C on the Cortex-M4: accuracy, flash, RAM, cycles."""
+    from keras_prune.export import m4_cycles
+
+    c = r.cortex_m4
+    lines = [f"\n{r.model}: dense vs SIMDGroups(4) sparse C on a Cortex-M4 (estimated "
+             f"cycles, one test digit; accuracy of the int8 C on the test digits)",
+             f"  {'variant':<26}{'int8 C acc':>11}{'flash B':>10}{'arena B':>9}"
+             f"{'cycles':>12}{'ms@120MHz':>11}{'speed-up':>10}"]
+    base = c.get("cycles")
+    for label, row in (("dense, our kernels", c), ("SIMDGroups(4) 90%, sparse", c["pruned"])):
+        m = row["manifest"]
+        acc = m.get("accuracy") or {}
+        flash = m["sizes"].get("cortex_m4", {}).get("model_flash")
+        cyc = row.get("cycles")
+        acc_text = f"{acc['int8_c']:.2%}" if acc else "-"
+        lines.append(
+            f"  {label:<26}{acc_text:>11}"
+            f"{(f'{flash:,}' if flash else '-'):>10}{m['memory']['arena_bytes']:>9,}"
+            f"{(f'{cyc:,}' if cyc else '-'):>12}"
+            f"{(f'{cyc / m4_cycles.REFERENCE_MHZ / 1e3:.2f}' if cyc else '-'):>11}"
+            f"{(f'{base / cyc:.2f}x' if cyc and base else '-'):>10}")
+    for la in c["pruned"]["manifest"]["layers"]:
+        if la.get("sparse"):
+            lines.append(f"  {', '.join(la['keras_layers'])[:12]:<12} "
+                         f"{la['sparse']['kernel']:<6} {la['sparse']['reason']}")
+    return "\n".join(lines)
 
 
 def format_cortex_m4(r: DemoResult) -> str:
@@ -339,7 +374,7 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
     if tflm:
         targets += [out / "tflm" / f"{m}_{kind}" for m in models for kind in ("dense", "pruned")]
     c_models = [m for m in models if m in C_MODELS] if cortex_m4 else []
-    targets += [out / "cmsis" / f"{m}_dense" for m in c_models]
+    targets += [out / "cmsis" / f"{m}_{kind}" for m in c_models for kind in ("dense", "pruned")]
     legr_models = [m for m in models if m in CNNS] if legr else []
     targets += [p for m in legr_models for p in (out / f"{m}_dense.h5", out / f"legr_{m}")]
     existing = [str(p) for p in targets if p.exists()]
@@ -380,6 +415,7 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
     for r in results:
         if r.cortex_m4 is not None:
             print(format_cortex_m4(r))
+            print(format_sparse_c(r))
     for r in results:
         if r.legr is not None:
             print(f"\nLeGR on the reloaded {r.model}_dense.h5 (accuracy on the last 500 "

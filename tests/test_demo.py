@@ -38,6 +38,18 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     assert all(abs(r["density_int8"] - r["density_topk"]) <= 0.05 for r in ip.activation_check)
     assert ip.int8_accuracy is not None and abs(ip.int8_accuracy - ip.threshold_accuracy) < 0.01
     assert saved[0]["integral"]["rates"] == ip.rates
+    # The trained SIMDGroups(4) model as sparse C: bit-exact with TFLM, sparse kernels
+    # on the big layers, fewer estimated cycles and less flash than the dense C
+    c = result.cortex_m4
+    pruned = c["pruned"]["manifest"]
+    assert pruned["verification"]["host"]["bit_exact"]
+    kernels = {la["keras_layers"][-1]: la["kernel"] for la in pruned["layers"]
+               if la["op"] == "FULLY_CONNECTED"}
+    assert kernels["fc1"] == kernels["fc2"] == "kp_sparse_fully_connected_s8"
+    assert pruned["sizes"]["const_bytes"] < 0.25 * c["manifest"]["sizes"]["const_bytes"]
+    if c.get("cycles") and c["pruned"].get("cycles"):
+        assert c["cycles"] / c["pruned"]["cycles"] > 3.0
+    assert "dense vs SIMDGroups(4) sparse C" in demo.format_sparse_c(result)
     for name in ("sensitivity_lenet_300_100.png", "lenet_300_100_integral.keras"):
         assert (tmp_path / name).stat().st_size > 0
     integral_model = kp.io.load(tmp_path / "lenet_300_100_integral.keras")

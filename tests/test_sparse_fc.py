@@ -22,8 +22,8 @@ from keras_prune.export.sparse_format import INDEX_KINDS, decode, encode_groups
 from keras_prune.granularity import SIMDGroups
 
 DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_sparse_driver.c"
-SPARSE_SOURCES = [cbuild.KERNEL_DIR / "kp_sparse_fc_s8.c",
-                  cbuild.KERNEL_DIR / "kp_sparse_fc_s8_dsp.c"]
+SPARSE_SOURCES = [cbuild.KERNEL_DIR / n for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c",
+                                                  "kp_nn_sparse_vec_s8_dsp.c")]
 
 
 def pruned(rng, rows: int, k: int, sparsity: float, contiguous: bool = False) -> np.ndarray:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_prune.export import int8_ops
+from keras_prune.export import int8_ops, sparse_cost
+from keras_prune.export.sparse_format import INDEX_KINDS
 from keras_prune.export.tflite_graph import Graph, Operator, Tensor
 from keras_prune.export.tflite_micro import cmsis_nn_scratch_bytes
 
@@ -39,13 +40,14 @@ class CExportError(ValueError):
 class CArray:
     """A constant array for ``kp_weights.c``."""
     name: str
-    ctype: str            # "int8_t" or "int32_t"
+    ctype: str            # "int8_t", "uint8_t", "uint16_t" or "int32_t"
     values: np.ndarray
     cmsis_only: bool = False  # only compiled under KP_USE_CMSIS_NN
 
     @property
     def nbytes(self) -> int:
-        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+        size = {"int8_t": 1, "uint8_t": 1, "uint16_t": 2, "int32_t": 4}[self.ctype]
+        return int(self.values.size) * size
 
 
 @dataclass
@@ -65,6 +67,7 @@ class CLayer:
     cmsis_scratch: int = 0           # bytes CMSIS-NN asks for (its own buffer)
     alias: bool = False              # RESHAPE: output shares the input's bytes
     kernel: str = ""
+    sparse: dict | None = None       # FC/CONV: the dense-or-sparse choice and its reasons
 
 
 def _where(op: Operator, names: dict[int, tuple[str, ...]]) -> str:
@@ -103,9 +106,32 @@ def _cmsis_quant(p: str, mult: np.ndarray, shift: np.ndarray, channels: int
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, names: dict[int, tuple[str, ...]]):
+    def __init__(self, graph: Graph, names: dict[int, tuple[str, ...]], sparse: str = "auto"):
         self.g = graph
         self.names = names
+        self.sparse = sparse
+
+    def _sparse_weights(self, p: str, choice: sparse_cost.Choice,
+                        arrays: list[CArray]) -> str:
+        """Swap the dense weights for the sparse encoding (dense kept for the CMSIS-NN
+        build only); returns the kp_sparse_groups declaration."""
+        sg = choice.sparse
+        for a in arrays:
+            if a.name == f"{p}_w":
+                a.cmsis_only = True
+        arrays.append(CArray(f"{p}_sc", "uint16_t", sg.counts))
+        words = index = "0"
+        if sg.n_groups:
+            arrays.append(CArray(f"{p}_sw", "int32_t", sg.words.view(np.int32)))
+            words = f"kp_{p}_sw"
+        if sg.index.size:
+            idx = sg.index.view("<u2") if sg.index_kind == "abs16" else sg.index
+            arrays.append(CArray(f"{p}_si", "uint16_t" if sg.index_kind == "abs16"
+                                 else "uint8_t", idx))
+            index = f"kp_{p}_si"
+        return (f"static const kp_sparse_groups {p}_sg = {{{sg.rows}, {sg.k}, "
+                f"{INDEX_KINDS[sg.index_kind]}, {sg.n_groups}, kp_{p}_sc, {words}, "
+                f"{index}}};\n")
 
     # ------------------------------------------------------------------ checks
     def fail(self, op: Operator, why: str) -> CExportError:
@@ -235,9 +261,20 @@ class _Lowering:
                  + f"    return (int)arm_convolve_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, "
                  f"{{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
         macs = int(np.prod(out.shape)) * kh * kw * ci
+        pixels = int(np.prod(out.shape[:3]))
+        choice = sparse_cost.choose("conv", w.data.reshape(o, -1),
+                                    {"pixels": pixels, "kh": kh, "kw": kw, "cin": ci},
+                                    self.sparse)
+        kernel, scratch = "kp_convolve_s8", 4 * kh * kw * ci
+        if choice.kernel == "sparse":
+            decls += self._sparse_weights(p, choice, arrays)
+            kernel, scratch = "kp_sparse_convolve_s8", (kh * kw * ci + 3) & ~3
+            call = (f"kp_sparse_convolve_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, "
+                    f"&{p}_f, &{p}_sg, kp_{p}_eb, &{p}_out, {{out0}}, "
+                    f"(int8_t *)(void *){{scratch}})")
         return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
-                      cdecls, ccall, arrays=arrays, macs=macs,
-                      scratch=4 * kh * kw * ci, kernel="kp_convolve_s8")
+                      cdecls, ccall, arrays=arrays, macs=macs, scratch=scratch,
+                      kernel=kernel, sparse=choice.as_dict())
 
     def op_depthwise_conv_2d(self, op: Operator) -> CLayer:
         inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
@@ -318,9 +355,16 @@ class _Lowering:
                  + f"    if (ctx.size != 0) return KP_ERR_ARG;\n"
                  f"    return (int){fn}(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, {{in0}}, &{p}_cf, "
                  f"kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
+        choice = sparse_cost.choose("fc", w.data, {"batches": batches}, self.sparse)
+        kernel = "kp_fully_connected_s8"
+        if choice.kernel == "sparse":
+            decls += self._sparse_weights(p, choice, arrays)
+            kernel = "kp_sparse_fully_connected_s8"
+            call = (f"kp_sparse_fully_connected_s8(&{p}_params, &{p}_quant, {batches}, {k}, "
+                    f"{o}, {{in0}}, &{p}_sg, kp_{p}_eb, {{out0}})")
         return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
-                      cdecls, ccall, arrays=arrays, macs=batches * k * o,
-                      kernel="kp_fully_connected_s8")
+                      cdecls, ccall, arrays=arrays, macs=batches * k * o, kernel=kernel,
+                      sparse=choice.as_dict())
 
     def _pool(self, op: Operator, fn: str) -> CLayer:
         inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
@@ -462,10 +506,17 @@ def _struct(params: dict) -> str:
     return "{" + ", ".join(one(v) for v in params.values()) + "}"
 
 
-def lower(graph: Graph, names: dict[int, tuple[str, ...]] | None = None) -> list[CLayer]:
+def lower(graph: Graph, names: dict[int, tuple[str, ...]] | None = None,
+          sparse: str = "auto") -> list[CLayer]:
     """One ``CLayer`` per operator, in execution order. ``names`` maps an operator index
-    to the Keras layers it came from (for error messages and reports)."""
-    low = _Lowering(graph, names or {})
+    to the Keras layers it came from (for error messages and reports). ``sparse``:
+    ``"auto"`` runs a FULLY_CONNECTED or CONV_2D layer on SIMD-group sparse weights where
+    ``sparse_cost`` estimates that faster, ``"always"`` wherever possible, ``"never"``
+    nowhere."""
+    if sparse not in sparse_cost.SPARSE_MODES:
+        raise ValueError(f"sparse={sparse!r}: expected one of "
+                         f"{', '.join(map(repr, sparse_cost.SPARSE_MODES))}.")
+    low = _Lowering(graph, names or {}, sparse)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise CExportError(f"the model has {len(graph.inputs)} inputs and "
                            f"{len(graph.outputs)} outputs; the C export takes one of each.")

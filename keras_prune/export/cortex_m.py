@@ -49,6 +49,7 @@ from keras_prune import io as kp_io
 from keras_prune.export import cbuild, tflite
 from keras_prune.export.c_lowering import SUPPORTED_OPS, CExportError, CLayer, lower
 from keras_prune.export.c_model import MemoryPlan, emit, plan_memory
+from keras_prune.export.sparse_cost import SPARSE_MODES
 from keras_prune.export.tflite_graph import Graph, read_tflite
 
 __all__ = ["cmsis", "CExport", "CExportError", "generate", "GeneratedModel",
@@ -83,12 +84,13 @@ def _kernel_files() -> dict[str, bytes]:
 
 
 def generate(model_bytes: bytes, names: dict[int, tuple[str, ...]] | None = None,
-             model_name: str = "model") -> GeneratedModel:
-    """Lower an int8 ``.tflite`` to C sources (nothing is written or compiled)."""
+             model_name: str = "model", sparse: str = "auto") -> GeneratedModel:
+    """Lower an int8 ``.tflite`` to C sources (nothing is written or compiled).
+    ``sparse``: see ``c_lowering.lower``."""
     from keras_prune import __version__
 
     graph = read_tflite(model_bytes)
-    layers = lower(graph, names)
+    layers = lower(graph, names, sparse)
     plan = plan_memory(graph, layers)
     files: dict[str, str | bytes] = dict(emit(graph, layers, plan,
                                               {"model": model_name, "version": __version__}))
@@ -177,6 +179,13 @@ class CExport:
             name = ", ".join(la["keras_layers"]) or "-"
             lines.append(f"  {name[:28]:<28} {la['op']:<18} {la['kernel'][:24]:<24} "
                          f"{la['macs']:>11,}")
+        choices = [la for la in m["layers"] if la.get("sparse")]
+        if choices:
+            lines.append("  dense or sparse, per layer (estimated Cortex-M4 cycles):")
+            for la in choices:
+                name = ", ".join(la["keras_layers"]) or la["op"]
+                lines.append(f"    {name[:24]:<24} {la['sparse']['kernel']:<6} "
+                             f"{la['sparse']['reason']}")
         lines.append(f"  arena         {mem['arena_bytes']:,} bytes (TFLM measured "
                      f"{mem['tflm_arena_bytes']:,})")
         lines.append(f"  weights       {m['sizes']['const_bytes']:,} bytes of constants "
@@ -255,7 +264,7 @@ def _names(model_bytes: bytes, plain: keras.Model) -> dict[int, tuple[str, ...]]
 def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
           target: str = "cortex-m4", force: bool = False, labels=None,
           validation_data=None, samples: int = 100, verify_m4: bool | None = None,
-          progress: bool = True, print_fn=print) -> CExport:
+          sparse: str = "auto", progress: bool = True, print_fn=print) -> CExport:
     """Export ``model`` as C for a Cortex-M4 and check it bit for bit against TFLite Micro.
 
     Args:
@@ -271,6 +280,11 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         samples: how many inputs are run in TFLM and the generated code (default 100).
         verify_m4: build for a Cortex-M4 and run on QEMU. ``None`` (default): when
             ``arm-none-eabi-gcc`` and ``qemu-system-arm`` are installed. ``True``: required.
+        sparse: ``"auto"`` (default) runs each FULLY_CONNECTED and CONV_2D layer on its
+            SIMD-group sparse weights (``SIMDGroups(4)`` pruning) where the calibrated
+            cost model (``sparse_cost``) estimates that faster than the dense kernel,
+            ``"always"`` wherever the layer has weights, ``"never"`` nowhere. Each
+            layer's choice and its reason are in the report and the manifest.
         print_fn: where the report goes (``None`` for silence).
 
     Raises:
@@ -285,6 +299,8 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
+    if sparse not in SPARSE_MODES:
+        raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}.")
     dest = kp_io.atomic_dir(out_dir, overwrite=force)
     dest.check()
     from keras_prune.pruning import _check_model
@@ -304,7 +320,7 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         first = str(e).strip().splitlines()
         raise ValueError(f"int8 conversion of model '{model.name}' failed: "
                          f"{first[0] if first else type(e).__name__}.") from e
-    gen = generate(model_bytes, _names(model_bytes, plain), model.name)
+    gen = generate(model_bytes, _names(model_bytes, plain), model.name, sparse)
     tflm_arena = tm.measure_arena(model_bytes)["total"]
 
     inp, outp = gen.input, gen.output
@@ -357,7 +373,8 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         "layers": [{"index": la.index, "op": la.op, "keras_layers": list(la.layers),
                     "kernel": la.kernel, "macs": la.macs,
                     "const_bytes": sum(a.nbytes for a in la.arrays if not a.cmsis_only),
-                    "scratch_bytes": la.scratch} for la in gen.layers],
+                    "scratch_bytes": la.scratch,
+                    **({"sparse": la.sparse} if la.sparse else {})} for la in gen.layers],
         "io": {"input": {"shape": list(inp.shape), "scale": float(inp.scale[0]),
                          "zero_point": int(inp.zero_point[0])},
                "output": {"shape": list(outp.shape), "scale": float(outp.scale[0]),

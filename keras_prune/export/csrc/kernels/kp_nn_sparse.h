@@ -1,7 +1,7 @@
 /*
  * keras-prune int8 kernels on SIMD-group sparse weights (Scalpel-style storage).
  *
- * A FULLY_CONNECTED weight matrix (out_len x in_len, TFLite's layout) pruned with
+ * A FULLY_CONNECTED or CONV_2D weight matrix (out x k, TFLite's layout) pruned with
  * SIMDGroups(4) is stored as its kept 4-weight groups only: one 32-bit word per group
  * (byte i = weight 4g + i, int8; the last group of a row whose length is not a multiple
  * of 4 is zero-padded in storage), a count of kept groups per row, and an index stream
@@ -9,7 +9,7 @@
  *
  * The effective bias is the dense one (kp_nn.h): eff_bias[c] = bias[c] + input_offset *
  * sum of row c's weights, over all of them (removed ones are zero), so the result equals
- * kp_fully_connected_s8 on the dense pruned matrix bit for bit.
+ * kp_fully_connected_s8 (kp_convolve_s8) on the dense pruned matrix bit for bit.
  */
 #ifndef KP_NN_SPARSE_H
 #define KP_NN_SPARSE_H
@@ -54,6 +54,21 @@ kp_status kp_sparse_fully_connected_s8(const kp_fc_params *params,
                                        int32_t in_len, int32_t out_len, const int8_t *input,
                                        const kp_sparse_groups *w, const int32_t *eff_bias,
                                        int8_t *output);
+
+/* Bytes of scratch kp_sparse_convolve_s8 needs: one int8 im2col column, rounded up to
+ * whole groups (the padding bytes are zero, so every kept group is read as one word). */
+#define KP_SPARSE_CONV_SCRATCH_BYTES(filter_h, filter_w, in_c) \
+    (((int32_t)(filter_h) * (int32_t)(filter_w) * (int32_t)(in_c) + 3) & ~3)
+
+/* CONV_2D with w holding the filter (TFLite's OHWI layout, out_c x (h * w * in_c)) as a
+ * sparse matrix: w->rows = filter_dims->n, w->k = filter h * w * c. Same arithmetic as
+ * kp_convolve_s8 on the dense pruned filter; scratch: KP_SPARSE_CONV_SCRATCH_BYTES,
+ * 4-byte aligned. */
+kp_status kp_sparse_convolve_s8(const kp_conv_params *params, const kp_quant_params *quant,
+                                const kp_dims *input_dims, const int8_t *input,
+                                const kp_dims *filter_dims, const kp_sparse_groups *w,
+                                const int32_t *eff_bias, const kp_dims *output_dims,
+                                int8_t *output, int8_t *scratch);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,185 @@
+"""Fit the dense/sparse cost model of ``keras_prune.export.sparse_cost`` to unicorn.
+
+Builds the kernels for Cortex-M4 (DSP, ``-O2``), runs the dense and the SIMD-group sparse
+FULLY_CONNECTED and CONV_2D kernels on a grid of shapes and group sparsities under
+``keras_prune.export.m4_profile`` (every output checked bit for bit against
+``int8_ops``), fits each linear model by least squares, and prints the fitted constants
+(paste them into ``sparse_cost.py``) and, for every measured case, the current model's
+estimate beside the measurement.
+
+    python benchmarks/m4_cost_model.py
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from keras_prune.export import cbuild, int8_ops, m4_profile, sparse_cost  # noqa: E402
+from keras_prune.export.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
+
+KERNELS = ("kp_fully_connected_s8.c", "kp_convolve_s8.c", "kp_nn_mat_s8.c",
+           "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c", "kp_sparse_conv_s8.c",
+           "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
+FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
+# (h, w, cin, out channels, k, padding)
+CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME"), (14, 14, 6, 16, 5, "VALID"),
+               (16, 16, 8, 16, 3, "SAME"), (8, 8, 32, 32, 3, "SAME"),
+               (12, 12, 16, 24, 1, "VALID")]
+SPARSITIES = (0.5, 0.8, 0.9, 0.97)
+
+
+def pruned(rng, rows: int, k: int, sparsity: float) -> np.ndarray:
+    w = rng.integers(-127, 128, (rows, k)).astype(np.int8)
+    keep = rng.random((rows, -(-k // 4))) >= sparsity
+    return np.where(np.repeat(keep, 4, axis=1)[:, :k], w, 0).astype(np.int8)
+
+
+class Bench:
+    def __init__(self, emu: m4_profile.M4Emulator, rng: np.random.Generator):
+        self.emu, self.rng = emu, rng
+
+    def _quant(self, n: int):
+        m, s = int8_ops.conv_quant(0.02, 10 ** self.rng.uniform(-3, -2, n), 2.0)
+        return np.asarray(m, np.int32), np.asarray(s, np.int32)
+
+    def _sparse(self, sg) -> int:
+        e = self.emu
+        return e.put_words(sg.rows, sg.k, INDEX_KINDS[sg.index_kind], sg.n_groups,
+                           e.put(sg.counts.astype("<u2")), e.put(sg.words.astype("<u4")),
+                           e.put(sg.index))
+
+    def fc(self, w: np.ndarray, kind: str | None) -> int:
+        e, (rows, k) = self.emu, w.shape
+        x = self.rng.integers(-128, 128, (1, k)).astype(np.int8)
+        bias = self.rng.integers(-3000, 3000, rows)
+        m, s = self._quant(rows)
+        prm = int8_ops.fc_params(-5, -128, (-128, 127))
+        expected = int8_ops.fully_connected(x, w, bias, prm, m, s)[0]
+        eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
+        e.reset_heap()
+        pa = e.put_words(prm["input_offset"], prm["output_offset"], -128, 127)
+        qa = e.put_words(e.put(m), e.put(s), 1)
+        xa, ea, out = e.put(x), e.put(eff), e.alloc(rows)
+        if kind is None:
+            _, prof = e.call("kp_fully_connected_s8", pa, qa, 1, k, rows, xa, e.put(w), ea,
+                             out)
+        else:
+            _, prof = e.call("kp_sparse_fully_connected_s8", pa, qa, 1, k, rows, xa,
+                             self._sparse(encode_groups(w, index=kind)), ea, out)
+        assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, kind)
+        return prof.cycles
+
+    def conv(self, shape, w: np.ndarray, kind: str | None) -> int:
+        e = self.emu
+        h, wd, cin, oc, kk, padding = shape
+        oh, ph = int8_ops.padding(h, kk, 1, 1, padding)
+        ow, pw = int8_ops.padding(wd, kk, 1, 1, padding)
+        x = self.rng.integers(-128, 128, (1, h, wd, cin)).astype(np.int8)
+        bias = self.rng.integers(-3000, 3000, oc)
+        m, s = self._quant(oc)
+        prm = int8_ops.conv_params(-7, -128, (1, 1), (ph, pw), (1, 1), (-128, 127))
+        w4 = w.reshape(oc, kk, kk, cin)
+        expected = int8_ops.conv2d(x, w4, bias, prm, m, s, (oh, ow))
+        eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
+        e.reset_heap()
+        pa = e.put_words(prm["input_offset"], prm["output_offset"], 1, 1, ph, pw, 1, 1,
+                         -128, 127)
+        qa = e.put_words(e.put(m), e.put(s), 1)
+        dims_in, dims_f = e.put_words(1, h, wd, cin), e.put_words(oc, kk, kk, cin)
+        dims_out = e.put_words(1, oh, ow, oc)
+        xa, ea, out = e.put(x), e.put(eff), e.alloc(expected.size)
+        if kind is None:
+            _, prof = e.call("kp_convolve_s8", pa, qa, dims_in, xa, dims_f, e.put(w), ea,
+                             dims_out, out, e.alloc(4 * kk * kk * cin))
+        else:
+            _, prof = e.call("kp_sparse_convolve_s8", pa, qa, dims_in, xa, dims_f,
+                             self._sparse(encode_groups(w, index=kind)), ea, dims_out, out,
+                             e.alloc((kk * kk * cin + 3) & ~3))
+        got = e.read_array(out, np.int8, expected.size).reshape(expected.shape)
+        assert (got == expected).all(), (shape, kind)
+        return prof.cycles
+
+
+def fit(features: list[list[float]], cycles: list[int]) -> np.ndarray:
+    coef, *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(cycles, float),
+                               rcond=None)
+    return coef
+
+
+def report(title: str, names: list[str], coef: np.ndarray, rows: list[tuple]) -> None:
+    print(f"\n{title}: " + ", ".join(f"{n}={c:.3g}" for n, c in zip(names, coef, strict=True)))
+    print(f"  {'case':<44} {'measured':>10} {'model':>10} {'error':>7}")
+    worst = 0.0
+    for label, measured, model in rows:
+        err = model / measured - 1
+        worst = max(worst, abs(err))
+        print(f"  {label:<44} {measured:>10,} {model:>10,.0f} {err:>+7.1%}")
+    print(f"  worst error of the model in sparse_cost.py: {worst:.1%}")
+
+
+def main() -> None:
+    d = Path(tempfile.mkdtemp(prefix="m4_cost_"))
+    emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
+        [cbuild.KERNEL_DIR / n for n in KERNELS], d / "bench.elf",
+        include_dirs=[cbuild.KERNEL_DIR]))
+    b = Bench(emu, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+
+    feats, cyc, rows = [], [], []
+    for k, n in FC_SHAPES:
+        c = b.fc(pruned(rng, n, k, 0.0), None)
+        feats.append([1, n, n * k])
+        cyc.append(c)
+        rows.append((f"fc dense {k}->{n}", c, sparse_cost.fc_dense_cycles(1, k, n)))
+    report("FC dense [call, row, mac]", ["call", "row", "mac"], fit(feats, cyc), rows)
+
+    feats, cyc, rows = [], [], []
+    for k, n in FC_SHAPES:
+        for sp in SPARSITIES:
+            w = pruned(rng, n, k, sp)
+            for kind in INDEX_KINDS:
+                sg = encode_groups(w, index=kind)
+                c = b.fc(w, kind)
+                feats.append([n] + [sg.n_groups if kk == kind else 0 for kk in INDEX_KINDS]
+                             + [sparse_cost.runs_pairs(sg)])
+                cyc.append(c)
+                rows.append((f"fc sparse {k}->{n} @{sp:.2f} {kind}", c,
+                             sparse_cost.fc_sparse_cycles(1, sg)))
+    report("FC sparse [row, group runs/delta8/abs16, run pair] (call 0)",
+           ["row", *INDEX_KINDS, "run_pair"], fit(feats, cyc), rows)
+
+    feats, cyc, rows, sfeats, scyc, srows = [], [], [], [], [], []
+    for shape in CONV_SHAPES:
+        h, wd, cin, oc, kk, padding = shape
+        px = int8_ops.padding(h, kk, 1, 1, padding)[0] * int8_ops.padding(wd, kk, 1, 1,
+                                                                           padding)[0]
+        kl = kk * kk * cin
+        c = b.conv(shape, pruned(rng, oc, kl, 0.0), None)
+        feats.append([1, px, px * kk * kk, px * kl, px * kl * oc, px * oc])
+        cyc.append(c)
+        label = f"{h}x{wd}x{cin}->{oc} {kk}x{kk} {padding}"
+        rows.append((f"conv dense {label}", c,
+                     sparse_cost.conv_dense_cycles(px, kk, kk, cin, oc)))
+        for sp in SPARSITIES:
+            w = pruned(rng, oc, kl, sp)
+            sg = encode_groups(w)
+            c = b.conv(shape, w, sg.index_kind)
+            vec = px * (sparse_cost.groups_cycles(sg) + sparse_cost.FC_SPARSE["row"] * oc)
+            sfeats.append([px, px * kk * kk])
+            scyc.append(c - vec)
+            srows.append((f"conv sparse {label} @{sp:.2f} {sg.index_kind}", c,
+                          sparse_cost.conv_sparse_cycles(px, kk, kk, cin, sg)))
+    report("CONV dense [call, pixel, tap, value, mac, row]",
+           ["call", "pixel", "tap", "value", "mac", "row"], fit(feats, cyc), rows)
+    report("CONV sparse [pixel, tap] (call 0, rows and groups at the FC cost)",
+           ["pixel", "tap"], fit(sfeats, scyc), srows)
+
+
+if __name__ == "__main__":
+    main()

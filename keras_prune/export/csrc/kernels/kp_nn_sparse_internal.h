@@ -1,0 +1,42 @@
+/*
+ * Internal to the sparse kernels: the argument checks the FULLY_CONNECTED and CONV_2D
+ * wrappers apply, and the one sparse matrix-vector product both are built on. The product
+ * has a portable C99 version (kp_nn_sparse_vec_s8.c) and a Cortex-M4 DSP version
+ * (kp_nn_sparse_vec_s8_dsp.c); KP_ARM_DSP compiles exactly one of them.
+ */
+#ifndef KP_NN_SPARSE_INTERNAL_H
+#define KP_NN_SPARSE_INTERNAL_H
+
+#include "kp_nn_check.h"
+#include "kp_nn_sparse.h"
+
+static inline int kp_sparse_groups_ok(const kp_sparse_groups *w, int32_t rows, int32_t k)
+{
+    return w != 0 && w->rows == rows && w->k == k && w->counts != 0 && w->n_groups >= 0 &&
+           (w->n_groups == 0 || (w->words != 0 && w->index != 0)) &&
+           (w->index_kind == KP_SPARSE_RUNS8 || w->index_kind == KP_SPARSE_DELTA8 ||
+            w->index_kind == KP_SPARSE_ABS16);
+}
+
+static inline int kp_sparse_fc_args_ok(const kp_fc_params *params,
+                                       const kp_quant_params *quant, int32_t batches,
+                                       int32_t in_len, int32_t out_len, const int8_t *input,
+                                       const kp_sparse_groups *w, const int32_t *eff_bias,
+                                       const int8_t *output)
+{
+    return params != 0 && input != 0 && eff_bias != 0 && output != 0 && batches >= 1 &&
+           in_len >= 1 && out_len >= 1 && kp_sparse_groups_ok(w, out_len, in_len) &&
+           kp_activation_ok(params->activation) &&
+           kp_input_offset_ok(params->input_offset) &&
+           kp_output_offset_ok(params->output_offset) && kp_quant_ok(quant, out_len);
+}
+
+/* out[r] = clamp(requant(eff_bias[r] + sum over row r's kept groups of x . group) +
+ * output_offset) for every row of w. x holds w->k int8 values; when padded is non-zero
+ * it is readable (and zero) up to the next multiple of 4, which lets the DSP version read
+ * a short last group as a whole word. */
+void kp_nn_sparse_vec_s8(const int8_t *x, int32_t padded, const kp_sparse_groups *w,
+                         const int32_t *eff_bias, const kp_quant_params *quant,
+                         int32_t output_offset, kp_activation act, int8_t *out);
+
+#endif /* KP_NN_SPARSE_INTERNAL_H */
