@@ -241,89 +241,52 @@ static void kp_rows_finish(const int32_t *acc, int32_t n, int32_t r0, const kp_r
     }
 }
 
-/* One loop per stream kind, so that each keeps its pointers in registers. */
-static void kp_rows_abs16(const int8_t *x, const kp_sparse_groups *w, int32_t rest,
-                          const int32_t *eff_bias, const kp_row_out *o, int8_t *out)
-{
-    const int32_t full = w->k >> 2;
-    const int32_t tail = rest != 0;
-    const int32_t rows = w->rows;
-    const uint16_t *counts = w->counts;
-    const int32_t *wp = w->words;
-    const uint16_t *p = (const uint16_t *)w->index;
-    int32_t buf[KP_SPARSE_CHUNK];
-    int32_t r0, j;
-    for (r0 = 0; r0 < rows; r0 += KP_SPARSE_CHUNK) {
-        const int32_t m = KP_MIN(KP_SPARSE_CHUNK, rows - r0);
-        for (j = 0; j < m; ++j) {
-            const int32_t n = counts[r0 + j];
-            int32_t acc = eff_bias[r0 + j];
-            if (n > 0) {
-                acc = kp_dot_abs16(acc, x, &p, &wp, n - tail);
-                if (tail) {
-                    const int32_t g = *p++;
-                    acc = kp_group_mac_last(acc, x, g, full, rest, *wp++);
-                }
-            }
-            buf[j] = acc;
-        }
-        kp_rows_finish(buf, m, r0, o, out + r0);
+/* One function per stream kind, so that each keeps its pointers in registers. DOT adds
+ * the n > 0 kept groups of a row to acc, advancing p and wp. */
+#define KP_SPARSE_ROWS(NAME, INDEX_T, DOT)                                                \
+    static void NAME(const int8_t *x, const kp_sparse_groups *w, int32_t rest,           \
+                     const int32_t *eff_bias, const kp_row_out *o, int8_t *out)          \
+    {                                                                                    \
+        const int32_t full = w->k >> 2;                                                  \
+        const int32_t tail = rest != 0;                                                  \
+        const int32_t rows = w->rows;                                                    \
+        const uint16_t *counts = w->counts;                                              \
+        const int32_t *wp = w->words;                                                    \
+        const INDEX_T *p = (const INDEX_T *)w->index;                                    \
+        int32_t buf[KP_SPARSE_CHUNK];                                                    \
+        int32_t r0, j;                                                                   \
+        (void)tail;                                                                      \
+        for (r0 = 0; r0 < rows; r0 += KP_SPARSE_CHUNK) {                                 \
+            const int32_t m = KP_MIN(KP_SPARSE_CHUNK, rows - r0);                        \
+            for (j = 0; j < m; ++j) {                                                    \
+                const int32_t n = counts[r0 + j];                                        \
+                int32_t acc = eff_bias[r0 + j];                                          \
+                if (n > 0) {                                                             \
+                    DOT                                                                  \
+                }                                                                        \
+                buf[j] = acc;                                                            \
+            }                                                                            \
+            kp_rows_finish(buf, m, r0, o, out + r0);                                     \
+        }                                                                                \
     }
-}
 
-static void kp_rows_delta8(const int8_t *x, const kp_sparse_groups *w, int32_t rest,
-                           const int32_t *eff_bias, const kp_row_out *o, int8_t *out)
-{
-    const int32_t full = w->k >> 2;
-    const int32_t tail = rest != 0;
-    const int32_t rows = w->rows;
-    const uint16_t *counts = w->counts;
-    const int32_t *wp = w->words;
-    const uint8_t *p = (const uint8_t *)w->index;
-    int32_t buf[KP_SPARSE_CHUNK];
-    int32_t r0, j;
-    for (r0 = 0; r0 < rows; r0 += KP_SPARSE_CHUNK) {
-        const int32_t m = KP_MIN(KP_SPARSE_CHUNK, rows - r0);
-        for (j = 0; j < m; ++j) {
-            const int32_t n = counts[r0 + j];
-            int32_t acc = eff_bias[r0 + j];
-            if (n > 0) {
-                const int8_t *xp = x;
-                acc = kp_dot_delta8(acc, &xp, &p, &wp, n - tail);
-                if (tail) {
-                    const int32_t g = (int32_t)((xp - x) >> 2) + *p++;
-                    acc = kp_group_mac_last(acc, x, g, full, rest, *wp++);
-                }
-            }
-            buf[j] = acc;
-        }
-        kp_rows_finish(buf, m, r0, o, out + r0);
-    }
-}
+KP_SPARSE_ROWS(kp_rows_abs16, uint16_t,
+               acc = kp_dot_abs16(acc, x, &p, &wp, n - tail);
+               if (tail) {
+                   const int32_t g = *p++;
+                   acc = kp_group_mac_last(acc, x, g, full, rest, *wp++);
+               })
 
-static void kp_rows_generic(const int8_t *x, const kp_sparse_groups *w, int32_t rest,
-                            const int32_t *eff_bias, const kp_row_out *o, int8_t *out)
-{
-    const int32_t full = w->k >> 2;
-    const int32_t rows = w->rows;
-    const uint16_t *counts = w->counts;
-    const int32_t *wp = w->words;
-    const uint8_t *p = (const uint8_t *)w->index;
-    int32_t buf[KP_SPARSE_CHUNK];
-    int32_t r0, j;
-    for (r0 = 0; r0 < rows; r0 += KP_SPARSE_CHUNK) {
-        const int32_t m = KP_MIN(KP_SPARSE_CHUNK, rows - r0);
-        for (j = 0; j < m; ++j) {
-            const int32_t n = counts[r0 + j];
-            int32_t acc = eff_bias[r0 + j];
-            if (n > 0) {
-                acc = kp_dot_generic(acc, x, w->index_kind, &p, &wp, n, full, rest);
-            }
-            buf[j] = acc;
-        }
-        kp_rows_finish(buf, m, r0, o, out + r0);
-    }
-}
+KP_SPARSE_ROWS(kp_rows_delta8, uint8_t,
+               const int8_t *xp = x;
+               acc = kp_dot_delta8(acc, &xp, &p, &wp, n - tail);
+               if (tail) {
+                   const int32_t g = (int32_t)((xp - x) >> 2) + *p++;
+                   acc = kp_group_mac_last(acc, x, g, full, rest, *wp++);
+               })
+
+KP_SPARSE_ROWS(kp_rows_generic, uint8_t,
+               acc = kp_dot_generic(acc, x, w->index_kind, &p, &wp, n, full, rest);)
 
 void kp_nn_sparse_vec_s8(const int8_t *x, int32_t padded, const kp_sparse_groups *w,
                          const int32_t *eff_bias, const kp_quant_params *quant,
