@@ -27,11 +27,13 @@ KERNELS = ("kp_fully_connected_s8.c", "kp_convolve_s8.c", "kp_nn_mat_s8.c",
            "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c", "kp_sparse_conv_s8.c",
            "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
 FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
-# (h, w, cin, out channels, k, padding)
-CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME"), (14, 14, 6, 16, 5, "VALID"),
-               (16, 16, 8, 16, 3, "SAME"), (8, 8, 32, 32, 3, "SAME"),
-               (12, 12, 16, 24, 1, "VALID")]
-SPARSITIES = (0.5, 0.8, 0.9, 0.97)
+# (h, w, cin, out channels, k, padding, stride)
+CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME", 1), (14, 14, 6, 16, 5, "VALID", 1),
+               (16, 16, 8, 16, 3, "SAME", 1), (8, 8, 32, 32, 3, "SAME", 1),
+               (32, 32, 3, 16, 3, "SAME", 2), (12, 12, 16, 24, 1, "VALID", 1),
+               (10, 10, 12, 6, 1, "VALID", 1)]
+SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.97)
+COPY = {k: sparse_cost.CONV_SPARSE[k] for k in ("in_row", "copy")}  # not fitted
 
 
 def pruned(rng, rows: int, k: int, sparsity: float) -> np.ndarray:
@@ -75,20 +77,27 @@ class Bench:
         assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, kind)
         return prof.cycles
 
+    @staticmethod
+    def conv_shape(shape) -> sparse_cost.ConvShape:
+        h, wd, cin, _, kk, padding, st = shape
+        oh, ph = int8_ops.padding(h, kk, st, 1, padding)
+        ow, pw = int8_ops.padding(wd, kk, st, 1, padding)
+        return sparse_cost.ConvShape(oh, ow, kk, kk, cin, (st, st), (1, 1), (ph, pw))
+
     def conv(self, shape, w: np.ndarray, kind: str | None) -> int:
         e = self.emu
-        h, wd, cin, oc, kk, padding = shape
-        oh, ph = int8_ops.padding(h, kk, 1, 1, padding)
-        ow, pw = int8_ops.padding(wd, kk, 1, 1, padding)
+        h, wd, cin, oc, kk, _, st = shape
+        cs = self.conv_shape(shape)
+        (oh, ow), (ph, pw) = (cs.out_h, cs.out_w), cs.padding
         x = self.rng.integers(-128, 128, (1, h, wd, cin)).astype(np.int8)
         bias = self.rng.integers(-3000, 3000, oc)
         m, s = self._quant(oc)
-        prm = int8_ops.conv_params(-7, -128, (1, 1), (ph, pw), (1, 1), (-128, 127))
+        prm = int8_ops.conv_params(-7, -128, (st, st), (ph, pw), (1, 1), (-128, 127))
         w4 = w.reshape(oc, kk, kk, cin)
         expected = int8_ops.conv2d(x, w4, bias, prm, m, s, (oh, ow))
         eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
         e.reset_heap()
-        pa = e.put_words(prm["input_offset"], prm["output_offset"], 1, 1, ph, pw, 1, 1,
+        pa = e.put_words(prm["input_offset"], prm["output_offset"], st, st, ph, pw, 1, 1,
                          -128, 127)
         qa = e.put_words(e.put(m), e.put(s), 1)
         dims_in, dims_f = e.put_words(1, h, wd, cin), e.put_words(oc, kk, kk, cin)
@@ -100,7 +109,7 @@ class Bench:
         else:
             _, prof = e.call("kp_sparse_convolve_s8", pa, qa, dims_in, xa, dims_f,
                              self._sparse(encode_groups(w, index=kind)), ea, dims_out, out,
-                             e.alloc((kk * kk * cin + 3) & ~3))
+                             e.alloc(max(4, sparse_cost.conv_scratch_bytes(cs))))
         got = e.read_array(out, np.int8, expected.size).reshape(expected.shape)
         assert (got == expected).all(), (shape, kind)
         return prof.cycles
@@ -154,31 +163,43 @@ def main() -> None:
     report("FC sparse [row, group runs/delta8/abs16, run pair] (call 0)",
            ["row", *INDEX_KINDS, "run_pair"], fit(feats, cyc), rows)
 
-    feats, cyc, rows, sfeats, scyc, srows = [], [], [], [], [], []
+    feats, cyc, rows = [], [], []
+    sfeats, scyc, srows, ifeats, icyc = [], [], [], [], []
     for shape in CONV_SHAPES:
-        h, wd, cin, oc, kk, padding = shape
-        px = int8_ops.padding(h, kk, 1, 1, padding)[0] * int8_ops.padding(wd, kk, 1, 1,
-                                                                           padding)[0]
-        kl = kk * kk * cin
+        h, wd, cin, oc, kk, padding, st = shape
+        cs = Bench.conv_shape(shape)
+        px, kl = cs.pixels, kk * kk * cin
         c = b.conv(shape, pruned(rng, oc, kl, 0.0), None)
-        feats.append([1, px, px * kk * kk, px * kl, px * kl * oc, px * oc])
+        feats.append([px, px * kk * kk, px * kl, px * kl * oc, px * oc])
         cyc.append(c)
-        label = f"{h}x{wd}x{cin}->{oc} {kk}x{kk} {padding}"
-        rows.append((f"conv dense {label}", c,
-                     sparse_cost.conv_dense_cycles(px, kk, kk, cin, oc)))
+        label = f"{h}x{wd}x{cin}->{oc} {kk}x{kk}/{st} {padding}"
+        rows.append((f"conv dense {label}", c, sparse_cost.conv_dense_cycles(cs, oc)))
+        bh = sparse_cost.conv_block_rows(cs.out_h, cs.out_w)
+        blocks = -(-cs.out_h // bh)
         for sp in SPARSITIES:
             w = pruned(rng, oc, kl, sp)
-            sg = encode_groups(w)
-            c = b.conv(shape, w, sg.index_kind)
-            vec = px * (sparse_cost.groups_cycles(sg) + sparse_cost.FC_SPARSE["row"] * oc)
-            sfeats.append([px, px * kk * kk])
-            scyc.append(c - vec)
-            srows.append((f"conv sparse {label} @{sp:.2f} {sg.index_kind}", c,
-                          sparse_cost.conv_sparse_cycles(px, kk, kk, cin, sg)))
-    report("CONV dense [call, pixel, tap, value, mac, row]",
-           ["call", "pixel", "tap", "value", "mac", "row"], fit(feats, cyc), rows)
-    report("CONV sparse [pixel, tap] (call 0, rows and groups at the FC cost)",
-           ["pixel", "tap"], fit(sfeats, scyc), srows)
+            for kind in INDEX_KINDS:
+                sg = encode_groups(w, index=kind)
+                c = b.conv(shape, w, kind)
+                pieces = sparse_cost.conv_pieces(cs, w)
+                if cs.in_place:
+                    ifeats.append([px, px * oc])
+                    icyc.append(c - px * sparse_cost.groups_cycles(sg))
+                else:
+                    _, in_rows, _ = sparse_cost.conv_block(cs)
+                    # The row copies' cost is fixed (a few library calls per row, word
+                    # copies): fitted, it trades off against the others on these shapes.
+                    sfeats.append([blocks * sg.n_groups, px * oc, px * pieces])
+                    scyc.append(c - blocks * (COPY["in_row"] * in_rows + COPY["copy"]
+                                              * sparse_cost.conv_rows_bytes(cs)))
+                srows.append((f"conv sparse {label} @{sp:.2f} {kind}", c,
+                              sparse_cost.conv_sparse_cycles(cs, sg, pieces)))
+    report("CONV dense [pixel, tap, value, mac, row] (call 0)",
+           ["pixel", "tap", "value", "mac", "row"], fit(feats, cyc), rows)
+    report(f"CONV sparse [group, out, piece] (call 0, {COPY}); 1x1 in place "
+           "[pixel_1x1, row_1x1] (groups at the FC cost)",
+           ["group", "out", "piece", "pixel_1x1", "row_1x1"],
+           np.concatenate([fit(sfeats, scyc), fit(ifeats, icyc)]), srows)
 
 
 if __name__ == "__main__":

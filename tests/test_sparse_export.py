@@ -32,13 +32,16 @@ def _group_prune(model: keras.Model, sparsity: float, seed: int = 0) -> keras.Mo
 
 
 def _cnn() -> keras.Model:
-    """Every path of the sparse conv: a 1-channel SAME window (border taps, k % 4 != 0),
-    stride 2, a 1x1 conv (no gather), a VALID 3x3, then FULLY_CONNECTED layers."""
+    """Every path of the sparse conv: a 1-channel SAME window (border taps, groups crossing
+    filter rows, k % 4 != 0, a short last block of output rows), stride 2 over 8
+    channels, a 1x1 conv (read in place), a dilated window (the per-tap loop), a VALID
+    3x3, then FULLY_CONNECTED layers."""
     keras.utils.set_random_seed(3)
-    inp = keras.Input((12, 12, 1))
+    inp = keras.Input((13, 13, 1))
     x = L.Conv2D(8, 5, padding="same", activation="relu", name="c5")(inp)
     x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c3s2")(x)
-    x = L.Conv2D(16, 1, activation="relu", name="c1x1")(x)
+    x = L.Conv2D(6, 1, activation="relu", name="c1x1")(x)
+    x = L.Conv2D(6, 3, dilation_rate=2, padding="same", activation="relu", name="c3dil")(x)
     x = L.Conv2D(8, 3, activation="relu", name="c3valid")(x)
     x = L.Flatten()(x)
     x = L.Dense(30, activation="relu", name="fc_a")(x)
@@ -48,7 +51,7 @@ def _cnn() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def data():
-    return np.random.default_rng(0).random((120, 12, 12, 1)).astype("float32")
+    return np.random.default_rng(0).random((120, 13, 13, 1)).astype("float32")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,8 @@ def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_expo
     kernels = {(la["keras_layers"] or ["?"])[-1]: la["kernel"] for la in rep.manifest["layers"]
                if la["op"] in ("CONV_2D", "FULLY_CONNECTED")}
     assert kernels == {"c5": "kp_sparse_convolve_s8", "c3s2": "kp_sparse_convolve_s8",
-                       "c1x1": "kp_sparse_convolve_s8", "c3valid": "kp_sparse_convolve_s8",
+                       "c1x1": "kp_sparse_convolve_s8", "c3dil": "kp_sparse_convolve_s8",
+                       "c3valid": "kp_sparse_convolve_s8",
                        "fc_a": "kp_sparse_fully_connected_s8",
                        "fc_b": "kp_sparse_fully_connected_s8"}
     v = rep.manifest["verification"]
@@ -101,13 +105,21 @@ def test_sparse_export_is_smaller_than_dense(sparse_export, tmp_path, data):
     assert rep.manifest["sizes"]["const_bytes"] < 0.6 * dense.manifest["sizes"]["const_bytes"]
 
 
-def test_auto_keeps_dense_kernels_for_a_dense_model(tmp_path, data, capsys):
+def test_auto_follows_the_estimates_on_a_dense_model(tmp_path, data, capsys):
     rep = kp.export.cmsis(_cnn(), tmp_path / "c", data, samples=5, verify_m4=False,
                           progress=False)
-    choices = [la["sparse"] for la in rep.manifest["layers"] if "sparse" in la]
-    assert len(choices) == 6
-    assert all(c["kernel"] == "dense" and c["reason"].startswith("dense is faster")
-               for c in choices)
+    choices = {la["keras_layers"][-1]: la["sparse"] for la in rep.manifest["layers"]
+               if "sparse" in la}
+    assert len(choices) == 7
+    for c in choices.values():
+        faster = c["est_sparse_cycles"] < c["est_dense_cycles"]
+        assert c["kernel"] == ("sparse" if faster else "dense")
+        assert c["reason"].startswith("dense is faster") != faster
+    # Nothing is pruned: the dense kernels win wherever the input has several channels.
+    # The row-wise sparse conv beats the dense one on a 1-channel image even so (measured:
+    # 261k vs 310k cycles for c5 here), and auto takes it.
+    assert {name for name, c in choices.items() if c["kernel"] == "sparse"} <= {"c5"}
+    assert all(c["kernel"] == "dense" for name, c in choices.items() if name.startswith("fc"))
     assert "dense or sparse, per layer" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["layers"] == rep.manifest["layers"]

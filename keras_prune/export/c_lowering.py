@@ -261,14 +261,13 @@ class _Lowering:
                  + f"    return (int)arm_convolve_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, "
                  f"{{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
         macs = int(np.prod(out.shape)) * kh * kw * ci
-        pixels = int(np.prod(out.shape[:3]))
-        choice = sparse_cost.choose("conv", w.data.reshape(o, -1),
-                                    {"pixels": pixels, "kh": kh, "kw": kw, "cin": ci},
-                                    self.sparse)
+        cshape = sparse_cost.ConvShape(*out.shape[1:3], kh, kw, ci, stride, dil, pad)
+        choice = sparse_cost.choose("conv", w.data.reshape(o, -1), cshape, self.sparse)
         kernel, scratch = "kp_convolve_s8", 4 * kh * kw * ci
         if choice.kernel == "sparse":
             decls += self._sparse_weights(p, choice, arrays)
-            kernel, scratch = "kp_sparse_convolve_s8", (kh * kw * ci + 3) & ~3
+            kernel = "kp_sparse_convolve_s8"
+            scratch = sparse_cost.conv_scratch_bytes(cshape)
             call = (f"kp_sparse_convolve_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, "
                     f"&{p}_f, &{p}_sg, kp_{p}_eb, &{p}_out, {{out0}}, "
                     f"(int8_t *)(void *){{scratch}})")

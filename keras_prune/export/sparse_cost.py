@@ -28,18 +28,22 @@ import numpy as np
 
 from keras_prune.export.sparse_format import SparseGroups, encode_groups
 
-__all__ = ["SPARSE_MODES", "Choice", "choose", "fc_dense_cycles", "fc_sparse_cycles",
-           "conv_dense_cycles", "conv_sparse_cycles"]
+__all__ = ["SPARSE_MODES", "Choice", "ConvShape", "choose", "fc_dense_cycles",
+           "fc_sparse_cycles", "conv_dense_cycles", "conv_sparse_cycles", "conv_pieces",
+           "conv_scratch_bytes"]
 
 SPARSE_MODES = ("auto", "never", "always")
 
 # Fitted by benchmarks/m4_cost_model.py (2026-11-24, -O2, DSP build).
 FC_DENSE = {"call": 463.0, "row": 47.4, "mac": 1.69}
-FC_SPARSE = {"call": 0.0, "row": 82.7, "run_pair": 17.6,
-             "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.6}}
-CONV_DENSE = {"call": 0.0, "pixel": 105.0, "tap": 35.4, "value": 7.95, "mac": 1.59,
-              "row": 41.6}
-CONV_SPARSE = {"call": 0.0, "pixel": 96.9, "tap": 21.0}
+FC_SPARSE = {"call": 0.0, "row": 81.7, "run_pair": 18.6,
+             "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.0}}
+CONV_DENSE = {"call": 0.0, "pixel": 221.0, "tap": 31.8, "value": 6.86, "mac": 1.61,
+              "row": 41.8}
+# The sparse convolution's row copies are not fitted (a few library calls per input row,
+# word copies); the rest is.
+CONV_SPARSE = {"call": 0.0, "in_row": 40.0, "copy": 0.5, "group": 152.0, "out": 43.8,
+               "piece": 11.4, "pixel_1x1": 248.0, "row_1x1": 59.0}
 
 
 def fc_dense_cycles(batches: int, k: int, rows: int) -> float:
@@ -63,17 +67,107 @@ def fc_sparse_cycles(batches: int, sparse: SparseGroups) -> float:
     return c["call"] + batches * (c["row"] * sparse.rows + groups_cycles(sparse))
 
 
-def conv_dense_cycles(pixels: int, kh: int, kw: int, cin: int, rows: int) -> float:
-    c, k = CONV_DENSE, kh * kw * cin
-    return c["call"] + pixels * (c["pixel"] + c["tap"] * kh * kw + c["value"] * k
-                                 + c["mac"] * k * rows + c["row"] * rows)
+@dataclass(frozen=True)
+class ConvShape:
+    """What the cycle models need of a CONV_2D layer (one image; (h, w) tuples)."""
+
+    out_h: int
+    out_w: int
+    kh: int
+    kw: int
+    cin: int
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def pixels(self) -> int:
+        return self.out_h * self.out_w
+
+    @property
+    def in_place(self) -> bool:
+        """An unpadded 1x1 filter: the sparse kernel reads each pixel in place."""
+        return self.kh == self.kw == 1 and not any(self.padding)
 
 
-def conv_sparse_cycles(pixels: int, kh: int, kw: int, cin: int,
-                       sparse: SparseGroups) -> float:
+def conv_dense_cycles(shape: ConvShape, rows: int) -> float:
+    c, taps = CONV_DENSE, shape.kh * shape.kw
+    k = taps * shape.cin
+    return c["call"] + shape.pixels * (c["pixel"] + c["tap"] * taps + c["value"] * k
+                                       + c["mac"] * k * rows + c["row"] * rows)
+
+
+CONV_BLOCK_PIXELS = 32  # KP_SPARSE_CONV_BLOCK_PIXELS
+
+
+def conv_block_rows(out_h: int, out_w: int) -> int:
+    """Output rows per block of ``kp_sparse_convolve_s8`` (``KP_SPARSE_CONV_BLOCK_ROWS``)."""
+    return min(out_h, -(-CONV_BLOCK_PIXELS // out_w))
+
+
+# KP_SPARSE_CONV_MAX_ROWS_BYTES: the copied input rows are addressed by uint16 offsets.
+CONV_MAX_ROWS_BYTES = 65532
+
+
+def conv_block(shape: ConvShape) -> tuple[int, int, int]:
+    """(output rows, input rows, input pixels per row) of a block of
+    ``kp_sparse_convolve_s8``."""
+    bh = conv_block_rows(shape.out_h, shape.out_w)
+    span = (shape.out_w - 1) * shape.stride[1] + (shape.kw - 1) * shape.dilation[1] + 1
+    in_rows = (bh - 1) * shape.stride[0] + (shape.kh - 1) * shape.dilation[0] + 1
+    return bh, in_rows, span
+
+
+def conv_rows_bytes(shape: ConvShape) -> int:
+    """Bytes of input rows ``kp_sparse_convolve_s8`` copies per block of output rows."""
+    _, in_rows, span = conv_block(shape)
+    return in_rows * span * shape.cin
+
+
+def conv_scratch_bytes(shape: ConvShape) -> int:
+    """Arena scratch of ``kp_sparse_convolve_s8`` (``KP_SPARSE_CONV_SCRATCH_BYTES``): the
+    int32 accumulators of a block of output rows, a uint16 offset per filter tap, the input
+    rows the block reads and a word its DSP loop may read past them; none for an unpadded
+    1x1 filter, which reads its input in place."""
+    if shape.in_place:
+        return 0
+    taps = shape.kh * shape.kw * shape.cin
+    return (4 * conv_block_rows(shape.out_h, shape.out_w) * shape.out_w
+            + 4 * ((taps + 1) // 2) + 4 + ((conv_rows_bytes(shape) + 3) & ~3))
+
+
+def conv_pieces(shape: ConvShape, rows: np.ndarray) -> int:
+    """Words the DSP sparse convolution reads per output pixel: a kept group is one word
+    of the copied input rows, two when it crosses into the next filter row; a dilated
+    filter with fewer than 4 input channels takes the per-tap loop, costed as two."""
+    rows = np.asarray(rows)
+    k = rows.shape[1]
+    g = -(-k // 4)
+    padded = np.zeros((rows.shape[0], 4 * g), bool)
+    padded[:, :k] = rows != 0
+    kept = padded.reshape(rows.shape[0], g, 4).any(axis=2)
+    if shape.dilation[1] != 1 and shape.cin % 4:
+        return 2 * int(kept.sum())
+    t0 = 4 * np.arange(g)
+    row_len = shape.kw * shape.cin
+    crosses = (t0 % row_len) + np.minimum(4, k - t0) > row_len
+    return int(kept.sum() + (kept & crosses[None, :]).sum())
+
+
+def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups, pieces: int) -> float:
+    """``kp_sparse_convolve_s8``: per block of output rows, the copy of its input rows (per
+    row and per byte) and each kept group's setup; per pixel, each output's accumulator and
+    requantization and each word of kept weights (``conv_pieces``). An unpadded 1x1
+    filter runs the FC kernel's product on each pixel instead."""
     c = CONV_SPARSE
-    return c["call"] + pixels * (c["pixel"] + c["tap"] * kh * kw
-                                 + FC_SPARSE["row"] * sparse.rows + groups_cycles(sparse))
+    if shape.in_place:
+        return shape.pixels * (c["pixel_1x1"] + c["row_1x1"] * sparse.rows
+                               + groups_cycles(sparse))
+    bh, in_rows, _ = conv_block(shape)
+    blocks = -(-shape.out_h // bh)
+    return (c["call"] + blocks * (c["in_row"] * in_rows + c["copy"] * conv_rows_bytes(shape)
+                                  + c["group"] * sparse.n_groups)
+            + shape.pixels * (c["out"] * sparse.rows + c["piece"] * pieces))
 
 
 @dataclass(frozen=True)
@@ -100,14 +194,14 @@ class Choice:
                 "sparse_weight_bytes": self.sparse_bytes}
 
 
-def choose(op: str, rows: np.ndarray, shape: dict, mode: str = "auto") -> Choice:
+def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto") -> Choice:
     """Dense or sparse for one layer.
 
     Args:
         op: ``"fc"`` or ``"conv"``.
         rows: the int8 weights as (output channels, k), TFLite's row layout (a
             convolution's OHWI filter flattened per output channel).
-        shape: ``{"batches"}`` for ``fc``; ``{"pixels", "kh", "kw", "cin"}`` for ``conv``.
+        shape: ``{"batches": n}`` for ``fc``; a ``ConvShape`` for ``conv``.
         mode: ``"auto"`` picks the lower estimate, ``"always"`` takes sparse whenever
             the layer has weights at all, ``"never"`` keeps dense.
     """
@@ -118,12 +212,16 @@ def choose(op: str, rows: np.ndarray, shape: dict, mode: str = "auto") -> Choice
     if op == "fc":
         dense = fc_dense_cycles(shape["batches"], k, n_out)
     elif op == "conv":
-        dense = conv_dense_cycles(shape["pixels"], shape["kh"], shape["kw"], shape["cin"],
-                                  n_out)
+        dense = conv_dense_cycles(shape, n_out)
+        pieces = conv_pieces(shape, rows)
     else:
         raise ValueError(f"op={op!r}: expected 'fc' or 'conv'.")
     if mode == "never":
         return Choice("dense", "sparse kernels disabled (sparse='never')", 0.0, dense,
+                      float("nan"), int(rows.size), 0, None)
+    if op == "conv" and not shape.in_place and conv_rows_bytes(shape) > CONV_MAX_ROWS_BYTES:
+        return Choice("dense", f"the sparse kernel's {conv_rows_bytes(shape):,} bytes of "
+                      f"input rows per block exceed its {CONV_MAX_ROWS_BYTES:,}", 0.0, dense,
                       float("nan"), int(rows.size), 0, None)
     # The index stream is picked by estimated speed, not by size: abs16 decodes fastest
     # and costs ~20% more flash than the smallest stream at 90% sparsity.
@@ -136,8 +234,7 @@ def choose(op: str, rows: np.ndarray, shape: dict, mode: str = "auto") -> Choice
         if op == "fc":
             cost = fc_sparse_cycles(shape["batches"], enc)
         else:
-            cost = conv_sparse_cycles(shape["pixels"], shape["kh"], shape["kw"],
-                                      shape["cin"], enc)
+            cost = conv_sparse_cycles(shape, enc, pieces)
         if best is None or cost < best[0] or (cost == best[0] and enc.nbytes < best[1].nbytes):
             best = (cost, enc)
     sparse, enc = best
