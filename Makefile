@@ -56,6 +56,7 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/m4_cycles.py
 	$(BIN)/python benchmarks/m4_sparse_fc.py
 	$(BIN)/python benchmarks/m4_cost_model.py
+	$(BIN)/python benchmarks/m4_sparse.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

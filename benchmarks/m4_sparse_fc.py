@@ -8,8 +8,8 @@ absolute times) in:
 
 * dense: ``kp_fully_connected_s8`` (DSP build), the whole matrix, zeros included;
 * sparse: ``kp_sparse_fully_connected_s8`` (DSP build), each index encoding;
-* CSR: a plain scalar CSR kernel written here (int8 values, uint16 column indices,
-  uint32 row pointers, one MAC per non-zero weight, the same requantization).
+* CSR: a plain scalar CSR kernel (``m4_sparse.CSR_C``: int8 values, uint16 column
+  indices, uint32 row pointers, one MAC per non-zero weight, the same requantization).
 
 Every output must equal ``int8_ops.fully_connected`` bit for bit.
 
@@ -26,35 +26,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from m4_sparse import CSR_C  # noqa: E402  (the plain CSR kernels, next to this script)
 
 from keras_prune.export import cbuild, int8_ops, m4_profile  # noqa: E402
 from keras_prune.export.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
-
-CSR_C = r"""
-#include "kp_nn.h"
-#include "kp_nn_support.h"
-
-/* Plain CSR: row r's non-zero weights are vals[row_ptr[r] .. row_ptr[r + 1]), at input
- * columns cols[...]. eff_bias as in kp_nn.h. */
-void csr_fc_s8(const int8_t *x, const int8_t *vals, const uint16_t *cols,
-               const uint32_t *row_ptr, int32_t rows, const int32_t *eff_bias,
-               const kp_quant_params *quant, int32_t output_offset, kp_activation act,
-               int8_t *out)
-{
-    int32_t r;
-    uint32_t j;
-    for (r = 0; r < rows; ++r) {
-        int32_t acc = eff_bias[r];
-        const int32_t i = quant->per_channel ? r : 0;
-        int32_t v;
-        for (j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-            acc += (int32_t)x[cols[j]] * (int32_t)vals[j];
-        }
-        v = kp_requantize(acc, quant->multiplier[i], quant->shift[i]) + output_offset;
-        out[r] = (int8_t)KP_CLAMP(v, act.min, act.max);
-    }
-}
-"""
 
 
 def pruned(rng, rows, k, sparsity):
