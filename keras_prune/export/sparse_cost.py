@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_prune.export.sparse_format import SparseGroups, encode_groups
+from keras_prune.export.sparse_format import SparseGroups, encode_groups, row_groups
 
 __all__ = ["SPARSE_MODES", "Choice", "ConvShape", "choose", "fc_dense_cycles",
            "fc_sparse_cycles", "conv_dense_cycles", "conv_sparse_cycles", "conv_pieces",
@@ -142,10 +142,8 @@ def conv_pieces(shape: ConvShape, rows: np.ndarray) -> int:
     filter with fewer than 4 input channels takes the per-tap loop, costed as two."""
     rows = np.asarray(rows)
     k = rows.shape[1]
-    g = -(-k // 4)
-    padded = np.zeros((rows.shape[0], 4 * g), bool)
-    padded[:, :k] = rows != 0
-    kept = padded.reshape(rows.shape[0], g, 4).any(axis=2)
+    kept = row_groups(rows, 4).any(axis=2)
+    g = kept.shape[1]
     if shape.dilation[1] != 1 and shape.cin % 4:
         return 2 * int(kept.sum())
     t0 = 4 * np.arange(g)

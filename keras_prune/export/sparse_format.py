@@ -108,7 +108,8 @@ class SparseGroups:
         return decode(self)
 
 
-def _row_groups(weights: np.ndarray, width: int) -> np.ndarray:
+def row_groups(weights: np.ndarray, width: int) -> np.ndarray:
+    """(rows, groups, width): each row cut into groups of `width`, the last zero-padded."""
     rows, k = weights.shape
     pad = (-k) % width
     padded = np.pad(weights, ((0, 0), (0, pad)))
@@ -228,7 +229,7 @@ def encode_groups(weights: np.ndarray, width: int = WIDTH,
     rows, k = map(int, w.shape)
     if rows < 1 or k < 1:
         raise ValueError(f"empty matrix {w.shape}")
-    g = _row_groups(w, width)
+    g = row_groups(w, width)
     if g.shape[1] > 1 << 16:
         raise ValueError(f"k={k}: more than 65536 groups per row")
     kept = np.any(g != 0, axis=-1)
