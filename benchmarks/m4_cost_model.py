@@ -21,11 +21,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from keras_prune.export import cbuild, int8_ops, m4_profile, sparse_cost  # noqa: E402
-from keras_prune.export.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
+from keras_prune.export.sparse_format import (  # noqa: E402
+    INDEX_KINDS,
+    encode_groups,
+    encode_input_groups,
+)
 
 KERNELS = ("kp_fully_connected_s8.c", "kp_convolve_s8.c", "kp_nn_mat_s8.c",
            "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c", "kp_sparse_conv_s8.c",
-           "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
+           "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c", "kp_zero_skip_fc_s8.c",
+           "kp_zero_skip_fc_s8_dsp.c")
 FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
 # (h, w, cin, out channels, k, padding, stride)
 CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME", 1), (14, 14, 6, 16, 5, "VALID", 1),
@@ -33,6 +38,7 @@ CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME", 1), (14, 14, 6, 16, 5, "VALID", 1),
                (32, 32, 3, 16, 3, "SAME", 2), (12, 12, 16, 24, 1, "VALID", 1),
                (10, 10, 12, 6, 1, "VALID", 1)]
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.97)
+DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # non-zero inputs of a zero-skipping FC
 COPY = {k: sparse_cost.CONV_SPARSE[k] for k in ("in_row", "copy")}  # not fitted
 
 
@@ -76,6 +82,34 @@ class Bench:
                              self._sparse(encode_groups(w, index=kind)), ea, out)
         assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, kind)
         return prof.cycles
+
+    def zero_skip(self, w: np.ndarray, density: float) -> tuple[int, list[float]]:
+        """Cycles of the zero-skipping FC on an input of the given density, and the
+        counts its model multiplies: rows, groups visited, entries visited."""
+        e, (rows, k) = self.emu, w.shape
+        prm = int8_ops.fc_params(-128, -128, (-128, 127))
+        x = self.rng.integers(-127, 128, (1, k)).astype(np.int8)
+        x[self.rng.random((1, k)) >= density] = -128
+        bias = self.rng.integers(-3000, 3000, rows)
+        m, s = self._quant(rows)
+        expected = int8_ops.fully_connected(x, w, bias, prm, m, s)[0]
+        enc = encode_input_groups(w)
+        e.reset_heap()
+        row8 = row16 = 0
+        if enc.row_index is not None:
+            ra = e.put(enc.row_index)
+            row8, row16 = (ra, 0) if enc.row_index.dtype == np.uint8 else (0, ra)
+        wa = e.put_words(rows, k, e.put(enc.starts.astype("<i4")),
+                         e.put(enc.words.astype("<u4")), row8, row16)
+        pa = e.put_words(prm["input_offset"], prm["output_offset"], -128, 127)
+        qa = e.put_words(e.put(m), e.put(s), 1)
+        out = e.alloc(rows)
+        _, prof = e.call("kp_zero_skip_fully_connected_s8", pa, qa, 1, k, rows, e.put(x), wa,
+                         e.put(bias.astype("<i4")), out, e.alloc(4 * rows))
+        assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, density)
+        active = np.any(np.pad(x[0] != -128, (0, -k % 4)).reshape(-1, 4), axis=1)
+        entries = np.diff(enc.starts)[active].sum()
+        return prof.cycles, [rows, int(active.sum()), int(entries)]
 
     @staticmethod
     def conv_shape(shape) -> sparse_cost.ConvShape:
@@ -162,6 +196,20 @@ def main() -> None:
                              sparse_cost.fc_sparse_cycles(1, sg)))
     report("FC sparse [row, group runs/delta8/abs16, run pair] (call 0)",
            ["row", *INDEX_KINDS, "run_pair"], fit(feats, cyc), rows)
+
+    feats, cyc, rows = [], [], []
+    for k, n in FC_SHAPES:
+        for sp in (0.0, 0.5, 0.9):
+            w = pruned(rng, n, k, sp)
+            enc = encode_input_groups(w)
+            for density in DENSITIES:
+                c, f = b.zero_skip(w, density)
+                feats.append(f)
+                cyc.append(c)
+                rows.append((f"fc zero-skip {k}->{n} @{sp:.1f} input {density:.0%}", c,
+                             sparse_cost.zero_skip_cycles(1, enc, density)))
+    report("FC zero-skip [row, active, entry] (call 0, group 0; the model assumes "
+           "independent zeros)", ["row", "active", "entry"], fit(feats, cyc), rows)
 
     feats, cyc, rows = [], [], []
     sfeats, scyc, srows, ifeats, icyc = [], [], [], [], []

@@ -1,35 +1,10 @@
 """Trained LeNet-300-100 and LeNet-5 on MNIST-5k as C for a Cortex-M4: dense against
-pruned variants, all measured in one run.
+pruned variants, all measured in one run (``keras_prune.demo_m4`` lists the variants and
+how each is measured).
 
-Per model, one dense training, then two prunings of it to 90% (the demo's schedule and
-fine-tuning): unstructured, and SIMDGroups(4). Each variant is exported with
-``kp.export.cmsis`` (int8, checked bit for bit against TFLM on the host and, with QEMU,
-on an emulated Cortex-M4) and its estimated cycles counted under unicorn on one test
-digit:
-
-* dense, ours: our dense kernels (``sparse="never"``);
-* dense, ours, ``sparse="auto"``: the same weights where the cost model may still pick a
-  sparse kernel: on a 1-channel input the row-wise sparse convolution beats the dense one
-  with nothing pruned;
-* dense, CMSIS-NN: the same C built against ARM's kernels (``-DKP_USE_CMSIS_NN``) when
-  ``KP_CMSIS_NN_DIR`` names a CMSIS-NN checkout; otherwise the figure measured in
-  ../shared/notes/cmsis-nn-m4.md (same estimator, same network shapes);
-* unstructured 90% + CSR: the FULLY_CONNECTED and CONV_2D layers run a plain scalar CSR
-  kernel written here (int8 values, uint16 columns, uint32 row pointers; the conv gathers
-  each window first), measured on the layer's own non-zero pattern and checked bit for bit
-  against ``int8_ops``; the other layers' cycles and the model's flash come from the
-  dense-kernel export of the same weights, with each weight matrix's bytes replaced by
-  its CSR arrays;
-* SIMDGroups(4) 90%: our sparse kernels where the cost model picks them (``sparse="auto"``);
-* SIMDGroups(4) + activation masks: Integral Pruning on top (winner rates within 0.5
-  points on held-out digits, masks fine-tuned, thresholds). The C export does not lower
-  the thresholds' GREATER_EQUAL/SELECT_V2 yet, so this row gives the int8 accuracy of
-  the threshold form in TFLM and the fraction of MACs it leaves, not C figures.
-
-Accuracy is the int8 C model's on the 1,000 test digits (what the board would compute).
-Flash is the model's own bytes in the Cortex-M4 firmware (weights and code, linker map);
-RAM is the static arena. Cycles are unicorn's estimate (zero wait states): compare the
-ratios, not the absolute times.
+Per model, one dense training, one SIMDGroups(4) pruning to 90% and Integral Pruning on
+top of it (the demo's recipe), one unstructured pruning of the dense model to 90%; then
+every variant as C, checked against TFLM, its cycles counted under unicorn.
 
     python benchmarks/m4_sparse.py [--out bench_out/m4_sparse] [--models lenet_300_100]
 """
@@ -38,239 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-
-import keras_prune as kp  # noqa: E402
-from keras_prune import demo, granularity  # noqa: E402
-from keras_prune.export import cbuild, int8_ops, m4, m4_cycles, m4_profile, tflite  # noqa: E402
-
-# ../shared/notes/cmsis-nn-m4.md, "Whole networks (O2, all layers)".
-CMSIS_NN_NOTES = {"lenet_300_100": 655_278, "lenet5": 3_041_313}
-
-CSR_C = r"""
-#include "kp_nn.h"
-#include "kp_nn_support.h"
-
-/* Plain CSR: row r's non-zero weights are vals[row_ptr[r] .. row_ptr[r + 1]), at input
- * positions cols[...]. eff_bias as in kp_nn.h. */
-static void csr_rows(const int8_t *x, const int8_t *vals, const uint16_t *cols,
-                     const uint32_t *row_ptr, int32_t rows, const int32_t *eff_bias,
-                     const kp_quant_params *quant, int32_t output_offset, int32_t lo,
-                     int32_t hi, int8_t *out)
-{
-    int32_t r;
-    uint32_t j;
-    for (r = 0; r < rows; ++r) {
-        int32_t acc = eff_bias[r];
-        const int32_t i = quant->per_channel ? r : 0;
-        int32_t v;
-        for (j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-            acc += (int32_t)x[cols[j]] * (int32_t)vals[j];
-        }
-        v = kp_requantize(acc, quant->multiplier[i], quant->shift[i]) + output_offset;
-        out[r] = (int8_t)KP_CLAMP(v, lo, hi);
-    }
-}
-
-void csr_fc_s8(const int8_t *x, const int8_t *vals, const uint16_t *cols,
-               const uint32_t *row_ptr, int32_t rows, const int32_t *eff_bias,
-               const kp_quant_params *quant, int32_t output_offset, int32_t lo, int32_t hi,
-               int8_t *out)
-{
-    csr_rows(x, vals, cols, row_ptr, rows, eff_bias, quant, output_offset, lo, hi, out);
-}
-
-/* dims: h, w, c, kh, kw, pad_h, pad_w, out_h, out_w (stride and dilation 1); each
- * window is gathered into col (kh * kw * c bytes, padding as the input zero point). */
-void csr_conv_s8(const int8_t *in, const int32_t *dims, int32_t input_offset,
-                 const int8_t *vals, const uint16_t *cols, const uint32_t *row_ptr,
-                 int32_t rows, const int32_t *eff_bias, const kp_quant_params *quant,
-                 int32_t output_offset, int32_t lo, int32_t hi, int8_t *col, int8_t *out)
-{
-    const int32_t h = dims[0], w = dims[1], c = dims[2], kh = dims[3], kw = dims[4];
-    int32_t oy, ox, ky, kx, ch;
-    for (oy = 0; oy < dims[7]; ++oy) {
-        for (ox = 0; ox < dims[8]; ++ox) {
-            int8_t *p = col;
-            for (ky = 0; ky < kh; ++ky) {
-                const int32_t iy = oy - dims[5] + ky;
-                for (kx = 0; kx < kw; ++kx) {
-                    const int32_t ix = ox - dims[6] + kx;
-                    const int inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
-                    for (ch = 0; ch < c; ++ch) {
-                        *p++ = inside ? in[(iy * w + ix) * c + ch] : (int8_t)(-input_offset);
-                    }
-                }
-            }
-            csr_rows(col, vals, cols, row_ptr, rows, eff_bias, quant, output_offset, lo,
-                     hi, out);
-            out += rows;
-        }
-    }
-}
-"""
+from keras_prune import demo, demo_m4  # noqa: E402
+from keras_prune.export import m4, m4_profile  # noqa: E402
 
 
-class CsrBench:
-    """The CSR kernels above, built for the Cortex-M4 and run under unicorn."""
-
-    def __init__(self):
-        d = Path(tempfile.mkdtemp(prefix="m4_csr_"))
-        (d / "csr.c").write_text(CSR_C)
-        self.emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
-            [d / "csr.c"], d / "csr.elf", include_dirs=[cbuild.KERNEL_DIR]))
-        self.rng = np.random.default_rng(0)
-
-    def _csr(self, w: np.ndarray):
-        e = self.emu
-        nz = np.nonzero(w)
-        row_ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(w, axis=1))]).astype("<u4")
-        nbytes = nz[0].size * 3 + row_ptr.nbytes
-        return (e.put(w[nz]), e.put(nz[1].astype("<u2")), e.put(row_ptr)), nbytes
-
-    def _common(self, rows: int, w: np.ndarray):
-        bias = self.rng.integers(-3000, 3000, rows)
-        m, s = int8_ops.conv_quant(0.02, 10 ** self.rng.uniform(-3, -2, rows), 0.1)
-        return bias, np.asarray(m, np.int32), np.asarray(s, np.int32)
-
-    def layer(self, layer, input_shape: tuple) -> tuple[int, int]:
-        """(cycles, CSR bytes) of one Dense or Conv2D layer on its own non-zero pattern,
-        random int8 values."""
-        e = self.emu
-        kernel = layer.kernel.numpy()
-        rows_f = np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
-        w = np.where(rows_f != 0, self.rng.integers(1, 128, rows_f.shape)
-                     * self.rng.choice([-1, 1], rows_f.shape), 0).astype(np.int8)
-        n, k = w.shape
-        bias, m, s = self._common(n, w)
-        in_off = 5
-        e.reset_heap()
-        arrays, nbytes = self._csr(w)
-        qa = e.put_words(e.put(m), e.put(s), 1)
-        if kernel.ndim == 2:
-            x = self.rng.integers(-128, 128, (1, k)).astype(np.int8)
-            prm = int8_ops.fc_params(-in_off, -128, (-128, 127))
-            expected = int8_ops.fully_connected(x, w, bias, prm, m, s)[0]
-            eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
-            out = e.alloc(n)
-            _, prof = e.call("csr_fc_s8", e.put(x), *arrays, n, e.put(eff), qa, -128, -128,
-                             127, out)
-        else:
-            if tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1):
-                raise ValueError(f"{layer.name}: the CSR conv here takes stride and "
-                                 "dilation 1 only.")
-            kh, kw, c, _ = kernel.shape
-            _, h, wd, _ = input_shape
-            oh, ph = int8_ops.padding(h, kh, 1, 1, layer.padding.upper())
-            ow, pw = int8_ops.padding(wd, kw, 1, 1, layer.padding.upper())
-            x = self.rng.integers(-128, 128, (1, h, wd, c)).astype(np.int8)
-            prm = int8_ops.conv_params(-in_off, -128, (1, 1), (ph, pw), (1, 1), (-128, 127))
-            expected = int8_ops.conv2d(x, w.reshape(n, kh, kw, c), bias, prm, m, s,
-                                       (oh, ow)).reshape(-1)
-            eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
-            out = e.alloc(expected.size)
-            dims = e.put_words(h, wd, c, kh, kw, ph, pw, oh, ow)
-            _, prof = e.call("csr_conv_s8", e.put(x), dims, prm["input_offset"], *arrays, n,
-                             e.put(eff), qa, -128, -128, 127, e.alloc(k), out)
-        got = e.read_array(out, np.int8, expected.size)
-        assert (got == expected.reshape(-1)).all(), layer.name
-        return prof.cycles, nbytes
-
-
-def export(model, path: Path, x, xt, yt, sparse: str, samples: int) -> dict:
-    """Export, check, and count one variant's cycles; the row of the table."""
-    rep = kp.export.cmsis(model, path, x[:500], validation_data=(xt, yt), samples=samples,
-                          sparse=sparse, force=True, print_fn=None, progress=False)
-    m = rep.manifest
-    inp = m["io"]["input"]
-    xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
-    cost = m4_cycles.profile_model(path, xq)
-    row = {"accuracy": m["accuracy"]["int8_c"],
-           "flash": m["sizes"].get("cortex_m4", {}).get("model_flash"),
-           "ram": m["memory"]["arena_bytes"], "cycles": cost.cycles, "cost": cost,
-           "manifest": m, "path": path}
-    if os.environ.get("KP_CMSIS_NN_DIR"):
-        row["cmsis_nn_cycles"] = m4_cycles.profile_model(
-            path, xq, cmsis_nn=os.environ["KP_CMSIS_NN_DIR"]).cycles
-    return row
-
-
-def csr_row(dense_kernels: dict, plain, csr: CsrBench) -> dict:
-    """The unstructured model with its weight layers on the CSR kernels."""
-    row = dict(dense_kernels)
-    cycles, flash = row["cycles"], row["flash"]
-    by_name = {la.layers[-1]: la for la in row["cost"].layers
-               if la.op in ("FULLY_CONNECTED", "CONV_2D")}
-    for layer in plain.layers:
-        if layer.name not in by_name:
-            continue
-        cyc, nbytes = csr.layer(layer, tuple(layer.input.shape))
-        cycles += cyc - by_name[layer.name].cycles
-        if flash is not None:
-            flash += nbytes - int(np.prod(layer.kernel.shape))
-    row.update(cycles=cycles, flash=flash)
-    return row
-
-
-def run_model(name: str, data, out: Path, csr: CsrBench, samples: int) -> list[tuple]:
+def run_model(name: str, data, out: Path, csr: demo_m4.CsrBench, samples: int) -> list:
     x, y, xt, yt = data
     xv, yv = demo.validation_subset(x, y)  # as the demo: rates chosen on the last 500
     r = demo.run_one(name, (x, y, xt, yt), out, sparsity=0.9, overwrite=True)
-    unstructured, _, _ = demo.prune_and_finetune(r.dense_model, name, x, y,
-                                                 granularity.Unstructured(), 0.9)
-    plain_u = kp.strip(unstructured)
-    dense = export(r.dense_model, out / f"{name}_dense", x, xt, yt, "never", samples)
-    dense_auto = export(r.dense_model, out / f"{name}_dense_auto", x, xt, yt, "auto", samples)
-    groups = export(kp.strip(r.pruned_model), out / f"{name}_groups", x, xt, yt, "auto",
-                    samples)
-    unstr = export(plain_u, out / f"{name}_unstructured", x, xt, yt, "never", samples)
     integral = demo.run_integral(r, (x, y, xv, yv, xt, yt), out, overwrite=True)
-
-    cmsis_row = {"accuracy": dense["accuracy"], "flash": None, "ram": None}
-    if "cmsis_nn_cycles" in dense:
-        cmsis_row["cycles"], how = dense["cmsis_nn_cycles"], "built here"
-    else:
-        cmsis_row["cycles"], how = CMSIS_NN_NOTES[name], "notes"
-    rows = [
-        ("dense, ours", dense),
-        ("dense, ours, sparse='auto'", dense_auto),
-        (f"dense, CMSIS-NN ({how})", cmsis_row),
-        ("unstructured 90% + CSR", csr_row(unstr, plain_u, csr)),
-        ("SIMDGroups(4) 90%", groups),
-        ("SIMDGroups(4) + masks (TFLM)", {"accuracy": integral.int8_accuracy,
-                                          "integral": integral}),
-    ]
-    return rows
-
-
-def table(name: str, rows: list[tuple]) -> str:
-    base = rows[0][1]["cycles"]
-    lines = [f"\n{name} on MNIST-5k, Cortex-M4 (estimated cycles at zero wait states; "
-             f"int8 C accuracy on 1,000 test digits)",
-             f"  {'variant':<32}{'accuracy':>9}{'flash B':>10}{'RAM B':>8}{'cycles':>12}"
-             f"{'ms@120MHz':>11}{'speed-up':>10}"]
-    for label, row in rows:
-        acc, cyc = row.get("accuracy"), row.get("cycles")
-        flash, ram = row.get("flash"), row.get("ram")
-        lines.append(
-            f"  {label:<32}{(f'{acc:.2%}' if acc is not None else '-'):>9}"
-            f"{(f'{flash:,}' if flash else '-'):>10}{(f'{ram:,}' if ram else '-'):>8}"
-            f"{(f'{cyc:,}' if cyc else '-'):>12}"
-            f"{(f'{cyc / m4_cycles.REFERENCE_MHZ / 1e3:.2f}' if cyc else '-'):>11}"
-            f"{(f'{base / cyc:.2f}x' if cyc else '-'):>10}")
-        if "integral" in row:
-            i = row["integral"]
-            lines.append(
-                f"  {'':<4}MACs left of dense: weights only {1 - i.cut('weights_x_relu'):.1%}"
-                f" (zero ReLU outputs skipped), with masks "
-                f"{1 - i.cut('weights_x_thresholds'):.1%}; no C figures: the C export does "
-                "not lower the masks yet")
-    return "\n".join(lines)
+    return demo_m4.variants(r, integral, (x, y, xt, yt), out, csr, 0.9, samples)
 
 
 def main() -> None:
@@ -278,8 +34,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench_out/m4_sparse")
     ap.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"],
                     choices=list(demo.MODELS))
-    ap.add_argument("--samples", type=int, default=100,
-                    help="test digits checked bit for bit against TFLM per export")
+    ap.add_argument("--samples", type=int, default=1000,
+                    help="test digits checked bit for bit against TFLM per export, and the "
+                         "accuracy's (default all 1,000)")
     args = ap.parse_args()
     if not m4_profile.available() or m4.find_cross_toolchain() is None:
         raise SystemExit("needs arm-none-eabi-gcc with newlib and unicorn: "
@@ -287,9 +44,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = demo.mnist_5k()
-    csr = CsrBench()
+    csr = demo_m4.CsrBench()
     for name in args.models:
-        print(table(name, run_model(name, data, out / name, csr, args.samples)), flush=True)
+        print(demo_m4.table(name, run_model(name, data, out / name, csr, args.samples)),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ absolute times) in:
 
 * dense: ``kp_fully_connected_s8`` (DSP build), the whole matrix, zeros included;
 * sparse: ``kp_sparse_fully_connected_s8`` (DSP build), each index encoding;
-* CSR: a plain scalar CSR kernel (``m4_sparse.CSR_C``: int8 values, uint16 column
+* CSR: a plain scalar CSR kernel (``demo_m4.CSR_C``: int8 values, uint16 column
   indices, uint32 row pointers, one MAC per non-zero weight, the same requantization).
 
 Every output must equal ``int8_ops.fully_connected`` bit for bit.
@@ -26,8 +26,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from m4_sparse import CSR_C  # noqa: E402  (the plain CSR kernels, next to this script)
 
+from keras_prune.demo_m4 import CSR_C  # noqa: E402  (the plain CSR kernels)
 from keras_prune.export import cbuild, int8_ops, m4_profile  # noqa: E402
 from keras_prune.export.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
 

@@ -54,6 +54,8 @@ def validation_subset(x, y, n: int = 500):
 MODELS = {"lenet_300_100": (lenet_300_100, 5e-4), "lenet5": (lenet5, 1e-3)}
 CNNS = ("lenet5",)  # the models LeGR's filter pruning applies to
 C_MODELS = ("lenet_300_100", "lenet5")  # exported to C, run on the emulated Cortex-M4
+# Also exported as every Cortex-M4 variant of demo_m4 (dense, CMSIS-NN, CSR, groups, masks)
+VARIANT_MODELS = ("lenet_300_100",)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class DemoResult:
     tflm: list = field(default_factory=list)  # one row per exported variant
     cortex_m4: dict | None = None  # the C export: sizes, agreement, per-layer cycles
     legr: object = field(default=None, repr=False)  # a kp.legr.ParetoResult
+    m4_variants: list | None = None  # demo_m4's table rows: (label, row dict)
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -211,13 +214,20 @@ def format_report(results: list[DemoResult]) -> str:
 
 def _to_json(r: DemoResult) -> dict:
     # asdict would deep-copy the Keras models; they are saved as files instead
-    skip = ("schedule", "dense_model", "pruned_model", "integral", "legr", "cortex_m4")
+    skip = ("schedule", "dense_model", "pruned_model", "integral", "legr", "cortex_m4",
+            "m4_variants")
     d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
-    d["integral"] = None if r.integral is None else asdict(r.integral)
+    d["integral"] = None if r.integral is None else {
+        f.name: getattr(r.integral, f.name) for f in fields(r.integral)
+        if f.name != "plain_model"}
     if r.cortex_m4 is not None:
         d["cortex_m4"] = {k: v for k, v in r.cortex_m4.items() if k not in ("cost", "pruned")}
         d["cortex_m4"]["pruned"] = {k: v for k, v in r.cortex_m4["pruned"].items()
                                     if k != "cost"}
+    if r.m4_variants is not None:
+        d["m4_variants"] = [{"variant": label, **{k: row.get(k) for k in
+                                                  ("accuracy", "flash", "ram", "cycles")}}
+                            for label, row in r.m4_variants]
     d["legr"] = None if r.legr is None else [asdict(p) for p in [r.legr.original,
                                                                  *r.legr.points]]
     return d
@@ -390,6 +400,8 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         targets += [out / "tflm" / f"{m}_{kind}" for m in models for kind in ("dense", "pruned")]
     c_models = [m for m in models if m in C_MODELS] if cortex_m4 else []
     targets += [out / "cmsis" / f"{m}_{kind}" for m in c_models for kind in ("dense", "pruned")]
+    variant_models = [m for m in c_models if m in VARIANT_MODELS] if integral else []
+    targets += [out / "m4_variants" / m for m in variant_models]
     legr_models = [m for m in models if m in CNNS] if legr else []
     targets += [p for m in legr_models for p in (out / f"{m}_dense.h5", out / f"legr_{m}")]
     existing = [str(p) for p in targets if p.exists()]
@@ -414,6 +426,12 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
             r.tflm = run_tflm(r, (x, xt, yt), out, overwrite=overwrite)
         if name in c_models:
             r.cortex_m4 = run_cortex_m4(r, (x, xt, yt), out, overwrite=overwrite)
+        if name in variant_models and r.cortex_m4.get("cycles"):
+            from keras_prune import demo_m4
+
+            r.m4_variants = demo_m4.variants(
+                r, r.integral, (x, y, xt, yt), out / "m4_variants" / name,
+                demo_m4.CsrBench(), kwargs.get("sparsity", 0.9))
         if name in legr_models:
             r.legr = run_legr(r, (x, y), out, generations=legr_generations,
                               finetune_epochs=legr_epochs, overwrite=overwrite,
@@ -431,6 +449,10 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
         if r.cortex_m4 is not None:
             print(format_cortex_m4(r))
             print(format_sparse_c(r))
+        if r.m4_variants is not None:
+            from keras_prune import demo_m4
+
+            print(demo_m4.table(r.model, r.m4_variants))
     for r in results:
         if r.legr is not None:
             print(f"\nLeGR on the reloaded {r.model}_dense.h5 (accuracy on the last 500 "
@@ -480,6 +502,7 @@ class IntegralResult:
     activation_check: list = field(default_factory=list)
     tables: dict = field(default_factory=dict)
     seconds: float = 0.0
+    plain_model: object = field(default=None, repr=False)  # masks as thresholds
 
     def cut(self, level: str) -> float:
         return 1.0 - self.macs[level] / self.macs["dense"]
@@ -537,7 +560,8 @@ def run_integral(result: DemoResult, data, out: Path, max_loss: float = 0.005,
         model=name, rates=dict(rates), dense_accuracy=result.dense_accuracy,
         weights_accuracy=result.pruned_accuracy, topk_accuracy=accs[0],
         threshold_accuracy=accs[1], int8_accuracy=accs[2], macs=macs,
-        activation_check=layers, tables=tables, seconds=time.perf_counter() - start)
+        activation_check=layers, tables=tables, seconds=time.perf_counter() - start,
+        plain_model=plain)
 
 
 def format_integral(results: list[IntegralResult]) -> str:

@@ -45,3 +45,20 @@ def data(shape=(8, 8, 3), n=64, out=10, seed=0):
 def compile_mse(model, lr=0.01, **kwargs):
     model.compile(keras.optimizers.Adam(lr), keras.losses.MeanSquaredError(), **kwargs)
     return model
+
+
+def group_pruned(rng, rows: int, k: int, sparsity: float, contiguous: bool = False) -> np.ndarray:
+    """Random int8 (rows, k) weights with a fraction ``sparsity`` of the 4-groups zeroed
+    (``contiguous``: each row keeps one run of groups). Kept groups may hold zeros."""
+    w = rng.integers(-128, 128, (rows, k)).astype(np.int8)
+    gpr = -(-k // 4)
+    if contiguous:
+        keep = np.zeros((rows, gpr), bool)
+        n = int(round(gpr * (1 - sparsity)))
+        for r in range(rows):
+            s = int(rng.integers(0, gpr - n + 1))
+            keep[r, s:s + n] = True
+    else:
+        keep = rng.random((rows, gpr)) >= sparsity
+    mask = np.repeat(keep, 4, axis=1)[:, :k]
+    return np.where(mask, w, 0).astype(np.int8)

@@ -50,6 +50,19 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     if c.get("cycles") and c["pruned"].get("cycles"):
         assert c["cycles"] / c["pruned"]["cycles"] > 3.0
     assert "dense vs SIMDGroups(4) sparse C" in demo.format_sparse_c(result)
+    # Every Cortex-M4 variant side by side (where unicorn and the cross compiler are)
+    if c.get("cycles"):
+        from keras_prune import demo_m4
+
+        rows = dict(result.m4_variants)
+        assert list(rows)[0] == "dense, ours" and "unstructured 90% + CSR" in rows
+        masked, groups = rows["SIMDGroups(4) + masks"], rows["SIMDGroups(4) 90%"]
+        assert masked["manifest"]["verification"]["host"]["bit_exact"]
+        assert {"kp_threshold_s8"} <= {la["kernel"] for la in masked["manifest"]["layers"]}
+        assert rows["dense, ours"]["cycles"] / groups["cycles"] > 3.0
+        assert rows["unstructured 90% + CSR"]["cycles"] > groups["cycles"]
+        assert "top-k" in demo_m4.table(result.model, result.m4_variants)
+        assert [v["variant"] for v in saved[0]["m4_variants"]] == list(rows)
     for name in ("sensitivity_lenet_300_100.png", "lenet_300_100_integral.keras"):
         assert (tmp_path / name).stat().st_size > 0
     integral_model = kp.io.load(tmp_path / "lenet_300_100_integral.keras")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import group_pruned as pruned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,23 +25,6 @@ from keras_prune.granularity import SIMDGroups
 DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_sparse_driver.c"
 SPARSE_SOURCES = [cbuild.KERNEL_DIR / n for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c",
                                                   "kp_nn_sparse_vec_s8_dsp.c")]
-
-
-def pruned(rng, rows: int, k: int, sparsity: float, contiguous: bool = False) -> np.ndarray:
-    """Random int8 (rows, k) weights with a fraction ``sparsity`` of the 4-groups zeroed
-    (``contiguous``: each row keeps one run of groups). Kept groups may hold zeros."""
-    w = rng.integers(-128, 128, (rows, k)).astype(np.int8)
-    gpr = -(-k // 4)
-    if contiguous:
-        keep = np.zeros((rows, gpr), bool)
-        n = int(round(gpr * (1 - sparsity)))
-        for r in range(rows):
-            s = int(rng.integers(0, gpr - n + 1))
-            keep[r, s:s + n] = True
-    else:
-        keep = rng.random((rows, gpr)) >= sparsity
-    mask = np.repeat(keep, 4, axis=1)[:, :k]
-    return np.where(mask, w, 0).astype(np.int8)
 
 
 # ------------------------------------------------------------------ the encoder

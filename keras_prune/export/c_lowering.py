@@ -20,12 +20,17 @@ from keras_prune.export import int8_ops, sparse_cost
 from keras_prune.export.sparse_format import INDEX_KINDS
 from keras_prune.export.tflite_graph import Graph, Operator, Tensor
 from keras_prune.export.tflite_micro import cmsis_nn_scratch_bytes
+from keras_prune.layers.activation_mask import winner_count
 
 __all__ = ["CExportError", "CArray", "CLayer", "lower", "SUPPORTED_OPS", "MAX_DIM",
-           "MAX_DEPTH"]
+           "MAX_DEPTH", "MASK_MODES"]
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
-                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD")
+                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
+                 "GREATER_EQUAL + SELECT_V2 (activation masks)")
+MASK_MODES = ("threshold", "topk")
+TOPK_SCRATCH_BYTES = 512  # KP_TOPK_SCRATCH_BYTES
+TOPK_MAX_SIZE = 65535      # its uint16 counts
 # Kernel limits. A dot product over MAX_DEPTH int8 pairs stays far inside int32
 # (2^15 * 2^14 = 2^29, with room for the bias); dims beyond MAX_DIM are not MCU models.
 MAX_DIM = 32767
@@ -68,6 +73,7 @@ class CLayer:
     alias: bool = False              # RESHAPE: output shares the input's bytes
     kernel: str = ""
     sparse: dict | None = None       # FC/CONV: the dense-or-sparse choice and its reasons
+    mask: dict | None = None         # an activation mask: its form, winners, threshold
 
 
 def _where(op: Operator, names: dict[int, tuple[str, ...]]) -> str:
@@ -105,11 +111,87 @@ def _cmsis_quant(p: str, mult: np.ndarray, shift: np.ndarray, channels: int
                     f"{{(int32_t *){m}, (int32_t *){s}}};\n")
 
 
+@dataclass
+class _Mask:
+    """A GREATER_EQUAL + SELECT_V2 pair: an ActivationThreshold, as TFLite runs it."""
+    compare: int        # the GREATER_EQUAL operator, lowered together with the SELECT_V2
+    x: int              # the masked activation tensor
+    min_kept: int       # the smallest int8 value kept
+    fill: int           # what replaces the others (the zero point)
+    rate: float | None  # the mask's winner rate, when its Keras layer records one
+
+
 class _Lowering:
-    def __init__(self, graph: Graph, names: dict[int, tuple[str, ...]], sparse: str = "auto"):
+    def __init__(self, graph: Graph, names: dict[int, tuple[str, ...]], sparse: str = "auto",
+                 masks: str = "threshold", mask_rates: dict[str, float] | None = None):
         self.g = graph
         self.names = names
         self.sparse = sparse
+        self.masks = masks
+        self.mask_rates = mask_rates or {}
+        self.producer = {t: op for op in graph.operators for t in op.outputs}
+        self.consumers: dict[int, list[Operator]] = {}
+        for op in graph.operators:
+            for t in op.inputs:
+                self.consumers.setdefault(t, []).append(op)
+        self.mask_of: dict[int, _Mask] = {}    # SELECT_V2 operator index -> its mask
+        for op in graph.operators:
+            if op.name == "SELECT_V2":
+                m = self._match_mask(op)
+                if m is not None:
+                    self.mask_of[op.index] = m
+        self.fused = {m.compare for m in self.mask_of.values()}
+
+    def _scalar(self, t: int) -> int | None:
+        """The value of a constant one-element int8 tensor, else None."""
+        ten = self.g.tensors[t]
+        if ten.data is None or ten.dtype != np.int8 or ten.data.size != 1:
+            return None
+        return int(ten.data.reshape(-1)[0])
+
+    def _match_mask(self, sel: Operator) -> _Mask | None:
+        """SELECT_V2(GREATER_EQUAL(x, t), x, zero) with constant t and zero, the
+        comparison used by nothing else: what an ActivationThreshold converts to."""
+        if len(sel.inputs) != 3:
+            return None
+        cond, x, other = sel.inputs
+        ge = self.producer.get(cond)
+        if (ge is None or ge.name != "GREATER_EQUAL" or ge.inputs[0] != x
+                or [o.index for o in self.consumers.get(cond, [])] != [sel.index]):
+            return None
+        t, fill = self._scalar(ge.inputs[1]), self._scalar(other)
+        if t is None or fill is None:
+            return None
+        xt, tt, ft = (self.g.tensors[i] for i in (x, ge.inputs[1], other))
+        out = self.g.tensors[sel.outputs[0]]
+        if xt.dtype != np.int8 or xt.scale.size != 1 or tt.scale.size != 1:
+            return None
+        same = [(float(a.scale[0]), int(a.zero_point[0])) for a in (xt, ft, out)]
+        if len(set(same)) != 1:
+            raise self.fail(sel, "SELECT_V2 between tensors of different quantization "
+                                 f"{same}: the C mask copies int8 values unchanged, as "
+                                 "TFLite does only when they share scale and zero point.")
+        min_kept = int8_ops.threshold_min_kept(float(xt.scale[0]), int(xt.zero_point[0]),
+                                               float(tt.scale[0]), int(tt.zero_point[0]), t)
+        rates = [self.mask_rates[n] for n in self.names.get(sel.index, ())
+                 if self.mask_rates.get(n) is not None]
+        return _Mask(ge.index, x, min_kept, fill, rates[0] if rates else None)
+
+    def input_density(self, t: int) -> float | None:
+        """The expected non-zero fraction of activation tensor t when an activation mask
+        produced it (through reshapes), else None."""
+        op = self.producer.get(t)
+        while op is not None and op.name == "RESHAPE":
+            op = self.producer.get(op.inputs[0])
+        if op is None or op.index not in self.mask_of:
+            return None
+        m = self.mask_of[op.index]
+        if m.rate is None:
+            return 1.0  # unknown: assume nothing is skipped
+        if self.masks == "topk":
+            n = self.g.tensors[m.x].size
+            return winner_count(m.rate, n) / n
+        return m.rate
 
     def _sparse_weights(self, p: str, choice: sparse_cost.Choice,
                         arrays: list[CArray]) -> str:
@@ -132,6 +214,37 @@ class _Lowering:
         return (f"static const kp_sparse_groups {p}_sg = {{{sg.rows}, {sg.k}, "
                 f"{INDEX_KINDS[sg.index_kind]}, {sg.n_groups}, kp_{p}_sc, {words}, "
                 f"{index}}};\n")
+
+    def _zero_skip(self, p: str, choice: sparse_cost.Choice, arrays: list[CArray],
+                   batches: int, k: int, rows: int) -> tuple[str, str]:
+        """Swap the dense weights and effective bias for the input-group encoding and the
+        plain bias (dense weights kept for the CMSIS-NN build only); returns the
+        declaration and the kp_zero_skip_fully_connected_s8 call (on the kp_fc_params
+        {p}_params)."""
+        ig = choice.input_groups
+        for a in arrays:
+            if a.name == f"{p}_w":
+                a.cmsis_only = True
+            elif a.name == f"{p}_b":
+                a.cmsis_only = False
+        arrays[:] = [a for a in arrays if a.name != f"{p}_eb"]
+        arrays.append(CArray(f"{p}_zs", "int32_t", ig.starts))
+        words = row8 = row16 = "0"
+        if ig.entries:
+            arrays.append(CArray(f"{p}_zw", "int32_t", ig.words.view(np.int32)))
+            words = f"kp_{p}_zw"
+        if ig.row_index is not None and ig.row_index.size:
+            ctype = "uint8_t" if ig.row_index.dtype == np.uint8 else "uint16_t"
+            arrays.append(CArray(f"{p}_zr", ctype, ig.row_index))
+            if ctype == "uint8_t":
+                row8 = f"kp_{p}_zr"
+            else:
+                row16 = f"kp_{p}_zr"
+        decls = (f"static const kp_input_groups {p}_ig = {{{ig.rows}, {ig.k}, kp_{p}_zs, "
+                 f"{words}, {row8}, {row16}}};\n")
+        call = (f"kp_zero_skip_fully_connected_s8(&{p}_params, &{p}_quant, {batches}, {k}, "
+                f"{rows}, {{in0}}, &{p}_ig, kp_{p}_b, {{out0}}, (int32_t *)(void *){{scratch}})")
+        return decls, call
 
     # ------------------------------------------------------------------ checks
     def fail(self, op: Operator, why: str) -> CExportError:
@@ -187,7 +300,7 @@ class _Lowering:
         return int8_ops.activation_range(fused, float(out.scale[0]), int(out.zero_point[0]))
 
     # ------------------------------------------------------------------ ops
-    def lower(self, op: Operator) -> CLayer:
+    def lower(self, op: Operator) -> CLayer | None:
         fn = getattr(self, "op_" + op.name.lower(), None)
         if fn is None:
             raise self.fail(op, f"{op.name} has no kernel in the C export (it runs "
@@ -195,6 +308,8 @@ class _Lowering:
                                 "that converts to those ops, or export it for TFLite Micro "
                                 "with kp.export.tflm instead.")
         layer = fn(op)
+        if layer is None:
+            return None
         layer.layers = self.names.get(op.index, ())
         t = self.g.tensors
         layer.cmsis_scratch = cmsis_nn_scratch_bytes(
@@ -264,7 +379,18 @@ class _Lowering:
         cshape = sparse_cost.ConvShape(*out.shape[1:3], kh, kw, ci, stride, dil, pad)
         choice = sparse_cost.choose("conv", w.data.reshape(o, -1), cshape, self.sparse)
         kernel, scratch = "kp_convolve_s8", 4 * kh * kw * ci
-        if choice.kernel == "sparse":
+        density = self.input_density(op.inputs[0])
+        if (density is not None and kh == kw == 1 and stride == (1, 1)
+                and not any(pad)):  # a 1x1 convolution is a FULLY_CONNECTED per pixel
+            choice = sparse_cost.choose_zero_skip(choice, w.data.reshape(o, -1),
+                                                  cshape.pixels, density, self.sparse)
+        if choice.kernel == "zero_skip":
+            zdecls, call = self._zero_skip(p, choice, arrays, cshape.pixels, ci, o)
+            _, qdecl, _ = self._quant_arrays(p, mult, shift)
+            fc = int8_ops.fc_params(-in_off, out_off, (lo, hi))
+            decls = f"static const kp_fc_params {p}_params = {_struct(fc)};\n" + qdecl + zdecls
+            kernel, scratch = "kp_zero_skip_fully_connected_s8", 4 * o
+        elif choice.kernel == "sparse":
             decls += self._sparse_weights(p, choice, arrays)
             kernel = "kp_sparse_convolve_s8"
             scratch = sparse_cost.conv_scratch_bytes(cshape)
@@ -355,15 +481,23 @@ class _Lowering:
                  f"    return (int){fn}(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, {{in0}}, &{p}_cf, "
                  f"kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
         choice = sparse_cost.choose("fc", w.data, {"batches": batches}, self.sparse)
-        kernel = "kp_fully_connected_s8"
-        if choice.kernel == "sparse":
+        density = self.input_density(op.inputs[0])
+        if density is not None:
+            choice = sparse_cost.choose_zero_skip(choice, w.data, batches, density,
+                                                  self.sparse)
+        kernel, scratch = "kp_fully_connected_s8", 0
+        if choice.kernel == "zero_skip":
+            zdecls, call = self._zero_skip(p, choice, arrays, batches, k, o)
+            decls += zdecls
+            kernel, scratch = "kp_zero_skip_fully_connected_s8", 4 * o
+        elif choice.kernel == "sparse":
             decls += self._sparse_weights(p, choice, arrays)
             kernel = "kp_sparse_fully_connected_s8"
             call = (f"kp_sparse_fully_connected_s8(&{p}_params, &{p}_quant, {batches}, {k}, "
                     f"{o}, {{in0}}, &{p}_sg, kp_{p}_eb, {{out0}})")
         return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
                       cdecls, ccall, arrays=arrays, macs=batches * k * o, kernel=kernel,
-                      sparse=choice.as_dict())
+                      scratch=scratch, sparse=choice.as_dict())
 
     def _pool(self, op: Operator, fn: str) -> CLayer:
         inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
@@ -476,6 +610,51 @@ class _Lowering:
         return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
                       kernel="kp_pad_s8")
 
+    def op_greater_equal(self, op: Operator) -> CLayer | None:
+        if op.index in self.fused:
+            return None  # lowered with its SELECT_V2
+        raise self.fail(op, "GREATER_EQUAL runs in the C export only as half of an "
+                            "activation mask's threshold form (GREATER_EQUAL against a "
+                            "constant, then SELECT_V2 with a constant zero).")
+
+    def op_select_v2(self, op: Operator) -> CLayer:
+        m = self.mask_of.get(op.index)
+        if m is None:
+            raise self.fail(op, "SELECT_V2 runs in the C export only as half of an "
+                                "activation mask's threshold form (SELECT_V2(GREATER_EQUAL("
+                                "x, constant), x, constant zero)).")
+        x = self.act_tensor(op, m.x)
+        out = self.act_tensor(op, op.outputs[0])
+        if x.shape != out.shape:
+            raise self.fail(op, f"SELECT_V2 from {x.shape} to {out.shape}: a mask keeps "
+                                "the shape.")
+        # In place when nothing else reads the activations afterwards.
+        others = [c for c in self.consumers.get(m.x, []) if c.index not in (m.compare, op.index)]
+        alias = (not others and m.x not in self.g.inputs and m.x not in self.g.outputs
+                 and m.x in self.producer)
+        info = {"form": self.masks, "min_kept": m.min_kept, "fill": m.fill,
+                "winner_rate": m.rate, "size": x.size}
+        if self.masks == "topk":
+            if m.rate is None:
+                raise self.fail(op, "masks='topk' needs the mask's winner rate, and this "
+                                    "threshold layer records none; export with "
+                                    "masks='threshold', or strip the ActivationMask model "
+                                    "with kp.strip (which records it).")
+            if x.size > TOPK_MAX_SIZE:
+                raise self.fail(op, f"masks='topk' on {x.size:,} activations: the run-time "
+                                    f"top-k counts at most {TOPK_MAX_SIZE:,} per map; use "
+                                    "masks='threshold'.")
+            k = winner_count(m.rate, x.size)
+            info["winners"] = k
+            call = (f"kp_topk_s8({{in0}}, {x.size}, {k}, {m.fill}, {{out0}}, "
+                    f"(uint16_t *)(void *){{scratch}})")
+            return CLayer(op.index, op.name, (), (m.x,), (op.outputs[0],), "", call,
+                          alias=alias, kernel="kp_topk_s8", scratch=TOPK_SCRATCH_BYTES,
+                          mask=info)
+        call = f"kp_threshold_s8({{in0}}, {x.size}, {m.min_kept}, {m.fill}, {{out0}})"
+        return CLayer(op.index, op.name, (), (m.x,), (op.outputs[0],), "", call,
+                      alias=alias, kernel="kp_threshold_s8", mask=info)
+
     def op_reshape(self, op: Operator) -> CLayer:
         inp, out = self.act_tensor(op, op.inputs[0]), self.act_tensor(op, op.outputs[0])
         if inp.size != out.size:
@@ -506,16 +685,23 @@ def _struct(params: dict) -> str:
 
 
 def lower(graph: Graph, names: dict[int, tuple[str, ...]] | None = None,
-          sparse: str = "auto") -> list[CLayer]:
+          sparse: str = "auto", masks: str = "threshold",
+          mask_rates: dict[str, float] | None = None) -> list[CLayer]:
     """One ``CLayer`` per operator, in execution order. ``names`` maps an operator index
     to the Keras layers it came from (for error messages and reports). ``sparse``:
     ``"auto"`` runs a FULLY_CONNECTED or CONV_2D layer on SIMD-group sparse weights where
     ``sparse_cost`` estimates that faster, ``"always"`` wherever possible, ``"never"``
-    nowhere."""
+    nowhere; the same switch governs the zero-skipping kernel of a FULLY_CONNECTED (or 1x1
+    CONV_2D) fed by an activation mask. ``masks``: ``"threshold"`` runs each activation
+    mask as the ``.tflite`` does (bit-exact with TFLM), ``"topk"`` keeps the top-k winners
+    at run time as the Keras ActivationMask does (``mask_rates``: Keras layer name ->
+    winner rate)."""
     if sparse not in sparse_cost.SPARSE_MODES:
         raise ValueError(f"sparse={sparse!r}: expected one of "
                          f"{', '.join(map(repr, sparse_cost.SPARSE_MODES))}.")
-    low = _Lowering(graph, names or {}, sparse)
+    if masks not in MASK_MODES:
+        raise ValueError(f"masks={masks!r}: expected one of {', '.join(map(repr, MASK_MODES))}.")
+    low = _Lowering(graph, names or {}, sparse, masks, mask_rates)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise CExportError(f"the model has {len(graph.inputs)} inputs and "
                            f"{len(graph.outputs)} outputs; the C export takes one of each.")
@@ -526,4 +712,4 @@ def lower(graph: Graph, names: dict[int, tuple[str, ...]] | None = None,
             "The int8 model uses ops the C export has no kernel for:\n" + lines
             + f"\nThe C export runs {', '.join(SUPPORTED_OPS)} (with fused ReLU/ReLU6). "
             "Replace those layers, or export for TFLite Micro with kp.export.tflm instead.")
-    return [low.lower(op) for op in graph.operators]
+    return [la for la in map(low.lower, graph.operators) if la is not None]

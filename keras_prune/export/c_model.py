@@ -198,6 +198,7 @@ void kp_model_get_output(int8_t *out);
 
 #include "kp_model.h"
 #include "kp_nn.h"
+#include "kp_nn_activation.h"
 #include "kp_nn_sparse.h"
 #include "kp_weights.h"
 {cmsis_include}

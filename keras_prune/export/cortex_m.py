@@ -47,7 +47,13 @@ import numpy as np
 
 from keras_prune import io as kp_io
 from keras_prune.export import cbuild, tflite
-from keras_prune.export.c_lowering import SUPPORTED_OPS, CExportError, CLayer, lower
+from keras_prune.export.c_lowering import (
+    MASK_MODES,
+    SUPPORTED_OPS,
+    CExportError,
+    CLayer,
+    lower,
+)
 from keras_prune.export.c_model import MemoryPlan, emit, plan_memory
 from keras_prune.export.sparse_cost import SPARSE_MODES
 from keras_prune.export.tflite_graph import Graph, read_tflite
@@ -84,13 +90,14 @@ def _kernel_files() -> dict[str, bytes]:
 
 
 def generate(model_bytes: bytes, names: dict[int, tuple[str, ...]] | None = None,
-             model_name: str = "model", sparse: str = "auto") -> GeneratedModel:
+             model_name: str = "model", sparse: str = "auto", masks: str = "threshold",
+             mask_rates: dict[str, float] | None = None) -> GeneratedModel:
     """Lower an int8 ``.tflite`` to C sources (nothing is written or compiled).
-    ``sparse``: see ``c_lowering.lower``."""
+    ``sparse``, ``masks``, ``mask_rates``: see ``c_lowering.lower``."""
     from keras_prune import __version__
 
     graph = read_tflite(model_bytes)
-    layers = lower(graph, names, sparse)
+    layers = lower(graph, names, sparse, masks, mask_rates)
     plan = plan_memory(graph, layers)
     files: dict[str, str | bytes] = dict(emit(graph, layers, plan,
                                               {"model": model_name, "version": __version__}))
@@ -179,6 +186,20 @@ class CExport:
             name = ", ".join(la["keras_layers"]) or "-"
             lines.append(f"  {name[:28]:<28} {la['op']:<18} {la['kernel'][:24]:<24} "
                          f"{la['macs']:>11,}")
+        masks = [la for la in m["layers"] if la.get("mask")]
+        if masks:
+            form = m.get("masks", "threshold")
+            lines.append(f"  activation masks: {len(masks)}, "
+                         + ("top-k winners at run time (the Keras ActivationMask)"
+                            if form == "topk" else "threshold form (as the .tflite)"))
+            for la in masks:
+                k = la["mask"]
+                name = ", ".join(la["keras_layers"]) or la["op"]
+                what = (f"keeps {k['winners']} of {k['size']}" if form == "topk"
+                        else f"keeps int8 values >= {k['min_kept']}")
+                rate = k.get("winner_rate")
+                lines.append(f"    {name[:24]:<24} {what}"
+                             + (f" (winner rate {rate:.2f})" if rate is not None else ""))
         choices = [la for la in m["layers"] if la.get("sparse")]
         if choices:
             lines.append("  dense or sparse, per layer (estimated Cortex-M4 cycles):")
@@ -205,7 +226,9 @@ class CExport:
         acc = m.get("accuracy")
         if acc:
             lines.append(f"  accuracy      float {acc['float']:.2%}, int8 C {acc['int8_c']:.2%}"
-                         f" on {acc['samples']} inputs")
+                         + (f" (top-k masks; threshold form in TFLM "
+                            f"{acc['int8_tflm']:.2%})" if m.get("masks") == "topk" and masks
+                            else "") + f" on {acc['samples']} inputs")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -261,10 +284,20 @@ def _names(model_bytes: bytes, plain: keras.Model) -> dict[int, tuple[str, ...]]
     return {op.index: op.layers for op in model_ops(model_bytes, plain)}
 
 
+def _mask_rates(plain: keras.Model) -> dict[str, float]:
+    """Winner rate per ActivationThreshold layer (the masks' rates, recorded by kp.strip)."""
+    from keras_prune.layers import ActivationThreshold
+    from keras_prune.pruning import _all_layers
+
+    return {la.name: la.winner_rate for la in _all_layers(plain)
+            if isinstance(la, ActivationThreshold) and la.winner_rate is not None}
+
+
 def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
           target: str = "cortex-m4", force: bool = False, labels=None,
           validation_data=None, samples: int = 100, verify_m4: bool | None = None,
-          sparse: str = "auto", progress: bool = True, print_fn=print) -> CExport:
+          sparse: str = "auto", masks: str = "threshold", progress: bool = True,
+          print_fn=print) -> CExport:
     """Export ``model`` as C for a Cortex-M4 and check it bit for bit against TFLite Micro.
 
     Args:
@@ -284,7 +317,15 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
             SIMD-group sparse weights (``SIMDGroups(4)`` pruning) where the calibrated
             cost model (``sparse_cost``) estimates that faster than the dense kernel,
             ``"always"`` wherever the layer has weights, ``"never"`` nowhere. Each
-            layer's choice and its reason are in the report and the manifest.
+            layer's choice and its reason are in the report and the manifest. The same
+            switch governs the zero-skipping kernel of a FULLY_CONNECTED or 1x1 CONV_2D
+            fed by an activation mask: it visits only the non-zero inputs.
+        masks: how activation masks run. ``"threshold"`` (default): as the ``.tflite``
+            runs them (GREATER_EQUAL + SELECT_V2 against the calibrated threshold), bit for
+            bit with TFLM. ``"topk"``: the top ``ceil(rate * n)`` winners of each map at run
+            time, as the Keras ActivationMask keeps them; TFLM has no such op, so the C
+            outputs are not compared with TFLM (the Cortex-M4 build is still compared
+            with the host build), and the report gives both forms' int8 accuracy.
         print_fn: where the report goes (``None`` for silence).
 
     Raises:
@@ -301,6 +342,8 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
     if sparse not in SPARSE_MODES:
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}.")
+    if masks not in MASK_MODES:
+        raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}.")
     dest = kp_io.atomic_dir(out_dir, overwrite=force)
     dest.check()
     from keras_prune.pruning import _check_model
@@ -320,7 +363,8 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         first = str(e).strip().splitlines()
         raise ValueError(f"int8 conversion of model '{model.name}' failed: "
                          f"{first[0] if first else type(e).__name__}.") from e
-    gen = generate(model_bytes, _names(model_bytes, plain), model.name, sparse)
+    gen = generate(model_bytes, _names(model_bytes, plain), model.name, sparse, masks,
+                   _mask_rates(plain))
     tflm_arena = tm.measure_arena(model_bytes)["total"]
 
     inp, outp = gen.input, gen.output
@@ -329,6 +373,7 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
     reference = tflite.run_tflm_raw(model_bytes, xq, arena_size=max(1 << 16, 2 * tflm_arena),
                                     progress=progress)[0].reshape(len(xq), -1)
     verification: dict = {"reference": "TFLM interpreter (tflite-micro)"}
+    topk = masks == "topk" and any(la.mask for la in gen.layers)
     sizes = {"tflite_bytes": len(model_bytes),
              "const_bytes": sum(a.nbytes for la in gen.layers for a in la.arrays
                                 if not a.cmsis_only)}
@@ -342,7 +387,13 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         else:
             exe = build_host(build / "src", build / "kp_host")
             host_out = run_host(exe, xq, outp.size)
-            verification["host"] = _agreement(host_out, reference)
+            if topk:
+                verification["host_skipped"] = (
+                    "masks='topk': the C code keeps the top-k winners at run time, TFLM runs "
+                    "the threshold form; compare their accuracies")
+                verification["host_vs_tflm_threshold"] = _agreement(host_out, reference)
+            else:
+                verification["host"] = _agreement(host_out, reference)
         from keras_prune.export import m4
 
         have_m4 = m4.find_cross_toolchain() is not None and m4.find_qemu() is not None
@@ -364,17 +415,19 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         got = host_out if host_out is not None else reference
         accuracy = {"samples": len(x_val),
                     "float": float(np.mean(np.argmax(predict(plain, x_val)[0], -1) == y_val)),
-                    "int8_c": float(np.mean(np.argmax(got, -1) == y_val))}
+                    "int8_c": float(np.mean(np.argmax(got, -1) == y_val)),
+                    "int8_tflm": float(np.mean(np.argmax(reference, -1) == y_val))}
 
     from keras_prune import __version__
 
     manifest = {
-        "keras_prune": __version__, "model": model.name, "target": target,
+        "keras_prune": __version__, "model": model.name, "target": target, "masks": masks,
         "layers": [{"index": la.index, "op": la.op, "keras_layers": list(la.layers),
                     "kernel": la.kernel, "macs": la.macs,
                     "const_bytes": sum(a.nbytes for a in la.arrays if not a.cmsis_only),
                     "scratch_bytes": la.scratch,
-                    **({"sparse": la.sparse} if la.sparse else {})} for la in gen.layers],
+                    **({"sparse": la.sparse} if la.sparse else {}),
+                    **({"mask": la.mask} if la.mask else {})} for la in gen.layers],
         "io": {"input": {"shape": list(inp.shape), "scale": float(inp.scale[0]),
                          "zero_point": int(inp.zero_point[0])},
                "output": {"shape": list(outp.shape), "scale": float(outp.scale[0]),

@@ -40,6 +40,7 @@ __all__ = [
     "conv_params", "dw_conv_params", "fc_params", "pool_params", "pad_params", "mean_params",
     "add_params", "softmax_params", "requantize", "conv2d", "depthwise_conv2d",
     "fully_connected", "max_pool2d", "avg_pool2d", "mean_hw", "add", "softmax", "pad",
+    "threshold_min_kept", "threshold_mask", "topk_mask",
 ]
 
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -47,6 +48,7 @@ ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 SOFTMAX_INPUT_INT_BITS = 5   # TFLM's kScaledDiffIntegerBits: differences in Q5.26
 SOFTMAX_SUM_INT_BITS = 12    # kAccumulationIntegerBits: the sum of exps in Q12.19
 ADD_LEFT_SHIFT = 20          # TFLM's headroom for int8 ADD
+COMPARISON_LEFT_SHIFT = 8    # TFLM's headroom for int8 comparisons
 
 
 # ------------------------------------------------------------------ parameters
@@ -536,3 +538,46 @@ def pad(x: ArrayLike, params: dict) -> np.ndarray:
     """PAD of a 4-D int8 tensor with a ``pad_params`` dict (constant ``pad_value``)."""
     widths = list(zip(params["before"], params["after"], strict=True))
     return np.pad(np.asarray(x, np.int8), widths, constant_values=params["pad_value"])
+
+
+# ------------------------------------------------------------------ activation masks
+def threshold_min_kept(input_scale: float, input_zero_point: int, threshold_scale: float,
+                       threshold_zero_point: int, threshold: int) -> int:
+    """The smallest int8 input that TFLM's int8 GREATER_EQUAL against the int8 constant
+    ``threshold`` finds true (128 when none): both sides are offset, shifted left by 8 and
+    rescaled by their own scale (``ComparisonsPrepare``, ``ComparisonWithScaling``) before
+    the compare. The rescaling is monotonic, so one bound replaces the per-value compare;
+    it is found by evaluating all 256 inputs exactly as TFLM does."""
+    m1, s1 = _smaller_than_one(float(np.float32(input_scale)), "GREATER_EQUAL input 1")
+    m2, s2 = _smaller_than_one(float(np.float32(threshold_scale)), "GREATER_EQUAL input 2")
+    x = np.arange(-128, 128, dtype=np.int64)
+    lhs = requantize((x - int(input_zero_point)) << COMPARISON_LEFT_SHIFT, m1, s1)
+    rhs = requantize(np.array([(int(threshold) - int(threshold_zero_point))
+                               << COMPARISON_LEFT_SHIFT]), m2, s2)[0]
+    keep = lhs >= rhs
+    first = int(np.argmax(keep)) if keep.any() else 256
+    if not keep[first:].all():
+        raise ValueError("GREATER_EQUAL's rescaled compare is not monotonic here; "
+                         "this cannot happen with a positive scale.")
+    return first - 128
+
+
+def threshold_mask(x: ArrayLike, min_kept: int, fill: int) -> np.ndarray:
+    """GREATER_EQUAL + SELECT_V2 as TFLite runs an ActivationThreshold: ``x`` where
+    ``x >= min_kept`` (from ``threshold_min_kept``), else ``fill``."""
+    x = np.asarray(x, np.int8)
+    return np.where(x.astype(np.int16) >= min_kept, x, np.int8(fill)).astype(np.int8)
+
+
+def topk_mask(x: ArrayLike, k: int, fill: int) -> np.ndarray:
+    """The ActivationMask on int8 values, per sample (first axis): the ``k`` largest of each
+    sample kept, ``fill`` elsewhere; among values equal to the k-th the earliest win."""
+    x = np.asarray(x, np.int8)
+    flat = x.reshape(len(x), -1)
+    if k >= flat.shape[1]:
+        return x.copy()
+    order = np.argsort(-flat.astype(np.int16), axis=1, kind="stable")[:, :k]
+    out = np.full_like(flat, np.int8(fill))
+    rows = np.arange(len(flat))[:, None]
+    out[rows, order] = flat[rows, order]
+    return out.reshape(x.shape)

@@ -103,8 +103,10 @@ def profile_model(model_dir: str | os.PathLike, x_q: np.ndarray, opt: str = "-O2
         emu = m4_profile.M4Emulator(elf)
         emu.call("kp_model_set_input", emu.put(x_q))
         rows = []
-        for la in manifest["layers"]:
-            status, prof = emu.call("kp_model_run_layer", la["index"])
+        # kp_model_run_layer counts C layers; an operator lowered with the next one (a
+        # mask's GREATER_EQUAL) has none, so the position, not the operator index.
+        for position, la in enumerate(manifest["layers"]):
+            status, prof = emu.call("kp_model_run_layer", position)
             if status != 0:
                 raise RuntimeError(f"layer {la['index']} ({la['op']}) returned status "
                                    f"{status} on the emulated Cortex-M4.")

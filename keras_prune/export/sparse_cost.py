@@ -22,19 +22,25 @@ print(choice.kernel, choice.reason)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from keras_prune.export.sparse_format import SparseGroups, encode_groups, row_groups
+from keras_prune.export.sparse_format import (
+    InputGroups,
+    SparseGroups,
+    encode_groups,
+    encode_input_groups,
+    row_groups,
+)
 
 __all__ = ["SPARSE_MODES", "Choice", "ConvShape", "choose", "fc_dense_cycles",
            "fc_sparse_cycles", "conv_dense_cycles", "conv_sparse_cycles", "conv_pieces",
-           "conv_scratch_bytes"]
+           "conv_scratch_bytes", "zero_skip_cycles", "choose_zero_skip"]
 
 SPARSE_MODES = ("auto", "never", "always")
 
-# Fitted by benchmarks/m4_cost_model.py (2026-11-24, -O2, DSP build).
+# Fitted by benchmarks/m4_cost_model.py (2026-11-24; ZERO_SKIP 2026-12-07; -O2, DSP build).
 FC_DENSE = {"call": 463.0, "row": 47.4, "mac": 1.69}
 FC_SPARSE = {"call": 0.0, "row": 81.7, "run_pair": 18.6,
              "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.0}}
@@ -44,6 +50,10 @@ CONV_DENSE = {"call": 0.0, "pixel": 221.0, "tap": 31.8, "value": 6.86, "mac": 1.
 # word copies); the rest is.
 CONV_SPARSE = {"call": 0.0, "in_row": 40.0, "copy": 0.5, "group": 152.0, "out": 43.8,
                "piece": 11.4, "pixel_1x1": 248.0, "row_1x1": 59.0}
+# The zero-skipping FULLY_CONNECTED: per row (bias copy, requantization), per input group
+# (read and test: not separable from the next on these shapes, so 0), per group holding a
+# non-zero input, and per entry of such a group.
+ZERO_SKIP = {"call": 0.0, "row": 79.3, "group": 0.0, "active": 56.1, "entry": 14.0}
 
 
 def fc_dense_cycles(batches: int, k: int, rows: int) -> float:
@@ -172,7 +182,7 @@ def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups, pieces: int) -> f
 class Choice:
     """What the exporter decided for one layer, and why."""
 
-    kernel: str                  # "dense" or "sparse"
+    kernel: str                  # "dense", "sparse" or "zero_skip"
     reason: str
     group_sparsity: float
     dense_cycles: float
@@ -180,8 +190,18 @@ class Choice:
     dense_bytes: int             # int8 weights
     sparse_bytes: int            # packed groups + index + counts
     sparse: SparseGroups | None  # the encoding, when kernel == "sparse"
+    input_groups: InputGroups | None = None  # the encoding, when kernel == "zero_skip"
+    zero_skip_cycles: float = float("nan")
+    input_density: float | None = None      # expected non-zero fraction of the input
 
     def as_dict(self) -> dict:
+        extra = {}
+        if self.input_density is not None:
+            extra = {"input_density": round(self.input_density, 4),
+                     "est_zero_skip_cycles": (None if np.isnan(self.zero_skip_cycles)
+                                              else int(round(self.zero_skip_cycles))),
+                     "zero_skip_weight_bytes": (self.input_groups.nbytes
+                                                if self.input_groups is not None else None)}
         return {"kernel": self.kernel, "reason": self.reason,
                 "group_sparsity": round(self.group_sparsity, 4),
                 "index": self.sparse.index_kind if self.sparse is not None else None,
@@ -189,7 +209,7 @@ class Choice:
                 "est_sparse_cycles": (None if np.isnan(self.sparse_cycles)
                                       else int(round(self.sparse_cycles))),
                 "dense_weight_bytes": self.dense_bytes,
-                "sparse_weight_bytes": self.sparse_bytes}
+                "sparse_weight_bytes": self.sparse_bytes, **extra}
 
 
 def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto") -> Choice:
@@ -245,3 +265,35 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
         return Choice("sparse", why, gs, dense, sparse, int(rows.size), enc.nbytes, enc)
     return Choice("dense", f"dense is faster: {facts}", gs, dense, sparse, int(rows.size),
                   enc.nbytes, None)
+
+
+def zero_skip_cycles(batches: int, enc: InputGroups, density: float) -> float:
+    """Estimated cycles of ``kp_zero_skip_fully_connected_s8`` when each input is non-zero
+    with probability ``density``, independently (a group of 4 is then visited with
+    probability ``1 - (1 - density)^4``)."""
+    c = ZERO_SKIP
+    groups = -(-enc.k // 4)
+    active = 1.0 - (1.0 - min(max(density, 0.0), 1.0)) ** 4
+    return c["call"] + batches * (c["row"] * enc.rows + c["group"] * groups
+                                  + active * (c["active"] * groups + c["entry"] * enc.entries))
+
+
+def choose_zero_skip(choice: Choice, rows: np.ndarray, batches: int, density: float,
+                     mode: str = "auto") -> Choice:
+    """Whether a FULLY_CONNECTED layer fed by an activation mask runs the zero-skipping
+    kernel instead of ``choice`` (dense or weight-sparse): by estimated cycles in
+    ``"auto"``, whenever possible in ``"always"``, never in ``"never"``. ``density`` is
+    the expected fraction of non-zero inputs (the mask's winner rate)."""
+    if mode == "never":
+        return replace(choice, input_density=density)
+    enc = encode_input_groups(np.asarray(rows))
+    zs = zero_skip_cycles(batches, enc, density)
+    best = choice.sparse_cycles if choice.kernel == "sparse" else choice.dense_cycles
+    facts = (f"input {density:.0%} non-zero (mask), est. {zs:,.0f} cycles skipping zeros "
+             f"vs {best:,.0f} {choice.kernel}")
+    if mode == "always" or zs < best:
+        why = facts if mode == "auto" else f"sparse='always'; {facts}"
+        return replace(choice, kernel="zero_skip", reason=why, sparse=None,
+                       input_groups=enc, zero_skip_cycles=zs, input_density=density)
+    return replace(choice, reason=f"{choice.reason}; not skipping zeros: {facts}",
+                   zero_skip_cycles=zs, input_density=density)

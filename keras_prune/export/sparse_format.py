@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SparseGroups", "encode_groups", "decode", "INDEX_KINDS", "WIDTH"]
+__all__ = ["SparseGroups", "encode_groups", "decode", "InputGroups", "encode_input_groups",
+           "INDEX_KINDS", "WIDTH"]
 
 WIDTH = 4
 #: Index encodings, in tie-break order; the value is the C enum (kp_sparse_index_kind).
@@ -270,3 +271,82 @@ def decode(sparse: SparseGroups) -> np.ndarray:
     if np.any(flat[:, sparse.k:]):
         raise ValueError("non-zero storage padding past k")
     return flat[:, :sparse.k].copy()
+
+
+@dataclass(frozen=True)
+class InputGroups:
+    """An int8 (rows x k) matrix stored by input groups, for the input-stationary
+    zero-skipping kernel (``kp_zero_skip_fully_connected_s8``, csrc/kernels/
+    kp_nn_activation.h): input group ``g`` (inputs ``4g .. 4g + 3``) lists, in entries
+    ``starts[g] .. starts[g + 1] - 1``, every row keeping a weight there, as one word of
+    its four weights (the same word ``encode_groups`` stores) and the row's number.
+
+    Attributes:
+        rows, k: the matrix shape.
+        starts: int32 (ceil(k / 4) + 1,), entry offsets per input group.
+        words: uint32 (entries,), byte i = the weight of input 4g + i.
+        row_index: uint8 (rows <= 256) or uint16 row numbers per entry; None when every
+            group keeps every row (dense weights: the rows are implicit, in order).
+    """
+
+    rows: int
+    k: int
+    starts: np.ndarray
+    words: np.ndarray
+    row_index: np.ndarray | None
+
+    @property
+    def entries(self) -> int:
+        return int(self.words.size)
+
+    @property
+    def implicit_rows(self) -> bool:
+        return self.row_index is None
+
+    @property
+    def nbytes(self) -> int:
+        """Flash bytes: words, row numbers and group offsets."""
+        rows = 0 if self.row_index is None else int(self.row_index.nbytes)
+        return 4 * self.entries + rows + 4 * int(self.starts.size)
+
+    def decode(self) -> np.ndarray:
+        """The dense int8 (rows x k) matrix."""
+        g = -(-self.k // WIDTH)
+        dense = np.zeros((self.rows, g, WIDTH), np.int8)
+        groups = np.asarray(self.words, "<u4").view(np.int8).reshape(-1, WIDTH)
+        for j in range(g):
+            a, b = int(self.starts[j]), int(self.starts[j + 1])
+            rows = np.arange(self.rows) if self.implicit_rows else self.row_index[a:b]
+            dense[rows, j] = groups[a:b]
+        return dense.reshape(self.rows, -1)[:, :self.k].copy()
+
+
+def encode_input_groups(weights: np.ndarray) -> InputGroups:
+    """Encode an int8 (rows x k) matrix by input groups of 4 (see ``InputGroups``): a
+    row's group is listed when any of its 4 weights is non-zero.
+
+    >>> w = np.zeros((3, 6), np.int8)
+    >>> w[0, :4] = [1, 2, 3, 4]; w[2, 4:] = [5, 6]
+    >>> s = encode_input_groups(w)
+    >>> s.starts.tolist(), [hex(v) for v in s.words], s.row_index.tolist()
+    ([0, 1, 2], ['0x4030201', '0x605'], [0, 2])
+    >>> bool((s.decode() == w).all())
+    True
+    """
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.dtype != np.int8 or min(w.shape) < 1:
+        raise ValueError(f"weights must be a non-empty 2-D int8 array (rows x k), got "
+                         f"{w.dtype} {w.shape}")
+    rows, k = map(int, w.shape)
+    if rows > 1 << 16:
+        raise ValueError(f"{rows} rows: row numbers are stored as uint16 (at most 65536)")
+    g = row_groups(w, WIDTH)                      # (rows, groups, 4)
+    kept = np.any(g != 0, axis=-1).T              # (groups, rows)
+    by_group = np.ascontiguousarray(g.transpose(1, 0, 2))
+    words = by_group[kept].view("<u4").reshape(-1).astype(np.uint32)
+    counts = kept.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    row_index = None
+    if not kept.all():
+        row_index = np.nonzero(kept)[1].astype(np.uint8 if rows <= 256 else "<u2")
+    return InputGroups(rows, k, starts, words, row_index)

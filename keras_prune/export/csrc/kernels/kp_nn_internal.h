@@ -1,5 +1,6 @@
 /*
- * Internal to the kernels: the inner products FULLY_CONNECTED and CONV_2D share. Each has
+ * Internal to the kernels: the inner products FULLY_CONNECTED and CONV_2D share, and the
+ * input-stationary one of the zero-skipping FULLY_CONNECTED. Each has
  * a portable C99 version (kp_nn_mat_s8.c) and a Cortex-M4 DSP version (kp_nn_mat_s8_dsp.c);
  * KP_ARM_DSP compiles exactly one of them.
  */
@@ -7,6 +8,7 @@
 #define KP_NN_INTERNAL_H
 
 #include "kp_nn.h"
+#include "kp_nn_activation.h"
 #include "kp_nn_support.h"
 
 /* out[r] = clamp(requant(eff_bias[r] + sum_k x[k] * w[r * k_len + k]) + output_offset)
@@ -22,5 +24,12 @@ void kp_nn_mat_mult_s8_s16_2col(const int8_t *w, const int16_t *cols, int32_t k_
                                 int32_t rows, const int32_t *eff_bias,
                                 const kp_quant_params *quant, int32_t output_offset,
                                 kp_activation act, int8_t *out0, int8_t *out1);
+
+/* One input row of kp_zero_skip_fully_connected_s8: acc (w->rows int32) is scratch.
+ * Portable in kp_zero_skip_fc_s8.c, Cortex-M4 DSP in kp_zero_skip_fc_s8_dsp.c. */
+void kp_nn_zero_skip_vec_s8(const int8_t *x, int32_t input_offset, const kp_input_groups *w,
+                            const int32_t *bias, const kp_quant_params *quant,
+                            int32_t output_offset, kp_activation act, int32_t *acc,
+                            int8_t *out);
 
 #endif /* KP_NN_INTERNAL_H */
