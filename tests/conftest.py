@@ -1,4 +1,8 @@
 import os
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -62,3 +66,42 @@ def group_pruned(rng, rows: int, k: int, sparsity: float, contiguous: bool = Fal
         keep = rng.random((rows, gpr)) >= sparsity
     mask = np.repeat(keep, 4, axis=1)[:, :k]
     return np.where(mask, w, 0).astype(np.int8)
+
+
+class PipeDriver:
+    """One sanitizer-built C test driver process, fed case after case over pipes: each
+    reply is an int32 status and out_len int8 values. A crash fails the case with the
+    driver's stderr; the next case starts a fresh process."""
+
+    def __init__(self, exe: Path):
+        self.exe = exe
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([str(self.exe)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.err)
+
+    def run(self, case: bytes, out_len: int) -> tuple[int, np.ndarray]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        try:
+            self.proc.stdin.write(case)
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.read(4 + out_len)
+        except BrokenPipeError:
+            reply = b""
+        if len(reply) != 4 + out_len:
+            code = self.proc.wait()
+            self.err.seek(0)
+            log = self.err.read().decode(errors="replace")
+            self.err.close()
+            self.proc = None
+            raise AssertionError(f"{self.exe.name} died (exit {code}):\n{log[-6000:]}")
+        return struct.unpack("<i", reply[:4])[0], np.frombuffer(reply[4:], np.int8).copy()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+            self.err.close()

@@ -17,11 +17,11 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PipeDriver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,43 +44,6 @@ def fuzz(n: int):
 
 
 # ------------------------------------------------------------------ the driver
-class Driver:
-    """One sanitizer-built driver process, fed case after case over pipes."""
-
-    def __init__(self, exe: Path):
-        self.exe = exe
-        self.proc: subprocess.Popen | None = None
-
-    def _start(self) -> None:
-        self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([str(self.exe)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.err)
-
-    def run(self, case: bytes, out_len: int) -> tuple[int, np.ndarray]:
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
-        try:
-            self.proc.stdin.write(case)
-            self.proc.stdin.flush()
-            reply = self.proc.stdout.read(4 + out_len)
-        except BrokenPipeError:
-            reply = b""
-        if len(reply) != 4 + out_len:
-            code = self.proc.wait()
-            self.err.seek(0)
-            log = self.err.read().decode(errors="replace")
-            self.err.close()
-            self.proc = None
-            raise AssertionError(f"kernel driver died (exit {code}):\n{log[-6000:]}")
-        return struct.unpack("<i", reply[:4])[0], np.frombuffer(reply[4:], np.int8).copy()
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait()
-            self.err.close()
-
-
 @pytest.fixture(scope="session")
 def driver(tmp_path_factory):
     if cbuild.find_cc() is None:
@@ -88,7 +51,7 @@ def driver(tmp_path_factory):
     exe = cbuild.compile_host([*cbuild.kernel_sources(), DRIVER_SRC], [cbuild.KERNEL_DIR],
                               tmp_path_factory.mktemp("kp_driver") / "kp_kernel_driver",
                               sanitize=True)
-    d = Driver(exe)
+    d = PipeDriver(exe)
     yield d
     d.close()
 
@@ -112,7 +75,7 @@ def encode(op: int, params: list[int], arrays: list[np.ndarray], out_len: int) -
     return b"".join(parts)
 
 
-def run_c(driver: Driver, op: int, params: list[int], arrays, out_shape) -> np.ndarray | None:
+def run_c(driver: PipeDriver, op: int, params: list[int], arrays, out_shape) -> np.ndarray | None:
     """The kernel's output, or None when it returned KP_ERR_ARG."""
     out_len = int(np.prod(out_shape))
     status, out = driver.run(encode(op, params, list(arrays), out_len), out_len)

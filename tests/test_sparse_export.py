@@ -158,3 +158,81 @@ def test_cost_model_estimates_are_close_to_unicorns_count(sparse_export, data):
             measured = by_index[la["index"]].cycles
             estimate = la["sparse"]["est_sparse_cycles"]
             assert 0.6 < estimate / measured < 1.5, (la["keras_layers"], estimate, measured)
+
+
+SCRATCH_SHAPES = [  # ConvShape fields: out_h, out_w, kh, kw, cin, stride, dilation, padding
+    sparse_cost.ConvShape(28, 28, 5, 5, 1, (1, 1), (1, 1), (2, 2)),
+    sparse_cost.ConvShape(5, 5, 3, 3, 8, (2, 2), (1, 1), (1, 1)),
+    sparse_cost.ConvShape(9, 9, 3, 3, 6, (1, 1), (2, 2), (0, 0)),
+    sparse_cost.ConvShape(7, 40, 3, 5, 3, (1, 2), (1, 1), (1, 2)),
+    sparse_cost.ConvShape(3, 200, 3, 3, 64, (1, 1), (1, 1), (1, 1)),
+]
+
+_LIMIT_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "kp_nn_sparse.h"
+
+static const int32_t shapes[][9] = {SHAPES}; /* kh, kw, cin, oh, ow, sh, sw, dh, dw */
+
+/* A 3x3 SAME conv over 3 x 200 x cin, no kept group: 0, or KP_ERR_ARG past the row limit. */
+static int run(int32_t cin)
+{
+    static const int32_t mult[1] = {1 << 30}, shift[1] = {-1};
+    static const uint16_t counts[2] = {0, 0};
+    const kp_quant_params q = {mult, shift, 0};
+    const kp_conv_params p = {0, 0, {1, 1}, {1, 1}, {1, 1}, {-128, 127}};
+    const kp_dims in = {1, 3, 200, cin}, f = {2, 3, 3, cin}, out = {1, 3, 200, 2};
+    const kp_sparse_groups w = {2, 9 * cin, KP_SPARSE_ABS16, 0, counts, 0, 0};
+    const int32_t eff[2] = {0, 0};
+    int8_t *x = calloc(3 * 200 * (size_t)cin, 1), *y = calloc(3 * 200 * 2, 1);
+    int32_t *scratch = calloc((size_t)KP_SPARSE_CONV_SCRATCH_BYTES(3, 3, cin, 3, 200, 1, 1,
+                                                                   1, 1) / 4 + 1, 4);
+    const int status = kp_sparse_convolve_s8(&p, &q, &in, x, &f, &w, eff, &out, y,
+                                             (int8_t *)scratch);
+    free(x); free(y); free(scratch);
+    return status;
+}
+
+int main(void)
+{
+    size_t i;
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
+        const int32_t *s = shapes[i];
+        printf("%ld\n", (long)KP_SPARSE_CONV_SCRATCH_BYTES(s[0], s[1], s[2], s[3], s[4], s[5],
+                                                           s[6], s[7], s[8]));
+    }
+    printf("%d %d\n", run(64), run(128));
+    return 0;
+}
+"""
+
+
+def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
+    """sparse_cost's scratch size is the C macro's, and past the 64 KiB of input rows the
+    kernel refuses the call while choose() keeps the layer dense."""
+    import subprocess
+
+    from keras_prune.export import cbuild
+
+    if cbuild.find_cc() is None:
+        pytest.skip("no host C compiler")
+    rows = ", ".join("{" + ", ".join(map(str, (s.kh, s.kw, s.cin, s.out_h, s.out_w, *s.stride,
+                                                *s.dilation))) + "}" for s in SCRATCH_SHAPES)
+    src = tmp_path / "limit.c"
+    src.write_text(_LIMIT_C.replace("{SHAPES}", "{" + rows + "}"))
+    exe = cbuild.compile_host(
+        [src, *(cbuild.KERNEL_DIR / n for n in ("kp_sparse_conv_s8.c", "kp_nn_sparse_vec_s8.c",
+                                                "kp_nn_sparse_vec_s8_dsp.c"))],
+        [cbuild.KERNEL_DIR], tmp_path / "limit")
+    lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert [int(v) for v in lines[:-2]] == [sparse_cost.conv_scratch_bytes(s)
+                                            for s in SCRATCH_SHAPES]
+    assert lines[-2:] == ["0", "-1"]
+    w = np.ones((2, 9 * 128), np.int8)
+    big = sparse_cost.ConvShape(3, 200, 3, 3, 128, (1, 1), (1, 1), (1, 1))
+    assert sparse_cost.conv_rows_bytes(big) > sparse_cost.CONV_MAX_ROWS_BYTES
+    choice = sparse_cost.choose("conv", w, big, "always")
+    assert choice.kernel == "dense" and "exceed" in choice.reason
+    assert sparse_cost.choose("conv", w[:, :9 * 64], SCRATCH_SHAPES[-1], "always").kernel == \
+        "sparse"

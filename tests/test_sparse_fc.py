@@ -7,13 +7,12 @@ Cortex-M4 DSP kernel under unicorn equals it on a handful of shapes."""
 from __future__ import annotations
 
 import struct
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import PipeDriver
 from conftest import group_pruned as pruned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,32 +96,6 @@ def test_encoder_rejects():
 
 
 # ------------------------------------------------------------------ the host kernel
-class SparseDriver:
-    def __init__(self, exe: Path):
-        self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.err)
-
-    def run(self, case: bytes, out_len: int) -> tuple[int, np.ndarray]:
-        try:
-            self.proc.stdin.write(case)
-            self.proc.stdin.flush()
-            reply = self.proc.stdout.read(4 + out_len)
-        except BrokenPipeError:
-            reply = b""
-        if len(reply) != 4 + out_len:
-            code = self.proc.wait()
-            self.err.seek(0)
-            raise AssertionError(f"sparse driver died (exit {code}):\n"
-                                 f"{self.err.read().decode(errors='replace')[-6000:]}")
-        return struct.unpack("<i", reply[:4])[0], np.frombuffer(reply[4:], np.int8).copy()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-        self.err.close()
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     if cbuild.find_cc() is None:
@@ -130,7 +103,7 @@ def driver(tmp_path_factory):
     exe = cbuild.compile_host([*SPARSE_SOURCES, DRIVER_SRC], [cbuild.KERNEL_DIR],
                               tmp_path_factory.mktemp("sparse") / "kp_sparse_driver",
                               sanitize=True)
-    d = SparseDriver(exe)
+    d = PipeDriver(exe)
     yield d
     d.close()
 
