@@ -66,7 +66,7 @@ def _export_cmsis(args) -> int:
     export.cmsis(model, args.out, data["x_train"], target=args.target, force=args.force,
                  labels=data.get("y_train"), validation_data=validation,
                  samples=args.samples, verify_m4=True if args.require_m4 else None,
-                 sparse=args.sparse)
+                 sparse=args.sparse, masks=args.masks)
     return 0
 
 
@@ -234,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sparse", default="auto", choices=("auto", "always", "never"),
                    help="run FULLY_CONNECTED/CONV_2D layers on their SIMD-group sparse "
                         "weights where estimated faster (auto, the default), wherever "
-                        "possible (always) or never")
+                        "possible (always) or never; also whether a layer fed by an "
+                        "activation mask skips the zeroed inputs")
+    c.add_argument("--masks", default="threshold", choices=("threshold", "topk"),
+                   help="activation masks as the .tflite runs them (threshold, the default, "
+                        "bit-exact with TFLM) or as run-time top-k winners (topk, the Keras "
+                        "layer's semantics)")
     _unsafe_flag(c)
     c.set_defaults(func=_export_cmsis)
 

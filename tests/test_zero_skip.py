@@ -307,3 +307,24 @@ def test_topk_needs_the_winner_rate(tmp_path, masked_data):
     assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match="masks must be one of"):
         kp.export.cmsis(model, tmp_path / "c", x, masks="top-k", print_fn=None)
+
+
+def test_cli_export_cmsis_with_topk_masks(tmp_path, masked_data, capsys):
+    import json
+
+    import keras_prune as kp
+    from keras_prune import cli
+
+    x, y = masked_data
+    kp.io.save(_masked_model(), tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_val=x[:30], y_val=y[:30])
+    args = ["export", "cmsis", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+            "--out", str(tmp_path / "c"), "--samples", "30", "--masks", "topk"]
+    assert cli.main(args) == 0
+    assert "top-k winners at run time" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["masks"] == "topk"
+    assert {la["kernel"] for la in manifest["layers"] if la.get("mask")} == {"kp_topk_s8"}
+    with pytest.raises(SystemExit):  # argparse names the choices
+        cli.main([*args[:-2], "--masks", "top-k", "--force"])
+    assert "invalid choice: 'top-k'" in capsys.readouterr().err
