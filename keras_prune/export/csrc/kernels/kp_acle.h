@@ -163,6 +163,20 @@ static inline int32_t kp_clamp(int32_t v, int32_t lo, int32_t hi)
     return v;
 }
 
+/* Per signed byte: the byte of x where a >= b, else the byte of y. SSUB8 sets one GE flag
+ * per byte (its signed difference, exact), SEL reads them: one asm, so nothing runs
+ * between them. */
+static inline uint32_t kp_select_ge_s8x4(uint32_t a, uint32_t b, uint32_t x, uint32_t y)
+{
+    uint32_t r, t;
+    __asm__("ssub8  %[t], %[a], %[b]\n\t"
+            "sel    %[r], %[x], %[y]"
+            : [r] "=r"(r), [t] "=&r"(t)
+            : [a] "r"(a), [b] "r"(b), [x] "r"(x), [y] "r"(y)
+            : "cc");
+    return r;
+}
+
 /* A byte replicated into the four bytes of a word. */
 static inline uint32_t kp_splat8(int32_t v)
 {

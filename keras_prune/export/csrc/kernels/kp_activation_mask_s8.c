@@ -11,20 +11,15 @@
 #if KP_ARM_DSP
 #include "kp_acle.h"
 
-/* Four values at a time: SSUB8 sets each byte's GE flag when x - min_kept >= 0 (signed,
- * exact), SEL then takes x there and fill elsewhere. One asm: SEL reads the flags. */
+/* Four values at a time: each byte of x where x >= min_kept, else fill. */
 static int32_t kp_threshold_words(const int8_t *input, int32_t size, int32_t min_kept,
                                   int32_t fill, int8_t *output)
 {
     const uint32_t t4 = kp_splat8(min_kept), f4 = kp_splat8(fill);
     int32_t i;
     for (i = 0; i + 4 <= size; i += 4) {
-        uint32_t x = (uint32_t)kp_read_s8x4(input + i), d, r;
-        __asm__("ssub8 %[d], %[x], %[t]\n\t"
-                "sel   %[r], %[x], %[f]"
-                : [d] "=&r"(d), [r] "=r"(r)
-                : [x] "r"(x), [t] "r"(t4), [f] "r"(f4)
-                : "cc");
+        const uint32_t x = (uint32_t)kp_read_s8x4(input + i);
+        const uint32_t r = kp_select_ge_s8x4(x, t4, x, f4);
         memcpy(output + i, &r, sizeof r);
     }
     return i;

@@ -18,23 +18,18 @@ kp_status kp_avg_pool_s8(const kp_pool_params *params, const kp_dims *input_dims
     for (b = 0; b < output_dims->n; ++b) {
         const int8_t *image = input + b * input_dims->h * input_dims->w * depth;
         for (oy = 0; oy < output_dims->h; ++oy) {
-            const int32_t y0 = oy * params->stride.h - params->padding.h;
-            const int32_t y_lo = KP_MAX(y0, 0);
-            const int32_t y_hi = KP_MIN(y0 + filter->h, input_dims->h);
             for (ox = 0; ox < output_dims->w; ++ox) {
-                const int32_t x0 = ox * params->stride.w - params->padding.w;
-                const int32_t x_lo = KP_MAX(x0, 0);
-                const int32_t x_hi = KP_MIN(x0 + filter->w, input_dims->w);
-                const int32_t count = (y_hi - y_lo) * (x_hi - x_lo);
+                const kp_window win = kp_pool_window(params, input_dims, filter, oy, ox);
+                const int32_t count = (win.y_hi - win.y_lo) * (win.x_hi - win.x_lo);
                 int8_t *out = output + ((b * output_dims->h + oy) * output_dims->w + ox) * depth;
                 /* A window wholly in the padding has no average: TFLM fails the op. */
-                if (y_hi <= y_lo || x_hi <= x_lo) {
+                if (win.y_hi <= win.y_lo || win.x_hi <= win.x_lo) {
                     return KP_ERR_ARG;
                 }
                 for (c = 0; c < depth; ++c) {
                     int32_t sum = 0;
-                    for (y = y_lo; y < y_hi; ++y) {
-                        for (x = x_lo; x < x_hi; ++x) {
+                    for (y = win.y_lo; y < win.y_hi; ++y) {
+                        for (x = win.x_lo; x < win.x_hi; ++x) {
                             sum += image[(y * input_dims->w + x) * depth + c];
                         }
                     }

@@ -20,19 +20,14 @@ kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims
     for (b = 0; b < output_dims->n; ++b) {
         const int8_t *image = input + b * input_dims->h * input_dims->w * depth;
         for (oy = 0; oy < output_dims->h; ++oy) {
-            const int32_t y0 = oy * params->stride.h - params->padding.h;
-            const int32_t y_lo = KP_MAX(y0, 0);
-            const int32_t y_hi = KP_MIN(y0 + filter->h, input_dims->h);
             for (ox = 0; ox < output_dims->w; ++ox) {
-                const int32_t x0 = ox * params->stride.w - params->padding.w;
-                const int32_t x_lo = KP_MAX(x0, 0);
-                const int32_t x_hi = KP_MIN(x0 + filter->w, input_dims->w);
+                const kp_window win = kp_pool_window(params, input_dims, filter, oy, ox);
                 int8_t *out = output + ((b * output_dims->h + oy) * output_dims->w + ox) * depth;
                 for (c = 0; c < depth; ++c) {
                     /* An empty window leaves the lowest int8, as in TFLM. */
                     int32_t v = -128;
-                    for (y = y_lo; y < y_hi; ++y) {
-                        for (x = x_lo; x < x_hi; ++x) {
+                    for (y = win.y_lo; y < win.y_hi; ++y) {
+                        for (x = win.x_lo; x < win.x_hi; ++x) {
                             v = KP_MAX(v, (int32_t)image[(y * input_dims->w + x) * depth + c]);
                         }
                     }

@@ -14,28 +14,15 @@
 
 #include "kp_acle.h"
 
-/* Per signed byte: max(a, b). One asm, as SEL reads the flags the SSUB8 sets. */
+/* Per signed byte: max(a, b) and min(a, b). */
 static inline uint32_t kp_max_s8x4(uint32_t a, uint32_t b)
 {
-    uint32_t r, t;
-    __asm__("ssub8  %[t], %[a], %[b]\n\t"
-            "sel    %[r], %[a], %[b]"
-            : [r] "=r"(r), [t] "=&r"(t)
-            : [a] "r"(a), [b] "r"(b)
-            : "cc");
-    return r;
+    return kp_select_ge_s8x4(a, b, a, b);
 }
 
-/* Per signed byte: min(a, b), the bytes where a >= b taken from b. */
 static inline uint32_t kp_min_s8x4(uint32_t a, uint32_t b)
 {
-    uint32_t r, t;
-    __asm__("ssub8  %[t], %[a], %[b]\n\t"
-            "sel    %[r], %[b], %[a]"
-            : [r] "=r"(r), [t] "=&r"(t)
-            : [a] "r"(a), [b] "r"(b)
-            : "cc");
-    return r;
+    return kp_select_ge_s8x4(a, b, b, a);
 }
 
 kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims,
@@ -55,20 +42,15 @@ kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims
     for (b = 0; b < output_dims->n; ++b) {
         const int8_t *image = input + b * input_dims->h * row;
         for (oy = 0; oy < output_dims->h; ++oy) {
-            const int32_t y0 = oy * params->stride.h - params->padding.h;
-            const int32_t y_lo = KP_MAX(y0, 0);
-            const int32_t y_hi = KP_MIN(y0 + filter->h, input_dims->h);
             for (ox = 0; ox < output_dims->w; ++ox) {
-                const int32_t x0 = ox * params->stride.w - params->padding.w;
-                const int32_t x_lo = KP_MAX(x0, 0);
-                const int32_t x_hi = KP_MIN(x0 + filter->w, input_dims->w);
+                const kp_window win = kp_pool_window(params, input_dims, filter, oy, ox);
                 int8_t *out = output + ((b * output_dims->h + oy) * output_dims->w + ox) * depth;
                 for (c = 0; c + 4 <= depth; c += 4) {
                     /* An empty window leaves the lowest int8, as in TFLM. */
                     uint32_t m = 0x80808080U;
-                    for (y = y_lo; y < y_hi; ++y) {
-                        const int8_t *p = image + y * row + x_lo * depth + c;
-                        for (x = x_lo; x < x_hi; ++x) {
+                    for (y = win.y_lo; y < win.y_hi; ++y) {
+                        const int8_t *p = image + y * row + win.x_lo * depth + c;
+                        for (x = win.x_lo; x < win.x_hi; ++x) {
                             m = kp_max_s8x4((uint32_t)kp_read_s8x4(p), m);
                             p += depth;
                         }
@@ -79,8 +61,8 @@ kp_status kp_max_pool_s8(const kp_pool_params *params, const kp_dims *input_dims
                 }
                 for (; c < depth; ++c) {
                     int32_t v = -128;
-                    for (y = y_lo; y < y_hi; ++y) {
-                        for (x = x_lo; x < x_hi; ++x) {
+                    for (y = win.y_lo; y < win.y_hi; ++y) {
+                        for (x = win.x_lo; x < win.x_hi; ++x) {
                             v = KP_MAX(v, (int32_t)image[y * row + x * depth + c]);
                         }
                     }

@@ -6,6 +6,7 @@
 #define KP_NN_CHECK_H
 
 #include "kp_nn.h"
+#include "kp_nn_support.h"
 
 /* Every dimension of a tensor at least 1. */
 static inline int kp_dims_ok(const kp_dims *d)
@@ -70,6 +71,25 @@ static inline int kp_pool_args_ok(const kp_pool_params *params, const kp_dims *i
            input_dims->n == output_dims->n && input_dims->c == output_dims->c &&
            kp_tile_ok(*filter, 1) && kp_tile_ok(params->stride, 1) &&
            kp_tile_ok(params->padding, 0) && kp_activation_ok(params->activation);
+}
+
+/* Pooling window (oy, ox) clipped to the image: input rows [y_lo, y_hi) and columns
+ * [x_lo, x_hi). Padding never takes part in a pooled value (TFLM's reference pools). */
+typedef struct {
+    int32_t y_lo, y_hi, x_lo, x_hi;
+} kp_window;
+
+static inline kp_window kp_pool_window(const kp_pool_params *params, const kp_dims *input_dims,
+                                       const kp_tile *filter, int32_t oy, int32_t ox)
+{
+    const int32_t y0 = oy * params->stride.h - params->padding.h;
+    const int32_t x0 = ox * params->stride.w - params->padding.w;
+    kp_window win;
+    win.y_lo = KP_MAX(y0, 0);
+    win.y_hi = KP_MIN(y0 + filter->h, input_dims->h);
+    win.x_lo = KP_MAX(x0, 0);
+    win.x_hi = KP_MIN(x0 + filter->w, input_dims->w);
+    return win;
 }
 
 /* ADD: TFLM quantizes every add multiplier below one (QuantizeMultiplierSmallerThanOneExp),
