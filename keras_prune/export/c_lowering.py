@@ -98,6 +98,19 @@ def _cmsis_ctx(size_expr: str) -> str:
             f"    if (ctx.size > KP_MODEL_CMSIS_SCRATCH_SIZE) return KP_ERR_ARG;\n")
 
 
+def _cmsis_conv(p: str, struct: str, fn: str, head: str, window) -> tuple[str, str]:
+    """CMSIS-NN's parameter struct (``head``: its leading fields, then stride, padding,
+    dilation and clamp, each (x, y)) and its wrapper call, for a convolution or a
+    depthwise one."""
+    stride, pad, dil, (lo, hi) = window
+    decl = (f"static const {struct} {p}_cp = {{{head}, {{{stride[1]}, {stride[0]}}}, "
+            f"{{{pad[1]}, {pad[0]}}}, {{{dil[1]}, {dil[0]}}}, {{{lo}, {hi}}}}};\n")
+    call = (_cmsis_ctx(f"{fn}_get_buffer_size(&{p}_cp, &{p}_cin, &{p}_cf, &{p}_cout)")
+            + f"    return (int){fn}(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, {{in0}}, &{p}_cf, "
+            f"kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
+    return decl, call
+
+
 def _cmsis_quant(p: str, mult: np.ndarray, shift: np.ndarray, channels: int
                  ) -> tuple[list[CArray], str]:
     """CMSIS-NN's per-channel quant struct (per-tensor values repeated per channel)."""
@@ -368,13 +381,9 @@ class _Lowering:
                                                mult, shift, eff)
         call = (f"kp_convolve_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, &{p}_f, kp_{p}_w, "
                 f"kp_{p}_eb, &{p}_out, {{out0}}, (int16_t *)(void *){{scratch}})")
-        cdecls = (f"static const cmsis_nn_conv_params {p}_cp = {{{in_off}, {out_off}, "
-                  f"{{{stride[1]}, {stride[0]}}}, {{{pad[1]}, {pad[0]}}}, "
-                  f"{{{dil[1]}, {dil[0]}}}, {{{lo}, {hi}}}}};\n" + cdecls)
-        ccall = (_cmsis_ctx(f"arm_convolve_wrapper_s8_get_buffer_size(&{p}_cp, &{p}_cin, "
-                            f"&{p}_cf, &{p}_cout)")
-                 + f"    return (int)arm_convolve_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, &{p}_cin, "
-                 f"{{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, {{out0}});\n")
+        cp, ccall = _cmsis_conv(p, "cmsis_nn_conv_params", "arm_convolve_wrapper_s8",
+                                f"{in_off}, {out_off}", (stride, pad, dil, (lo, hi)))
+        cdecls = cp + cdecls
         macs = int(np.prod(out.shape)) * kh * kw * ci
         cshape = sparse_cost.ConvShape(*out.shape[1:3], kh, kw, ci, stride, dil, pad)
         choice = sparse_cost.choose("conv", w.data.reshape(o, -1), cshape, self.sparse)
@@ -423,14 +432,9 @@ class _Lowering:
                                                mult, shift, eff)
         call = (f"kp_depthwise_conv_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, &{p}_f, "
                 f"kp_{p}_w, kp_{p}_eb, &{p}_out, {{out0}})")
-        cdecls = (f"static const cmsis_nn_dw_conv_params {p}_cp = {{{in_off}, {out_off}, {dm}, "
-                  f"{{{stride[1]}, {stride[0]}}}, {{{pad[1]}, {pad[0]}}}, "
-                  f"{{{dil[1]}, {dil[0]}}}, {{{lo}, {hi}}}}};\n" + cdecls)
-        ccall = (_cmsis_ctx(f"arm_depthwise_conv_wrapper_s8_get_buffer_size(&{p}_cp, &{p}_cin, "
-                            f"&{p}_cf, &{p}_cout)")
-                 + f"    return (int)arm_depthwise_conv_wrapper_s8(&ctx, &{p}_cp, &{p}_cq, "
-                 f"&{p}_cin, {{in0}}, &{p}_cf, kp_{p}_w, &{p}_cb, kp_{p}_b, &{p}_cout, "
-                 f"{{out0}});\n")
+        cp, ccall = _cmsis_conv(p, "cmsis_nn_dw_conv_params", "arm_depthwise_conv_wrapper_s8",
+                                f"{in_off}, {out_off}, {dm}", (stride, pad, dil, (lo, hi)))
+        cdecls = cp + cdecls
         macs = int(np.prod(out.shape)) * kh * kw
         return CLayer(op.index, op.name, (), (op.inputs[0],), (op.outputs[0],), decls, call,
                       cdecls, ccall, arrays=arrays, macs=macs, kernel="kp_depthwise_conv_s8")
