@@ -135,6 +135,15 @@ def _inspect(args) -> int:
     return 0
 
 
+def _export_io_flags(p: argparse.ArgumentParser) -> None:
+    """MODEL, --data and --out, shared by the exporters that calibrate int8."""
+    p.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
+    p.add_argument("--data", required=True,
+                   help=".npz with x_train (calibration; y_train optional) and optionally "
+                        "x_val, y_val (verification and accuracy)")
+    p.add_argument("--out", required=True, help="output directory to create")
+
+
 def _unsafe_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe", action="store_true",
                         help="allow Lambda layers (runs code stored in the model file; only "
@@ -197,11 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "in the TFLM interpreter against LiteRT, and write model.tflite, "
                     "model_data.h/.cc, op_resolver.h, model_settings.h, manifest.json and "
                     "README.md to --out (atomically).")
-    t.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
-    t.add_argument("--data", required=True,
-                   help=".npz with x_train (calibration; y_train optional) and optionally "
-                        "x_val, y_val (verification and accuracy)")
-    t.add_argument("--out", required=True, help="output directory to create")
+    _export_io_flags(t)
     t.add_argument("--force", action="store_true", help="replace an existing --out")
     t.add_argument("--samples", type=int, default=500,
                    help="verification inputs run in TFLM and LiteRT (default 500)")
@@ -218,11 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "it bit for bit against the TFLM interpreter, then (when "
                     "arm-none-eabi-gcc and qemu-system-arm are installed) build it for a "
                     "Cortex-M4 and check it on QEMU's mps2-an386 board.")
-    c.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
-    c.add_argument("--data", required=True,
-                   help=".npz with x_train (calibration; y_train optional) and optionally "
-                        "x_val, y_val (verification and accuracy)")
-    c.add_argument("--out", required=True, help="output directory to create")
+    _export_io_flags(c)
     c.add_argument("--target", default="cortex-m4", choices=("cortex-m4",),
                    help="the core to generate for (default cortex-m4)")
     c.add_argument("--force", action="store_true", help="replace an existing --out")
