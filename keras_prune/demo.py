@@ -431,7 +431,7 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
 
             r.m4_variants = demo_m4.variants(
                 r, r.integral, (x, y, xt, yt), out / "m4_variants" / name,
-                demo_m4.CsrBench(), kwargs.get("sparsity", 0.9))
+                demo_m4.CsrBench(), kwargs.get("sparsity", 0.9), samples=len(xt))
         if name in legr_models:
             r.legr = run_legr(r, (x, y), out, generations=legr_generations,
                               finetune_epochs=legr_epochs, overwrite=overwrite,
