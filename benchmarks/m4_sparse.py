@@ -46,8 +46,9 @@ def main() -> None:
     data = demo.mnist_5k()
     csr = demo_m4.CsrBench()
     for name in args.models:
-        print(demo_m4.table(name, run_model(name, data, out / name, csr, args.samples)),
-              flush=True)
+        rows = run_model(name, data, out / name, csr, args.samples)
+        print(demo_m4.table(name, rows), flush=True)
+        print(f"  plot: {demo_m4.plot(name, rows, out / name / 'variants.png', True)}")
 
 
 if __name__ == "__main__":

@@ -432,6 +432,8 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
             r.m4_variants = demo_m4.variants(
                 r, r.integral, (x, y, xt, yt), out / "m4_variants" / name,
                 demo_m4.CsrBench(), kwargs.get("sparsity", 0.9), samples=len(xt))
+            demo_m4.plot(name, r.m4_variants, out / "m4_variants" / name / "variants.png",
+                         overwrite=True)
         if name in legr_models:
             r.legr = run_legr(r, (x, y), out, generations=legr_generations,
                               finetune_epochs=legr_epochs, overwrite=overwrite,
@@ -453,6 +455,7 @@ def run(out: str | os.PathLike = "demo_out", models=("lenet_300_100", "lenet5"),
             from keras_prune import demo_m4
 
             print(demo_m4.table(r.model, r.m4_variants))
+            print(f"  plot: {out / 'm4_variants' / r.model / 'variants.png'}")
     for r in results:
         if r.legr is not None:
             print(f"\nLeGR on the reloaded {r.model}_dense.h5 (accuracy on the last 500 "

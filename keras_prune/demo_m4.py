@@ -47,7 +47,7 @@ import keras_prune as kp
 from keras_prune import demo, granularity
 from keras_prune.export import cbuild, int8_ops, m4_cycles, m4_profile, tflite
 
-__all__ = ["CsrBench", "variants", "table", "CMSIS_NN_NOTES"]
+__all__ = ["CsrBench", "variants", "table", "plot", "CMSIS_NN_NOTES"]
 
 # ../shared/notes/cmsis-nn-m4.md, "Whole networks (O2, all layers)".
 CMSIS_NN_NOTES = {"lenet_300_100": 655_278, "lenet5": 3_041_313}
@@ -284,3 +284,39 @@ def table(name: str, rows: list[tuple]) -> str:
                 + (", ".join(la["keras_layers"][-1] for la in row["manifest"]["layers"]
                              if la["kernel"] == "kp_zero_skip_fully_connected_s8") or "none"))
     return "\n".join(lines)
+
+
+def plot(name: str, rows: list[tuple], path: Path, overwrite: bool = False) -> Path:
+    """The table as a picture (PNG): per variant, estimated ms at 120 MHz and model flash
+    side by side, each bar labelled with its value (the time bars with the int8
+    accuracy); CMSIS-NN's row has no flash measured here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_prune import io
+
+    shown = [(label.strip(), row) for label, row in rows if row.get("cycles")]
+    labels = [label for label, _ in shown]
+    ms = [row["cycles"] / m4_cycles.REFERENCE_MHZ / 1e3 for _, row in shown]
+    kib = [(row.get("flash") or 0) / 1024 for _, row in shown]
+    y = np.arange(len(shown))[::-1]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(shown) + 1.6), sharey=True)
+    a.barh(y, ms, color="tab:blue")
+    for yi, v, (_, row) in zip(y, ms, shown, strict=True):
+        a.text(v, yi, f" {v:.2f} ms, {row['accuracy']:.1%}", va="center", fontsize=8)
+    a.set_xlabel("estimated ms per inference at 120 MHz (int8 accuracy)")
+    a.set_xlim(0, max(ms) * 1.45)
+    b.barh(y, kib, color="tab:orange")
+    for yi, v in zip(y, kib, strict=True):
+        b.text(v, yi, f" {v:,.0f} KiB" if v else " not measured", va="center", fontsize=8)
+    b.set_xlabel("model flash (KiB)")
+    b.set_xlim(0, max(kib) * 1.3)
+    a.set_yticks(y, labels, fontsize=8)
+    fig.suptitle(f"{name} as C on a Cortex-M4, per variant")
+    fig.tight_layout()
+    with io.atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path

@@ -67,6 +67,8 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
         assert dense_c["manifest"]["accuracy"]["samples"] == 1000
         assert rows["unstructured 90% + CSR"]["cycles"] > groups["cycles"]
         assert "top-k" in demo_m4.table(result.model, result.m4_variants)
+        png = tmp_path / "m4_variants" / "lenet_300_100" / "variants.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert [v["variant"] for v in saved[0]["m4_variants"]] == list(rows)
     for name in ("sensitivity_lenet_300_100.png", "lenet_300_100_integral.keras"):
         assert (tmp_path / name).stat().st_size > 0
