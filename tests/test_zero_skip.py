@@ -328,3 +328,55 @@ def test_cli_export_cmsis_with_topk_masks(tmp_path, masked_data, capsys):
     with pytest.raises(SystemExit):  # argparse names the choices
         cli.main([*args[:-2], "--masks", "top-k", "--force"])
     assert "invalid choice: 'top-k'" in capsys.readouterr().err
+
+
+def _mask_graph():
+    """The int8 graph of a Dense -> ActivationThreshold -> Dense model, and its SELECT_V2."""
+    import keras
+
+    import keras_prune as kp
+    from keras_prune.export import tflite
+    from keras_prune.export.tflite_graph import read_tflite
+
+    i = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="relu")(i)
+    h = kp.layers.ActivationThreshold(0.05, winner_rate=0.5)(h)
+    model = keras.Model(i, keras.layers.Dense(3)(h))
+    x = np.random.default_rng(0).random((64, 12)).astype("float32")
+    graph = read_tflite(tflite.convert_int8(model, x, int8_io=True))
+    sel = next(op for op in graph.operators if op.name == "SELECT_V2")
+    return graph, sel
+
+
+def test_mask_lowering_refuses_what_it_cannot_copy_exactly():
+    import dataclasses
+
+    from keras_prune.export import c_lowering
+    from keras_prune.export.c_lowering import CExportError
+
+    graph, sel = _mask_graph()
+    assert [la.kernel for la in c_lowering.lower(graph) if la.mask] == ["kp_threshold_s8"]
+    # a SELECT_V2 output quantized unlike its input: TFLite would not copy values as is
+    out = graph.tensors[sel.outputs[0]]
+    bad = dataclasses.replace(graph, tensors=list(graph.tensors))
+    bad.tensors[out.index] = dataclasses.replace(out, zero_point=out.zero_point + 1)
+    with pytest.raises(CExportError, match="different quantization"):
+        c_lowering.lower(bad)
+    # GREATER_EQUAL or SELECT_V2 outside the mask pattern (select between x and x)
+    cond, x, _ = sel.inputs
+    ops = [dataclasses.replace(op, inputs=(cond, x, x)) if op is sel else op
+           for op in graph.operators]
+    with pytest.raises(CExportError, match="GREATER_EQUAL runs in the C export only"):
+        c_lowering.lower(dataclasses.replace(graph, operators=ops))
+    # top-k counts at most 65,535 values per map
+    low = c_lowering._Lowering(graph, {}, masks="topk")
+    m = low.mask_of[sel.index]
+    m.rate = 0.5
+    big = (1, 300, 300)
+    low.g = dataclasses.replace(graph, tensors=list(graph.tensors))
+    for t in (m.x, sel.outputs[0]):
+        low.g.tensors[t] = dataclasses.replace(graph.tensors[t], shape=big)
+    with pytest.raises(CExportError, match="at most 65,535"):
+        low.lower(sel)
+    with pytest.raises(ValueError, match="masks="):
+        c_lowering.lower(graph, masks="top-k")

@@ -98,6 +98,12 @@ def _cmsis_ctx(size_expr: str) -> str:
             f"    if (ctx.size > KP_MODEL_CMSIS_SCRATCH_SIZE) return KP_ERR_ARG;\n")
 
 
+def _quant_decl(p: str, per_channel: int) -> str:
+    """The kp_quant_params of layer ``p`` over its kp_{p}_mult and kp_{p}_shift arrays."""
+    return (f"static const kp_quant_params {p}_quant = "
+            f"{{kp_{p}_mult, kp_{p}_shift, {per_channel}}};\n")
+
+
 def _cmsis_conv(p: str, struct: str, fn: str, head: str, window) -> tuple[str, str]:
     """CMSIS-NN's parameter struct (``head``: its leading fields, then stride, padding,
     dilation and clamp, each (x, y)) and its wrapper call, for a convolution or a
@@ -334,9 +340,7 @@ class _Lowering:
         mult, shift = np.asarray(mult), np.asarray(shift)
         per_channel = int(mult.size > 1)
         arrays = [CArray(f"{p}_mult", "int32_t", mult), CArray(f"{p}_shift", "int32_t", shift)]
-        decl = (f"static const kp_quant_params {p}_quant = "
-                f"{{kp_{p}_mult, kp_{p}_shift, {per_channel}}};\n")
-        return arrays, decl, per_channel
+        return arrays, _quant_decl(p, per_channel), per_channel
 
     def _weighted(self, op: Operator, p: str, struct: str, prm: dict, tensors, mult, shift,
                   eff) -> tuple[list[CArray], str, str]:
@@ -395,9 +399,9 @@ class _Lowering:
                                                   cshape.pixels, density, self.sparse)
         if choice.kernel == "zero_skip":
             zdecls, call = self._zero_skip(p, choice, arrays, cshape.pixels, ci, o)
-            _, qdecl, _ = self._quant_arrays(p, mult, shift)
             fc = int8_ops.fc_params(-in_off, out_off, (lo, hi))
-            decls = f"static const kp_fc_params {p}_params = {_struct(fc)};\n" + qdecl + zdecls
+            decls = (f"static const kp_fc_params {p}_params = {_struct(fc)};\n"
+                     + _quant_decl(p, int(np.asarray(mult).size > 1)) + zdecls)
             kernel, scratch = "kp_zero_skip_fully_connected_s8", 4 * o
         elif choice.kernel == "sparse":
             decls += self._sparse_weights(p, choice, arrays)

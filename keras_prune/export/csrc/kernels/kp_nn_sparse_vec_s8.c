@@ -9,20 +9,13 @@
 
 #if !KP_ARM_DSP
 
-/* Byte i of a packed group word as a signed weight (no implementation-defined cast). */
-static inline int32_t kp_group_weight(uint32_t word, int32_t i)
-{
-    const int32_t b = (int32_t)((word >> (8 * i)) & 0xFFU);
-    return b - ((b & 0x80) << 1);
-}
-
 /* x[4g .. 4g + 4) . the group's weights, stopping at k (the storage padding of a short
  * last group is never multiplied: the input may end there). */
 static inline int32_t kp_group_dot(const int8_t *x, int32_t g, int32_t k, int32_t word)
 {
     int32_t acc = 0, i;
     for (i = 0; i < 4 && 4 * g + i < k; ++i) {
-        acc += (int32_t)x[4 * g + i] * kp_group_weight((uint32_t)word, i);
+        acc += (int32_t)x[4 * g + i] * kp_word_weight((uint32_t)word, i);
     }
     return acc;
 }

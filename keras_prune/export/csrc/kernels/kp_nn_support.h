@@ -18,6 +18,14 @@
 #define KP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KP_CLAMP(x, lo, hi) KP_MIN(KP_MAX((x), (lo)), (hi))
 
+/* Byte i of a packed 4-weight group word (sparse storage) as a signed weight, without an
+ * implementation-defined cast. */
+static inline int32_t kp_word_weight(uint32_t word, int32_t i)
+{
+    const int32_t b = (int32_t)((word >> (8 * i)) & 0xFFU);
+    return b - ((b & 0x80) << 1);
+}
+
 /* gemmlowp's SaturatingRoundingDoublingHighMul: high half of 2ab, rounded half away
  * from zero; the one overflow case (INT32_MIN squared) saturates. */
 static inline int32_t kp_doubling_high_mul(int32_t a, int32_t b)

@@ -65,13 +65,6 @@ static inline int32_t kp_next_group(kp_group_cursor *c)
     return g;
 }
 
-/* Byte i of a packed group word as a signed weight (no implementation-defined cast). */
-static inline int32_t kp_word_weight(uint32_t word, int32_t i)
-{
-    const int32_t b = (int32_t)((word >> (8 * i)) & 0xFFU);
-    return b - ((b & 0x80) << 1);
-}
-
 /* Where a block's pixels read the copied rows: pixel (y, x) of the block starts at
  * y * row_step + x * step. */
 typedef struct {

@@ -34,13 +34,6 @@ kp_status kp_zero_skip_fully_connected_s8(const kp_fc_params *params,
 
 #if !KP_ARM_DSP
 
-/* Byte i of a packed group word as a signed weight (no implementation-defined cast). */
-static inline int32_t kp_word_weight(uint32_t word, int32_t i)
-{
-    const int32_t b = (int32_t)((word >> (8 * i)) & 0xFFU);
-    return b - ((b & 0x80) << 1);
-}
-
 void kp_nn_zero_skip_vec_s8(const int8_t *x, int32_t input_offset, const kp_input_groups *w,
                             const int32_t *bias, const kp_quant_params *quant,
                             int32_t output_offset, kp_activation act, int32_t *acc,
