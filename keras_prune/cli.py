@@ -83,7 +83,8 @@ def _export_savedmodel(args) -> int:
     model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
     export.saved_model(model, args.out, version=args.version, batch=args.batch,
                        force=args.force, activation_masks=args.activation_masks,
-                       representative_data=data.get("x_train"))
+                       representative_data=data.get("x_train"),
+                       fold_bn=not args.keep_batchnorm)
     return 0
 
 
@@ -105,7 +106,8 @@ def _legr(args) -> int:
     model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
     job.run(model, data, targets, args.out, generations=args.generations, tau=args.tau,
             finetune_epochs=args.finetune_epochs, seed=args.seed, resume=args.resume,
-            force=args.force, population=args.population, sample=args.sample)
+            force=args.force, population=args.population, sample=args.sample,
+            round_to=args.round_to)
     return 0
 
 
@@ -247,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = targets.add_parser(
         "savedmodel", help="SavedModel for TF Serving with pruned channels removed",
         description="Strip pruning wrappers, physically remove pruned channels along the "
-                    "dependency graph, export a SavedModel (serving_default signature) to "
+                    "dependency graph, fold BatchNorms into the layer before them, export "
+                    "a SavedModel (serving_default signature) to "
                     "OUT/VERSION/ atomically with signature.json, then reload it with "
                     "tf.saved_model.load and TFSMLayer and check the outputs.")
     s.add_argument("model", help="a .keras or .h5 model (pruned or plain)")
@@ -261,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--activation-masks", choices=("keep", "threshold"), default="keep",
                    help="keep top-k activation masks (default) or turn them into "
                         "calibrated thresholds")
+    s.add_argument("--keep-batchnorm", action="store_true",
+                   help="keep BatchNorm layers instead of folding them into the layer "
+                        "before (folding saves an element-wise pass per BatchNorm)")
     s.add_argument("--force", action="store_true", help="replace an existing version")
     _unsafe_flag(s)
     s.set_defaults(func=_export_savedmodel)
@@ -287,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", type=int, default=16, help="tournament size (default 16)")
     g.add_argument("--finetune-epochs", type=int, default=5,
                    help="fine-tuning epochs per target model (default 5)")
+    g.add_argument("--round-to", type=int, default=1,
+                   help="keep channel counts in multiples of this: 8 for AVX2 CPU serving, "
+                        "16 for AVX-512 (default 1: any count)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoint beside --out")

@@ -193,6 +193,9 @@ def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     assert "outside (0, 1)" in capsys.readouterr().err and not bad.exists()
     assert cli.main([*args[:5], "0.001", "--out", str(bad)]) == 2
     assert "minimum reachable" in capsys.readouterr().err and not bad.exists()
+    assert cli.main([*args[:6], "--out", str(bad), "--round-to", "0"]) == 2
+    assert "round_to must be a positive integer" in capsys.readouterr().err
+    assert not bad.exists()
     np.savez(npz, x_train=x, y_train=y + 3, x_val=xv, y_val=yv)
     assert cli.main([*args[:6], "--out", str(bad)]) == 2
     assert "classes" in capsys.readouterr().err and not bad.exists()
@@ -211,3 +214,48 @@ def test_inspect_cli(model, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Channel groups of 'small'" in text and "c1, c2" in text
     assert f"{kp.count_flops(model, print_fn=None).total:,} MACs" in text
+
+
+def test_round_to_keeps_channel_counts_in_multiples(model, data, tmp_path):
+    x, y, xv, yv = data
+    legr = LeGR(model)
+    r = legr.ranking
+    sizes = dict(zip([g.name for g in r.groups], r.sizes.tolist(), strict=True))
+    assert sizes == {"c1": 8, "c3": 12, "fc": 16}
+    for flops in (0.7, 0.5, 0.35):
+        for method in ("l2", "uniform"):
+            masks = legr.masks(flops, method, round_to=4)
+            counts = [int(m.sum()) for m in masks]
+            assert all(c % 4 == 0 for c in counts), (flops, method, counts)
+            assert r.macs(masks) <= flops * r.total
+        # the learned/l2 cut removes whole runs of a group's weakest channels
+        masks = legr.masks(flops, "l2", round_to=4)
+        for gi, m in enumerate(masks):
+            order = np.argsort(r.norms[gi], kind="stable")
+            assert not m[order[: (~m).sum()]].any()
+    # round_to=1 is the channel-by-channel cut, and the constructor sets the default
+    np.testing.assert_array_equal(np.concatenate(legr.masks(0.5, "l2", round_to=1)),
+                                  np.concatenate(legr.masks(0.5, "l2")))
+    by4 = LeGR(model, learn_at=0.5, round_to=4)
+    np.testing.assert_array_equal(np.concatenate(by4.masks(0.5, "l2")),
+                                  np.concatenate(legr.masks(0.5, "l2", round_to=4)))
+    small = by4.prune(0.4)
+    assert all(small.get_layer(n).filters % 4 == 0 for n in ("c1", "c2", "c3"))
+    assert small.get_layer("fc").units % 4 == 0
+    # a rounded safeguard raises the floor (here 8 of c3's 12 channels, or all 12), and
+    # the error says so
+    assert r.min_flops(8) > r.min_flops(4) > r.min_flops(1)
+    with pytest.raises(ValueError, match="round_to=8"):
+        legr.prune(0.5, round_to=8)
+    with pytest.raises(ValueError, match="learn_at=0.3 is unreachable"):
+        LeGR(model, round_to=8)
+    for bad in (0, -8, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="round_to must be a positive integer"):
+            LeGR(model, round_to=bad)
+    # learning records round_to in its checkpoint config
+    learner = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.5, round_to=4)
+    ckpt = tmp_path / "state.json"
+    learner.learn(generations=2, tau=1, population=2, sample=2, progress=False,
+                  checkpoint=ckpt)
+    assert learner.learned and json.loads(ckpt.read_text())["config"]["round_to"] == 4
+    assert all(int(m.sum()) % 4 == 0 for m in learner.masks(0.5))

@@ -34,7 +34,7 @@ def _fmt(t: float) -> str:
 def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.PathLike,
         generations: int = 400, tau: int = 200, finetune_epochs: int = 5, seed: int = 0,
         resume: bool = False, force: bool = False, population: int = 64, sample: int = 16,
-        learn_at: float | None = None, progress: bool = True,
+        learn_at: float | None = None, progress: bool = True, round_to: int = 1,
         print_fn: Callable[[str], None] = print) -> ParetoResult:
     """Run LeGR on ``model`` with ``data`` (x_train, y_train, x_val, y_val) and write, in
     ``out``: ``legr_<target>.keras``/``.h5`` per target, ``results.csv`` (every method
@@ -43,7 +43,8 @@ def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.
     The ranking is learned on the mean loss over all ``targets`` unless ``learn_at``
     says otherwise (see ``LeGR``). Everything is checked before the slow part; a failed
     or interrupted run leaves no ``out``. An interrupted run's checkpoint stays beside
-    ``out`` for ``resume=True``.
+    ``out`` for ``resume=True``. ``round_to`` keeps channel counts in multiples of it
+    (see ``LeGR``).
     """
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
@@ -60,7 +61,7 @@ def run(model: keras.Model, data: dict, targets: Sequence[float], out: str | os.
                              "original MACs to keep, e.g. 0.5.")
     targets = sorted(set(float(t) for t in targets), reverse=True)
     legr = LeGR(model, train=(data["x_train"], data["y_train"]),
-                val=(data["x_val"], data["y_val"]), seed=seed,
+                val=(data["x_val"], data["y_val"]), seed=seed, round_to=round_to,
                 learn_at=tuple(targets) if learn_at is None else learn_at)
     for t in targets:
         legr.ranking.check_target(t, "FLOPs target")
