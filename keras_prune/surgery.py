@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_prune._graph import functional_nodes
+from keras_prune._graph import LayerGraph, functional_nodes
 from keras_prune.graph import DependencyGraph, LayerUse
 
 __all__ = ["shrink", "masked", "compact", "CompactReport", "channel_masks", "ChannelGate",
-           "ConstantOffset"]
+           "ConstantOffset", "fold_batchnorm"]
 
 L = keras.layers
 
@@ -173,6 +173,23 @@ def _clone(use: LayerUse, alive: np.ndarray | None, offset: _Offset | None = Non
     return type(layer).from_config(config)
 
 
+def _replay(model: keras.Model, inputs: list, apply) -> list:
+    """Walk ``model``'s call nodes in order on new tensors that start from ``inputs``,
+    with ``apply(op, args, kwargs)`` giving each node's outputs; the new outputs."""
+    _, nodes = functional_nodes(model)
+    tensors = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
+    for node in nodes:
+        op = node.operation
+        if isinstance(op, L.InputLayer):
+            continue
+        args, kwargs = node.arguments.fill_in(tensors)
+        outs = apply(op, args, kwargs)
+        flat = outs if isinstance(outs, (list, tuple)) else [outs]
+        for t, x in zip(node.outputs, flat, strict=True):
+            tensors[id(t)] = x
+    return [tensors[id(t)] for t in model.outputs]
+
+
 def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
              offsets: dict[int, _Offset] | None = None):
     """A copy of the model; with ``alive`` channels cut out (shrink) or, with ``gates``,
@@ -184,53 +201,43 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
     gate_layers: dict[int, ChannelGate] = {}
     extras: dict[int, list[keras.layers.Layer]] = {}  # layers added after a layer
 
-    def call(model, inputs):
-        _, nodes = functional_nodes(model)
-        tensors = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
-        for node in nodes:
-            op = node.operation
-            if isinstance(op, L.InputLayer):
-                continue
-            args, kwargs = node.arguments.fill_in(tensors)
-            if isinstance(op, keras.Model):
-                new = new_layers.get(id(op))
-                if new is None:
-                    new = new_layers[id(op)] = nested(op, args)
-                outs = new(*args, **kwargs)
-            else:
-                use = uses[id(op)]
-                new = new_layers.get(id(op))
-                if new is None:
-                    new = new_layers[id(op)] = _clone(use, None if gates else alive,
-                                                      offsets.get(id(op)))
-                if gates and use.kind == "producer" and use.in_slots is not None:
-                    gate = gate_layers.get(id(op))
-                    if gate is None:
-                        mask = np.ones(len(use.in_slots)) if alive is None \
-                            else alive[use.in_slots].astype("float32")
-                        gate = gate_layers[id(op)] = ChannelGate(mask, name=f"{op.name}_gate")
-                    args = (gate(args[0]), *args[1:])
-                outs = new(*args, **kwargs)
-                if id(op) in offsets and offsets[id(op)].map is not None:
-                    if id(op) not in extras:
-                        extras[id(op)] = _offset_layers(op, offsets[id(op)], outs.shape)
-                    for extra in extras[id(op)]:
-                        outs = extra(outs)
-            flat = outs if isinstance(outs, (list, tuple)) else [outs]
-            for t, x in zip(node.outputs, flat, strict=True):
-                tensors[id(t)] = x
-        return [tensors[id(t)] for t in model.outputs]
+    def apply(op, args, kwargs):
+        if isinstance(op, keras.Model):
+            new = new_layers.get(id(op))
+            if new is None:
+                new = new_layers[id(op)] = nested(op, args)
+            outs = new(*args, **kwargs)
+        else:
+            use = uses[id(op)]
+            new = new_layers.get(id(op))
+            if new is None:
+                new = new_layers[id(op)] = _clone(use, None if gates else alive,
+                                                  offsets.get(id(op)))
+            if gates and use.kind == "producer" and use.in_slots is not None:
+                gate = gate_layers.get(id(op))
+                if gate is None:
+                    mask = np.ones(len(use.in_slots)) if alive is None \
+                        else alive[use.in_slots].astype("float32")
+                    gate = gate_layers[id(op)] = ChannelGate(mask, name=f"{op.name}_gate")
+                args = (gate(args[0]), *args[1:])
+            outs = new(*args, **kwargs)
+            if id(op) in offsets and offsets[id(op)].map is not None:
+                if id(op) not in extras:
+                    extras[id(op)] = _offset_layers(op, offsets[id(op)], outs.shape)
+                for extra in extras[id(op)]:
+                    outs = extra(outs)
+        return outs
 
     def nested(model, args):
         flat = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
         inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=t.name)
                   for x, t in zip(flat, model.inputs, strict=True)]
-        outs = call(model, inputs)
+        outs = _replay(model, inputs, apply)
         return _as_model(model, inputs, outs, None if gates else new_layers, extras)
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
               for t in graph.model.inputs]
-    outputs = call(graph.model, inputs)
+    outputs = _replay(graph.model, inputs, apply)
     new_model = _as_model(graph.model, inputs, outputs, None if gates else new_layers, extras)
     for layer_id, new in new_layers.items():
         use = uses.get(layer_id)
@@ -451,6 +458,99 @@ def _constant_offsets(graph: DependencyGraph, alive: np.ndarray,
             offsets[id(u.layer)] = _Offset(map=delta, activation=None if linear else act)
             report.offsets.append(u.path)
     return offsets
+
+
+# Layers whose kernel's last axis is the output channel (DepthwiseConv2D: channel x mult).
+_FOLDS_BN = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv2D)
+
+
+def _bn_pairs(model: keras.Model) -> dict[int, keras.layers.Layer]:
+    """{id(BatchNorm): the layer it folds into} for every foldable pair: a Dense or
+    convolution without activation, called once, whose only consumer is a BatchNorm of
+    the last axis, called once."""
+    lg = LayerGraph(model)
+    pairs = {}
+    for bn in lg.layers:
+        if not isinstance(bn, L.BatchNormalization) or lg.calls[id(bn)] != 1:
+            continue
+        producers = lg.producers(bn)
+        if len(producers) != 1 or lg.calls.get(id(producers[0])) != 1:
+            continue
+        p = producers[0]
+        if (isinstance(p, _FOLDS_BN) and lg.consumers(p) == [bn] and p not in lg.outputs
+                and keras.activations.serialize(p.activation) in ("linear", None)
+                and bn.axis in (-1, len(bn.input.shape) - 1)):
+            pairs[id(bn)] = p
+    return pairs
+
+
+def _folded_weights(layer, bn) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel and bias of ``bn(layer(x))`` as one layer (in float64, then cast)."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    bias = (keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias
+            else 0.0)
+    mean, var = (keras.ops.convert_to_numpy(w).astype(np.float64)
+                 for w in (bn.moving_mean, bn.moving_variance))
+    gamma = keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale else 1.0
+    beta = keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else 0.0
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    folded = kernel * scale.reshape(kernel.shape[-2:] if isinstance(
+        layer, L.DepthwiseConv2D) else kernel.shape[-1:])
+    dtype = keras.ops.convert_to_numpy(layer.kernel).dtype
+    return folded.astype(dtype), ((bias - mean) * scale + beta).astype(dtype)
+
+
+def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, list[str]]:
+    """A copy of ``model`` with each inference-mode BatchNormalization merged into the
+    Dense or convolution before it (kernel scaled per output channel, bias shifted).
+
+    TensorFlow runs a BatchNorm in a SavedModel as separate element-wise ops over the
+    whole activation map, and cannot fold it while the weights are variables; merged,
+    the convolution's bias add is all that is left. A BatchNorm stays when the layer
+    before it has an activation, feeds anything else, is shared, or is not a Dense or
+    convolution. Outputs match the input model at inference to float tolerance.
+
+    Returns ``(new model, names of the BatchNorms folded)``; the input is untouched.
+    A model with nested models is returned as it is (nothing folded).
+
+    Example: ``serving, folded = kp.surgery.fold_batchnorm(model)``
+    """
+    _check_plain(model, "kp.surgery.fold_batchnorm", allow_masks=True)
+    if any(isinstance(la, keras.Model) for la in model.layers):
+        return model, []
+    pairs = _bn_pairs(model)
+    if not pairs:
+        return model, []
+    by_id = {id(la): la for la in model.layers}
+    into = {id(p): by_id[bn_id] for bn_id, p in pairs.items()}
+    new_layers: dict[int, keras.layers.Layer] = {}
+    for la in model.layers:
+        if id(la) in pairs or isinstance(la, L.InputLayer):
+            continue
+        config = la.get_config()
+        if id(la) in into:
+            config["use_bias"] = True
+        new_layers[id(la)] = type(la).from_config(config)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
+              for t in model.inputs]
+    if isinstance(model, keras.Sequential):
+        folded_model = keras.Sequential(
+            [inputs[0], *(new_layers[id(la)] for la in model.layers if id(la) in new_layers)],
+            name=model.name)
+    else:
+        outputs = _replay(model, inputs, lambda op, args, kwargs: args[0] if id(op) in pairs
+                          else new_layers[id(op)](*args, **kwargs))
+        folded_model = _as_model(model, inputs, outputs, None)
+    for la in model.layers:
+        new = new_layers.get(id(la))
+        if new is None:
+            continue
+        weights = {w.name: keras.ops.convert_to_numpy(w) for w in la.weights}
+        if id(la) in into:
+            weights["kernel"], weights["bias"] = _folded_weights(la, into[id(la)])
+        for w in new.weights:
+            w.assign(weights[w.name])
+    return folded_model, [la.name for la in model.layers if id(la) in pairs]
 
 
 def _linear_part(layer, input_shape) -> keras.layers.Layer:

@@ -130,6 +130,12 @@ def test_saved_model_export_layout_reload_and_dynamic_batch(tmp_path):
                                                        "c4": [2, 4]}
     assert report.compact.macs[1] < 0.7 * report.compact.macs[0]
     assert max(report.reload_error.values()) < 1e-4
+    # BatchNorms are folded: no Rsqrt/Mul/Sub passes left in the served graph
+    assert meta["keras_prune"]["batchnorm_folded"] == ["bn0", "bn2", "bn3"]
+    assert "BatchNorm folded into the layer before it: 3" in printed[0]
+    graph = tf.saved_model.load(str(version)).signatures["serving_default"].graph
+    ops = {n.op for f in graph.as_graph_def().library.function for n in f.node_def}
+    assert not ops & {"Rsqrt", "Mul", "Sub", "FusedBatchNormV3"}
     assert "input img: float32 [None, 10, 10, 3]" in printed[0]
     assert "removed 9 pruned channels" in printed[0] and "tf.saved_model.load" in printed[0]
     # dynamic batch, both loaders, against the Keras model before any surgery
@@ -194,14 +200,56 @@ def test_cli_export_savedmodel(tmp_path, capsys):
     out = tmp_path / "serving"
     args = ["export", "savedmodel", str(path), "--out", str(out), "--data",
             str(tmp_path / "d.npz")]
-    assert cli.main([*args, "--version", "1", "--batch", "4"]) == 0
+    assert cli.main([*args, "--version", "1", "--batch", "4", "--keep-batchnorm"]) == 0
     printed = capsys.readouterr().out
+    meta = json.loads((out / "1" / "signature.json").read_text())
+    assert meta["keras_prune"]["batchnorm_folded"] == []
     assert "removed 9 pruned channels" in printed
     assert "(saved_model_cli show --all)" in printed and "inputs['img'] tensor_info" in printed
-    meta = json.loads((out / "1" / "signature.json").read_text())
     assert meta["inputs"]["img"]["shape"] == [4, 10, 10, 3] and meta["batch"] == 4
     assert cli.main([*args, "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*args, "--version", "0"]) == 2
     assert "positive integer" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["1"]
+
+
+def test_fold_batchnorm_merges_bn_into_the_layer_before():
+    model = bn_resnet()
+    before = [w.copy() for w in model.get_weights()]
+    folded, names = kp.surgery.fold_batchnorm(model)
+    # bn0 and bn2 follow a linear conv; bn3 too (c3 is 1x1, linear)
+    assert names == ["bn0", "bn2", "bn3"]
+    assert not any(isinstance(la, L.BatchNormalization) for la in folded.layers)
+    assert folded.get_layer("stem").use_bias and folded.get_layer("c2").use_bias
+    x = np.random.default_rng(0).normal(size=(5, 10, 10, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), atol=1e-5)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert len(model.layers) == len(folded.layers) + 3
+
+    # in a Sequential (which stays one): the BN after a linear depthwise conv folds, the
+    # BN after a ReLU-fused conv stays; a BN whose producer feeds another layer stays
+    rng = np.random.default_rng(2)
+    seq = keras.Sequential([keras.Input((6, 6, 2), name="x"),
+                            L.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+                            L.BatchNormalization(name="bn_dw"),
+                            L.Conv2D(4, 1, activation="relu", name="pw"),
+                            L.BatchNormalization(name="bn_relu"), L.Flatten(name="flat"),
+                            L.Dense(3, name="fc")], name="seq")
+    for layer in seq.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.random(n) + 0.5)
+            layer.moving_variance.assign(rng.random(n) + 0.5)
+            layer.moving_mean.assign(rng.normal(size=n))
+    fseq, names = kp.surgery.fold_batchnorm(seq)
+    assert isinstance(fseq, keras.Sequential) and names == ["bn_dw"]
+    assert [la.name for la in fseq.layers] == ["dw", "pw", "bn_relu", "flat", "fc"]
+    x = rng.normal(size=(4, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(fseq(x), seq(x), atol=1e-5)
+
+    i = keras.Input((4,))
+    h = L.Dense(4, name="d")(i)
+    two = keras.Model(i, [L.BatchNormalization(name="bn")(h), L.ReLU()(h)])
+    same, names = kp.surgery.fold_batchnorm(two)
+    assert same is two and names == []

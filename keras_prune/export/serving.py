@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 from keras_prune import io as kp_io
-from keras_prune.surgery import CompactReport, compact
+from keras_prune.surgery import CompactReport, compact, fold_batchnorm
 
 __all__ = ["saved_model", "SavedModelExport", "scattered_zeros"]
 
@@ -56,6 +56,7 @@ class SavedModelExport:
     compact: CompactReport | None = None
     reload_error: dict = field(default_factory=dict)  # loader -> max abs difference
     zero_fraction: float = 0.0       # zeros left in the kernels after compaction
+    folded_batchnorm: list[str] = field(default_factory=list)  # merged into the layer before
     notes: list[str] = field(default_factory=list)
     show: str = ""                   # what `saved_model_cli show --all` printed
 
@@ -67,6 +68,9 @@ class SavedModelExport:
                 lines.append(f"  {kind} {name}: {spec['dtype']} {spec['shape']}")
         if self.compact is not None:
             lines.append(str(self.compact))
+        if self.folded_batchnorm:
+            lines.append(f"BatchNorm folded into the layer before it: {len(self.folded_batchnorm)} "
+                         f"({', '.join(self.folded_batchnorm)})")
         checks = ", ".join(f"{k} {v:.2e}" for k, v in self.reload_error.items())
         lines.append(f"reloaded and compared with the Keras model (max |difference|): {checks}")
         lines += [f"note: {n}" for n in self.notes]
@@ -150,7 +154,7 @@ def _show(path: Path, use_cli: bool = True) -> str:
 
 def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None = None,
                 force: bool = False, activation_masks: str = "keep",
-                representative_data=None, show: bool = True,
+                representative_data=None, show: bool = True, fold_bn: bool = True,
                 print_fn=print) -> SavedModelExport:
     """Export ``model`` as a SavedModel for TF Serving, with pruned channels removed.
 
@@ -158,9 +162,12 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
     pruning left without weights is physically removed along the dependency graph
     (``kp.surgery.compact``; constants such channels still carried through a
     BatchNorm are folded into the next layer). A LeGR or ``kp.shrink`` model is already
-    small and passes through unchanged. Activation masks stay as dynamic top-k ops
-    (``activation_masks="keep"``, TensorFlow has them) or become calibrated thresholds
-    (``"threshold"``, needs ``representative_data``).
+    small and passes through unchanged. Every inference-mode BatchNorm that follows a
+    Dense or convolution is then merged into it (``kp.surgery.fold_batchnorm``):
+    TensorFlow would otherwise run it as element-wise passes over each activation map.
+    Activation masks stay as dynamic top-k ops (``activation_masks="keep"``, TensorFlow
+    has them) or become calibrated thresholds (``"threshold"``, needs
+    ``representative_data``).
 
     Export: Keras ``model.export`` with a ``serving_default`` signature, written to
     ``out_dir/<version>/`` atomically with a ``signature.json``. The SavedModel is then
@@ -178,6 +185,8 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
         show: run ``saved_model_cli show --all`` (if TensorFlow ships it) and report its
             signature; it starts a second TensorFlow, several seconds. ``False`` prints
             the same signature read from Python.
+        fold_bn: merge BatchNorms into the layer before them (default); ``False`` keeps
+            them as layers (e.g. to fine-tune the reloaded model further).
         print_fn: prints the report (``None`` for silence).
 
     Returns a ``SavedModelExport``.
@@ -196,6 +205,8 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
     small, report = compact(plain)
     result = SavedModelExport(path=Path(out_dir) / str(version), version=version,
                               compact=report)
+    if fold_bn:
+        small, result.folded_batchnorm = fold_batchnorm(small)
     result.zero_fraction = scattered_zeros(small)
     if result.zero_fraction > 0.01:
         result.notes.append(
@@ -226,6 +237,7 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
         meta = {"signature_name": SIGNATURE, "inputs": result.inputs,
                 "outputs": result.outputs, "batch": batch or "dynamic",
                 "keras_prune": {"channels_removed": report.removed,
+                                "batchnorm_folded": result.folded_batchnorm,
                                 "macs": list(report.macs), "params": list(report.params),
                                 "zero_fraction": result.zero_fraction,
                                 "reload_max_difference": result.reload_error,
