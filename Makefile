@@ -52,6 +52,7 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/tflm_size.py
 	$(BIN)/python benchmarks/legr_pareto.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/serving.py --width 32 --epochs 2 --generations 12 --tau 10
 	$(BIN)/python benchmarks/serving_widths.py
 	$(BIN)/python benchmarks/m4_kernels.py
 	$(BIN)/python benchmarks/m4_cycles.py

@@ -1,27 +1,32 @@
 """SavedModel serving speed: dense vs channel-pruned, side by side, on this machine's CPU.
 
 A ResNet-8-style CNN (MLPerf Tiny's image-classification shape: 32x32x3 input, stacks of
-16/32/64 filters with residual adds and 1x1 projections) is trained briefly on MNIST-5k
-digits padded to 32x32 and repeated over 3 channels, then:
+16/32/64 filters with residual adds and 1x1 projections; ``--width 32`` doubles every
+stack) is trained briefly on MNIST-5k digits padded to 32x32 and repeated over 3
+channels, then:
 
 - **LeGR 0.5**: ``kp.legr.LeGR`` learns a ranking (a short run: ``--generations``) and
   shrinks the model to at most 0.5 of the dense MACs;
-- **uniform 0.5**: the same fraction of every channel group kept (LeGR's baseline),
-  at most 0.5 of the dense MACs;
+- **LeGR 0.5 /8**: the same ranking cut with ``round_to=8`` (``--round-to``): every
+  channel count a multiple of 8, the float lanes of an AVX2 register;
+- **uniform 0.5** and **uniform 0.5 /8**: the same fraction of every channel group kept
+  (LeGR's baseline), at most 0.5 of the dense MACs, without and with rounding;
 - **Channels 50%**: ``kp.prune(granularity=Channels())`` at 50% sparsity per layer, one
   fine-tuning epoch, ``kp.strip``; the export then removes the zeroed channels
   (``kp.surgery.compact``). Per-layer pruning zeroes different channels in the layers an
   Add ties together, and a tied channel can only go when it is zero in all of them, so
   this variant keeps more MACs than its 50% suggests;
 
-and all three are exported with ``kp.export.saved_model`` (which reloads each and checks
-its outputs). Each SavedModel is loaded with ``tf.saved_model.load`` and its
-``serving_default`` signature is called in interleaved rounds (dense, LeGR, Channels,
-dense, ...), so machine noise hits all of them alike. Reported: the median latency of one
+and all are exported with ``kp.export.saved_model`` (which folds BatchNorms into the
+convolutions, reloads each and checks its outputs). **dense, BN kept** is the dense
+model exported with ``fold_bn=False``, to show what folding alone is worth. Each
+SavedModel is loaded with ``tf.saved_model.load`` and its ``serving_default`` signature
+is called in interleaved rounds (dense, LeGR, Channels, dense, ...), so machine noise
+hits all of them alike. Reported: the median latency of one
 call, throughput (samples per second at that median) and the speedup over dense.
 
-    python benchmarks/serving.py [--batches 1 32] [--rounds 15] [--calls 20]
-        [--generations 24] [--out results.json] [--quick]
+    python benchmarks/serving.py [--width 16] [--round-to 8] [--batches 1 32]
+        [--rounds 15] [--calls 20] [--generations 24] [--out results.json] [--quick]
 
 TensorFlow's pip wheel runs convolutions with Eigen unless ``TF_ENABLE_ONEDNN_OPTS=1``
 is set (the header line says which); run it both ways to compare.
@@ -53,7 +58,7 @@ def build_variants(args, log) -> dict[str, keras.Model]:
     x, y, xt, yt = demo.mnist_5k()
     x, xt = digits32(x), digits32(xt)
     keras.utils.set_random_seed(args.seed)
-    dense = kp.models.resnet8()
+    dense = kp.models.resnet8(width=args.width)
     dense.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     dense.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
     acc = {"dense": dense.evaluate(xt, yt, verbose=0)[1]}
@@ -63,8 +68,11 @@ def build_variants(args, log) -> dict[str, keras.Model]:
     legr.learn(generations=args.generations, tau=args.tau, population=min(64, args.generations),
                sample=min(16, args.generations), progress=False)
     shrunk = {}
-    for name, method in (("LeGR 0.5", "learned"), ("uniform 0.5", "uniform")):
-        small = shrunk[name] = legr.prune(0.5, method)
+    r = args.round_to
+    for name, method, rt in (("LeGR 0.5", "learned", 1), (f"LeGR 0.5 /{r}", "learned", r),
+                             ("uniform 0.5", "uniform", 1), (f"uniform 0.5 /{r}", "uniform", r)):
+        keras.utils.set_random_seed(args.seed)
+        small = shrunk[name] = legr.prune(0.5, method, round_to=rt)
         small.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         small.fit(x, y, batch_size=64, epochs=1, verbose=0)
         acc[name] = small.evaluate(xt, yt, verbose=0)[1]
@@ -101,6 +109,9 @@ def time_calls(fns: dict, x: np.ndarray, rounds: int, calls: int) -> dict[str, l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--width", type=int, default=16, help="filters of the first stack")
+    parser.add_argument("--round-to", type=int, default=8,
+                        help="channel multiple of the rounded LeGR and uniform variants")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--calls", type=int, default=20, help="calls per model per round")
@@ -126,11 +137,18 @@ def main() -> None:
     variants = build_variants(args, print)
     rows, fns = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, model) in enumerate(variants.items()):
-            report = kp.export.saved_model(model, os.path.join(tmp, str(i)), print_fn=None)
+        # "dense, BN kept": the same dense model exported without folding its BatchNorms
+        exports = [("dense", variants["dense"], True),
+                   ("dense, BN kept", variants["dense"], False),
+                   *((k, m, True) for k, m in variants.items() if k != "dense")]
+        for i, (name, model, fold) in enumerate(exports):
+            report = kp.export.saved_model(model, os.path.join(tmp, str(i)), print_fn=None,
+                                           fold_bn=fold)
             macs = report.compact.macs[1]
             rows.append({"variant": name, "macs": macs, "params": report.compact.params[1],
-                         "reload_error": max(report.reload_error.values())})
+                         "reload_error": max(report.reload_error.values()),
+                         "channels": [g.channels - report.compact.removed.get(g.name, (0,))[0]
+                                      for g in kp.graph.build(model).prunable_groups]})
             fns[name] = tf.saved_model.load(str(report.path)).signatures["serving_default"]
         dense_macs = rows[0]["macs"]
         results = []
@@ -143,14 +161,17 @@ def main() -> None:
                 results.append({**row, "batch": batch, "median_ms": med * 1e3,
                                 "throughput": batch / med, "speedup": base / med,
                                 "macs_ratio": row["macs"] / dense_macs})
-    head = (f"{'variant':<14}{'batch':>6}{'MACs':>12}{'of dense':>9}{'params':>9}"
+    head = (f"{'variant':<17}{'batch':>6}{'MACs':>12}{'of dense':>9}{'params':>9}"
             f"{'median ms':>11}{'samples/s':>11}{'speedup':>9}")
     print(f"\nmedian of {args.rounds} interleaved rounds x {args.calls} calls of the "
           f"serving_default signature (tf.saved_model.load), CPU\n{head}\n{'-' * len(head)}")
     for r in results:
-        print(f"{r['variant']:<14}{r['batch']:>6}{r['macs']:>12,}{r['macs_ratio']:>9.1%}"
+        print(f"{r['variant']:<17}{r['batch']:>6}{r['macs']:>12,}{r['macs_ratio']:>9.1%}"
               f"{r['params']:>9,}{r['median_ms']:>11.3f}{r['throughput']:>11,.0f}"
               f"{r['speedup']:>8.2f}x")
+    print("channels per group (" + ", ".join(
+        g.name for g in kp.graph.build(variants["dense"]).prunable_groups) + "): "
+        + "; ".join(f"{r['variant']} {'/'.join(map(str, r['channels']))}" for r in rows))
     print("max |reloaded - Keras| per variant: "
           + ", ".join(f"{r['variant']} {r['reload_error']:.1e}" for r in rows))
     if args.out:
