@@ -120,7 +120,7 @@ class LeGR:
         round_to: keep every group's channel count a multiple of this (or the whole
             group), in learning and in every cut unless ``prune`` says otherwise. 1
             (default) cuts channel by channel; 8 suits AVX2 CPUs (8 float lanes), 16
-            AVX-512, where an odd count runs as slowly as the next multiple.
+            AVX-512; a count between multiples runs about as slowly as the next one.
         loss, optimizer: for fine-tuning; default to the model's compiled loss (else
             cross-entropy) and a fresh copy of its optimizer (else Adam(1e-3)).
 
