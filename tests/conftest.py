@@ -18,7 +18,9 @@ tf.config.experimental.enable_op_determinism()
 def _seed():
     keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    # without the full gc.collect(): on a heap grown by TensorFlow it took about 2 s per
+    # test, minutes over the suite; Python's own collector still runs
+    keras.backend.clear_session(free_memory=False)
 
 
 def small_cnn(name="cnn") -> keras.Model:
