@@ -71,15 +71,19 @@ class Ranking:
         self.total = self._macs(self.n_in0, self.n_out0)
         self._min_flops: dict[int, float] = {}
 
+    def _step(self, round_to: int | None) -> int:
+        """``round_to`` checked, or the constructor's when None."""
+        return self.round_to if round_to is None else check_round_to(round_to)
+
     def floor(self, round_to: int | None = None) -> np.ndarray:
         """Per group, the fewest channels the safeguard keeps at ``round_to``: ``min_keep``
         rounded up to a multiple of it, or the whole group."""
-        r = self.round_to if round_to is None else check_round_to(round_to)
+        r = self._step(round_to)
         return np.minimum(self.sizes, -(-self.min_keep // r) * r)
 
     def min_flops(self, round_to: int | None = None) -> float:
         """The smallest reachable fraction of the MACs (every group at its ``floor``)."""
-        r = self.round_to if round_to is None else check_round_to(round_to)
+        r = self._step(round_to)
         if r not in self._min_flops:
             keep = np.zeros(self.offsets[-1], dtype=bool)
             for gi, k in enumerate(self.floor(r)):  # the strongest of each group
@@ -121,13 +125,13 @@ class Ranking:
         if not 0 < flops < 1:
             raise ValueError(f"{what}={flops} is outside (0, 1): it is the fraction of the "
                              "original MACs to keep, e.g. 0.5.")
-        floor = self.min_flops(round_to)
+        r = self._step(round_to)
+        floor = self.min_flops(r)
         if flops < floor - 1e-12:
-            r = self.round_to if round_to is None else round_to
             rounded = f" in multiples of round_to={r}" if r > 1 else ""
             raise ValueError(
                 f"{what}={flops} is unreachable: the safeguard keeps at least "
-                f"{self.floor(round_to).sum()} channels{rounded}, so the minimum reachable is "
+                f"{self.floor(r).sum()} channels{rounded}, so the minimum reachable is "
                 f"{floor:.3f} of the original MACs. Lower min_fraction / min_channels"
                 f"{' / round_to' if rounded else ''} or choose a target >= that.")
         return flops
@@ -154,7 +158,7 @@ class Ranking:
 
     def cut(self, alpha, kappa, flops: float, round_to: int | None = None) -> list[np.ndarray]:
         """Boolean keep mask per group for the global ranking under (alpha, kappa)."""
-        r = self.round_to if round_to is None else check_round_to(round_to)
+        r = self._step(round_to)
         flops = self.check_target(flops, round_to=r)
         scores = np.concatenate([a * n + k for a, n, k in zip(alpha, self.norms, kappa,
                                                               strict=True)])
@@ -206,8 +210,9 @@ class Ranking:
 
     def uniform(self, flops: float, round_to: int | None = None) -> list[np.ndarray]:
         """Baseline: the same fraction of each group kept (its largest norms), the largest
-        fraction that meets the target (each count rounded up to ``round_to``)."""
-        step = self.round_to if round_to is None else check_round_to(round_to)
+        fraction that meets the target (each count at the nearest multiple of
+        ``round_to``, and at least the safeguard's ``floor``)."""
+        step = self._step(round_to)
         flops = self.check_target(flops, round_to=step)
         min_keep = self.floor(step)
 
