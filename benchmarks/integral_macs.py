@@ -32,8 +32,7 @@ BAR_CUT, BAR_LOSS = 0.90, 0.005
 
 def run(name: str, seed: int, data, out: Path) -> demo.DemoResult:
     x, y, xv, yv, xt, yt = data
-    r = demo.run_one(name, (x, y, xt, yt), out, sparsity=SPARSITY[name], seed=seed,
-                     overwrite=True)
+    r = demo.run_one(name, (x, y, xt, yt), out, sparsity=SPARSITY[name], seed=seed, overwrite=True)
     r.integral = demo.run_integral(r, data, out, overwrite=True)
     return r
 
@@ -52,19 +51,23 @@ def main() -> None:
                 r = run(name, seed, data, Path(tmp))
                 print(demo.format_integral([r.integral]), flush=True)
                 rows.append((name, seed, r.integral))
-    head = (f"{'model':<15}{'seed':>5}{'w-sparsity':>11}{'dense':>8}{'weights':>9}"
-            f"{'+masks':>8}{'thresh':>8}{'int8':>8}{'change':>9}  {'MAC cut: weights':>16}"
-            f"{'x ReLU':>8}{'x masks':>9}{'x thr':>8}  bar")
+    head = (
+        f"{'model':<15}{'seed':>5}{'w-sparsity':>11}{'dense':>8}{'weights':>9}"
+        f"{'+masks':>8}{'thresh':>8}{'int8':>8}{'change':>9}  {'MAC cut: weights':>16}"
+        f"{'x ReLU':>8}{'x masks':>9}{'x thr':>8}  bar"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for name, seed, r in rows:
         loss = r.dense_accuracy - r.topk_accuracy
         ok = r.cut("weights_x_masks") >= BAR_CUT and loss <= BAR_LOSS + 1e-9
         int8 = "n/a" if r.int8_accuracy is None else f"{r.int8_accuracy:.2%}"
-        print(f"{name:<15}{seed:>5}{SPARSITY[name]:>11.0%}{r.dense_accuracy:>8.2%}"
-              f"{r.weights_accuracy:>9.2%}{r.topk_accuracy:>8.2%}{r.threshold_accuracy:>8.2%}"
-              f"{int8:>8}{-100 * loss:>+7.2f}pt   {r.cut('weights'):>16.1%}"
-              f"{r.cut('weights_x_relu'):>8.1%}{r.cut('weights_x_masks'):>9.1%}"
-              f"{r.cut('weights_x_thresholds'):>8.1%}  {'yes' if ok else 'NO'}")
+        print(
+            f"{name:<15}{seed:>5}{SPARSITY[name]:>11.0%}{r.dense_accuracy:>8.2%}"
+            f"{r.weights_accuracy:>9.2%}{r.topk_accuracy:>8.2%}{r.threshold_accuracy:>8.2%}"
+            f"{int8:>8}{-100 * loss:>+7.2f}pt   {r.cut('weights'):>16.1%}"
+            f"{r.cut('weights_x_relu'):>8.1%}{r.cut('weights_x_masks'):>9.1%}"
+            f"{r.cut('weights_x_thresholds'):>8.1%}  {'yes' if ok else 'NO'}"
+        )
     print("\nmedians over seeds")
     for name in args.models:
         rs = [r for n, _, r in rows if n == name]
@@ -72,12 +75,14 @@ def main() -> None:
         def med(f, rs=rs):
             return statistics.median(f(r) for r in rs)
 
-        print(f"{name:<15} accuracy change (masks vs dense) "
-              f"{100 * med(lambda r: r.topk_accuracy - r.dense_accuracy):+.2f}pt, "
-              f"MAC cut: weights {med(lambda r: r.cut('weights')):.1%}, "
-              f"x ReLU {med(lambda r: r.cut('weights_x_relu')):.1%}, "
-              f"x masks {med(lambda r: r.cut('weights_x_masks')):.1%}, "
-              f"x thresholds {med(lambda r: r.cut('weights_x_thresholds')):.1%}")
+        print(
+            f"{name:<15} accuracy change (masks vs dense) "
+            f"{100 * med(lambda r: r.topk_accuracy - r.dense_accuracy):+.2f}pt, "
+            f"MAC cut: weights {med(lambda r: r.cut('weights')):.1%}, "
+            f"x ReLU {med(lambda r: r.cut('weights_x_relu')):.1%}, "
+            f"x masks {med(lambda r: r.cut('weights_x_masks')):.1%}, "
+            f"x thresholds {med(lambda r: r.cut('weights_x_thresholds')):.1%}"
+        )
 
 
 if __name__ == "__main__":

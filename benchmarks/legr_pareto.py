@@ -46,9 +46,16 @@ from keras_prune.legr import LeGR  # noqa: E402
 VAL = 500  # the last VAL training digits: LeGR's selection set
 BATCH = 64
 TARGETS = [0.7, 0.5, 0.3]
-QUICK = {"generations": 8, "population": 4, "sample": 2, "tau": 5, "epochs": 1,
-         "finetune_epochs": 1, "finetune_seeds": 1,
-         "targets": [0.5]}  # --targets still overrides the target
+QUICK = {
+    "generations": 8,
+    "population": 4,
+    "sample": 2,
+    "tau": 5,
+    "epochs": 1,
+    "finetune_epochs": 1,
+    "finetune_seeds": 1,
+    "targets": [0.5],
+}  # --targets still overrides the target
 
 
 def small_resnet() -> keras.Model:
@@ -62,8 +69,9 @@ def small_resnet() -> keras.Model:
     L = keras.layers
 
     def conv_bn(x, filters, name, strides=1, kernel=3, relu=True):
-        x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                     name=f"{name}_conv")(x)
+        x = L.Conv2D(
+            filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
         x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
         return L.ReLU(name=f"{name}_relu")(x) if relu else x
 
@@ -97,56 +105,81 @@ def thread_info() -> str:
 
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()
-        info += (f", TF intra-op threads={intra or 'auto'}, inter-op threads="
-                 f"{inter or 'auto'}")
-    return f"{info}, Keras {keras.__version__} ({keras.backend.backend()} backend), " \
-           f"{platform.processor() or platform.machine()}"
+        info += f", TF intra-op threads={intra or 'auto'}, inter-op threads={inter or 'auto'}"
+    return (
+        f"{info}, Keras {keras.__version__} ({keras.backend.backend()} backend), "
+        f"{platform.processor() or platform.machine()}"
+    )
 
 
 def run(name: str, data, args) -> dict:
     x, y, xv, yv, xt, yt = data
     keras.utils.set_random_seed(args.seed)
     dense = MODELS[name]()
-    dense.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
+    dense.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
     start = time.perf_counter()
     dense.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
     train_s = time.perf_counter() - start
     dense_acc = float(dense.evaluate(xt, yt, batch_size=256, verbose=0)[1])
-    print(f"\n== {name}: {dense.count_params():,} params, dense test accuracy "
-          f"{dense_acc:.2%} ({args.epochs} epochs, {train_s:.0f} s)", flush=True)
+    print(
+        f"\n== {name}: {dense.count_params():,} params, dense test accuracy "
+        f"{dense_acc:.2%} ({args.epochs} epochs, {train_s:.0f} s)",
+        flush=True,
+    )
 
     learn_at = min(args.targets) if args.learn_at == "min" else tuple(args.targets)
-    legr = LeGR(dense, train=(x, y), val=(xv, yv), learn_at=learn_at, seed=args.seed,
-                batch_size=BATCH)
-    print(f"{len(legr.ranking.groups)} prunable channel groups: "
-          + ", ".join(f"{g.name} ({g.channels})" for g in legr.ranking.groups), flush=True)
+    legr = LeGR(
+        dense, train=(x, y), val=(xv, yv), learn_at=learn_at, seed=args.seed, batch_size=BATCH
+    )
+    print(
+        f"{len(legr.ranking.groups)} prunable channel groups: "
+        + ", ".join(f"{g.name} ({g.channels})" for g in legr.ranking.groups),
+        flush=True,
+    )
     start = time.perf_counter()
-    legr.learn(generations=args.generations, tau=args.tau, population=args.population,
-               sample=args.sample, progress=args.progress)
+    legr.learn(
+        generations=args.generations,
+        tau=args.tau,
+        population=args.population,
+        sample=args.sample,
+        progress=args.progress,
+    )
     learn_s = time.perf_counter() - start
     evo = legr.evolution
     identity_loss = evo.history[0]  # generation 0 is the identity: plain global L2
     # equal cuts are scored once (LeGR caches them); a private detail, shown when present
     cache = getattr(getattr(legr, "_evaluator", None), "cache", None)
     distinct = f", {len(cache)} distinct cuts fine-tuned" if cache is not None else ""
-    print(f"learn(): {args.generations} generations, population {args.population}, sample "
-          f"{args.sample}, tau {args.tau}, learn_at {learn_at}: {learn_s:.1f} s "
-          f"({learn_s / args.generations:.2f} s/generation{distinct}); fitness (val loss after tau "
-          f"steps) L2 {identity_loss:.4f} -> best {evo.best.fitness:.4f} "
-          f"(generation {evo.best.born})", flush=True)
+    print(
+        f"learn(): {args.generations} generations, population {args.population}, sample "
+        f"{args.sample}, tau {args.tau}, learn_at {learn_at}: {learn_s:.1f} s "
+        f"({learn_s / args.generations:.2f} s/generation{distinct}); fitness (val loss after tau "
+        f"steps) L2 {identity_loss:.4f} -> best {evo.best.fitness:.4f} "
+        f"(generation {evo.best.born})",
+        flush=True,
+    )
 
     start = time.perf_counter()
     rows, fronts = [], []
     for k in range(args.finetune_seeds):  # fine-tuning noise: median over seeds
-        front = legr.pareto(args.targets, finetune_epochs=args.finetune_epochs,
-                            methods=("learned", "l2", "uniform"), progress=args.progress,
-                            print_fn=None, seed=args.seed + k)
+        front = legr.pareto(
+            args.targets,
+            finetune_epochs=args.finetune_epochs,
+            methods=("learned", "l2", "uniform"),
+            progress=args.progress,
+            print_fn=None,
+            seed=args.seed + k,
+        )
         fronts.append(front)
         for i, p in enumerate(front.points):
             model = front.models[(p.method, p.target)]
-            test = float(model.evaluate(xt, yt, batch_size=256, verbose=0,
-                                        return_dict=True)["accuracy"])
+            test = float(
+                model.evaluate(xt, yt, batch_size=256, verbose=0, return_dict=True)["accuracy"]
+            )
             if k == 0:
                 rows.append({**asdict(p), "test_accs": [], "val_accs": []})
             rows[i]["test_accs"].append(test)
@@ -157,38 +190,63 @@ def run(name: str, data, args) -> dict:
         r["acc_after"] = float(np.median(r["val_accs"]))
     pareto_s = time.perf_counter() - start
     front = fronts[0]
-    head = (f"{'method':<9}{'target':>7}{'MACs':>11}{'of dense':>9}{'params':>9}"
-            f"{'val acc (cut)':>14}{'val acc (tuned)':>16}{'test acc (tuned)':>17}")
+    head = (
+        f"{'method':<9}{'target':>7}{'MACs':>11}{'of dense':>9}{'params':>9}"
+        f"{'val acc (cut)':>14}{'val acc (tuned)':>16}{'test acc (tuned)':>17}"
+    )
     print(head + "\n" + "-" * len(head))
     o = front.original
-    print(f"{'dense':<9}{1.0:>7.2f}{o.macs:>11,}{1.0:>9.1%}{o.params:>9,}{o.acc_before:>14.2%}"
-          f"{'':>16}{dense_acc:>17.2%}")
+    print(
+        f"{'dense':<9}{1.0:>7.2f}{o.macs:>11,}{1.0:>9.1%}{o.params:>9,}{o.acc_before:>14.2%}"
+        f"{'':>16}{dense_acc:>17.2%}"
+    )
     for r in sorted(rows, key=lambda r: (-r["target"], r["method"] != "learned", r["method"])):
-        print(f"{r['method']:<9}{r['target']:>7.2f}{r['macs']:>11,}{r['macs_ratio']:>9.1%}"
-              f"{r['params']:>9,}{r['acc_before']:>14.2%}{r['acc_after']:>16.2%}"
-              f"{r['test_acc']:>17.2%}")
+        print(
+            f"{r['method']:<9}{r['target']:>7.2f}{r['macs']:>11,}{r['macs_ratio']:>9.1%}"
+            f"{r['params']:>9,}{r['acc_before']:>14.2%}{r['acc_after']:>16.2%}"
+            f"{r['test_acc']:>17.2%}"
+        )
     verdicts = []
     for t in sorted(args.targets, reverse=True):
         at = {r["method"]: r for r in rows if r["target"] == t}
         acc = {m: r["test_acc"] for m, r in at.items()}
         wins = acc["learned"] >= acc["l2"] and acc["learned"] >= acc["uniform"]
         verdicts.append({"target": t, "learned_ge_both": wins})
-        print(f"target {t:.2f}: test accuracy (MACs kept) learned {acc['learned']:.2%} "
-              f"({at['learned']['macs_ratio']:.1%}), l2 {acc['l2']:.2%} "
-              f"({at['l2']['macs_ratio']:.1%}), uniform {acc['uniform']:.2%} "
-              f"({at['uniform']['macs_ratio']:.1%}) -> learned >= both baselines: "
-              f"{'yes' if wins else 'NO'}")
-    print(f"(accuracies after fine-tuning: median over {args.finetune_seeds} fine-tuning "
-          "seeds; each cut keeps at most the target's MACs, compare at the MACs shown)")
-    print(f"fine-tuning {len(rows)} models x {args.finetune_epochs} epochs x "
-          f"{args.finetune_seeds} seeds: {pareto_s:.1f} s")
-    return {"model": name, "params": dense.count_params(), "dense_test_acc": dense_acc,
-            "dense_val_acc": o.acc_before, "dense_macs": o.macs, "train_seconds": train_s,
-            "learn_seconds": learn_s, "pareto_seconds": pareto_s, "learn_at": learn_at,
-            "groups": {g.name: g.channels for g in legr.ranking.groups},
-            "fitness_l2": identity_loss, "fitness_best": evo.best.fitness,
-            "best_generation": evo.best.born, "history": evo.history, "alpha": evo.best.alpha,
-            "kappa": evo.best.kappa, "points": rows, "verdicts": verdicts}
+        print(
+            f"target {t:.2f}: test accuracy (MACs kept) learned {acc['learned']:.2%} "
+            f"({at['learned']['macs_ratio']:.1%}), l2 {acc['l2']:.2%} "
+            f"({at['l2']['macs_ratio']:.1%}), uniform {acc['uniform']:.2%} "
+            f"({at['uniform']['macs_ratio']:.1%}) -> learned >= both baselines: "
+            f"{'yes' if wins else 'NO'}"
+        )
+    print(
+        f"(accuracies after fine-tuning: median over {args.finetune_seeds} fine-tuning "
+        "seeds; each cut keeps at most the target's MACs, compare at the MACs shown)"
+    )
+    print(
+        f"fine-tuning {len(rows)} models x {args.finetune_epochs} epochs x "
+        f"{args.finetune_seeds} seeds: {pareto_s:.1f} s"
+    )
+    return {
+        "model": name,
+        "params": dense.count_params(),
+        "dense_test_acc": dense_acc,
+        "dense_val_acc": o.acc_before,
+        "dense_macs": o.macs,
+        "train_seconds": train_s,
+        "learn_seconds": learn_s,
+        "pareto_seconds": pareto_s,
+        "learn_at": learn_at,
+        "groups": {g.name: g.channels for g in legr.ranking.groups},
+        "fitness_l2": identity_loss,
+        "fitness_best": evo.best.fitness,
+        "best_generation": evo.best.born,
+        "history": evo.history,
+        "alpha": evo.best.alpha,
+        "kappa": evo.best.kappa,
+        "points": rows,
+        "verdicts": verdicts,
+    }
 
 
 def main() -> None:
@@ -200,19 +258,35 @@ def main() -> None:
     parser.add_argument("--tau", type=int, default=50, help="fine-tuning steps per candidate")
     parser.add_argument("--population", type=int, default=64)
     parser.add_argument("--sample", type=int, default=16)
-    parser.add_argument("--targets", type=float, nargs="+", default=None,
-                        help=f"FLOPs fractions to keep (default {TARGETS})")
-    parser.add_argument("--learn-at", choices=("min", "all"), default="all",
-                        help="learn the ranking on the mean loss over all targets (all, "
-                             "the default, as the legr job does) or at the most aggressive "
-                             "target only (min, the paper's choice)")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"FLOPs fractions to keep (default {TARGETS})",
+    )
+    parser.add_argument(
+        "--learn-at",
+        choices=("min", "all"),
+        default="all",
+        help="learn the ranking on the mean loss over all targets (all, "
+        "the default, as the legr job does) or at the most aggressive "
+        "target only (min, the paper's choice)",
+    )
     parser.add_argument("--finetune-epochs", type=int, default=3)
-    parser.add_argument("--finetune-seeds", type=int, default=3,
-                        help="fine-tune every cut with this many seeds; report medians")
+    parser.add_argument(
+        "--finetune-seeds",
+        type=int,
+        default=3,
+        help="fine-tune every cut with this many seeds; report medians",
+    )
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
+    )
     args = parser.parse_args()
     if args.quick:
         for k, v in QUICK.items():
@@ -220,17 +294,22 @@ def main() -> None:
                 setattr(args, k, v)
     args.targets = args.targets or TARGETS
     print(thread_info())
-    print(f"seed {args.seed}, dense epochs {args.epochs}, targets {args.targets}, "
-          f"fine-tuning {args.finetune_epochs} epochs, batch {BATCH}")
+    print(
+        f"seed {args.seed}, dense epochs {args.epochs}, targets {args.targets}, "
+        f"fine-tuning {args.finetune_epochs} epochs, batch {BATCH}"
+    )
     x, y, xt, yt = demo.mnist_5k()
     data = (x[:-VAL], y[:-VAL], x[-VAL:], y[-VAL:], xt, yt)
     results = [run(name, data, args) for name in args.models]
     if args.out:
         config = {k: v for k, v in vars(args).items() if k not in ("out", "progress")}
         with open(args.out, "w") as f:
-            json.dump({"config": config, "threads": thread_info(), "results": results}, f,
-                      indent=1, default=lambda v: v.tolist() if isinstance(v, np.ndarray)
-                      else float(v))
+            json.dump(
+                {"config": config, "threads": thread_info(), "results": results},
+                f,
+                indent=1,
+                default=lambda v: v.tolist() if isinstance(v, np.ndarray) else float(v),
+            )
         print(f"\nwrote {args.out}")
 
 

@@ -27,16 +27,29 @@ from keras_prune.export.sparse_format import (  # noqa: E402
     encode_input_groups,
 )
 
-KERNELS = ("kp_fully_connected_s8.c", "kp_convolve_s8.c", "kp_nn_mat_s8.c",
-           "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c", "kp_sparse_conv_s8.c",
-           "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c", "kp_zero_skip_fc_s8.c",
-           "kp_zero_skip_fc_s8_dsp.c")
+KERNELS = (
+    "kp_fully_connected_s8.c",
+    "kp_convolve_s8.c",
+    "kp_nn_mat_s8.c",
+    "kp_nn_mat_s8_dsp.c",
+    "kp_sparse_fc_s8.c",
+    "kp_sparse_conv_s8.c",
+    "kp_nn_sparse_vec_s8.c",
+    "kp_nn_sparse_vec_s8_dsp.c",
+    "kp_zero_skip_fc_s8.c",
+    "kp_zero_skip_fc_s8_dsp.c",
+)
 FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
 # (h, w, cin, out channels, k, padding, stride)
-CONV_SHAPES = [(28, 28, 1, 6, 5, "SAME", 1), (14, 14, 6, 16, 5, "VALID", 1),
-               (16, 16, 8, 16, 3, "SAME", 1), (8, 8, 32, 32, 3, "SAME", 1),
-               (32, 32, 3, 16, 3, "SAME", 2), (12, 12, 16, 24, 1, "VALID", 1),
-               (10, 10, 12, 6, 1, "VALID", 1)]
+CONV_SHAPES = [
+    (28, 28, 1, 6, 5, "SAME", 1),
+    (14, 14, 6, 16, 5, "VALID", 1),
+    (16, 16, 8, 16, 3, "SAME", 1),
+    (8, 8, 32, 32, 3, "SAME", 1),
+    (32, 32, 3, 16, 3, "SAME", 2),
+    (12, 12, 16, 24, 1, "VALID", 1),
+    (10, 10, 12, 6, 1, "VALID", 1),
+]
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.97)
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # non-zero inputs of a zero-skipping FC
 COPY = {k: sparse_cost.CONV_SPARSE[k] for k in ("in_row", "copy")}  # not fitted
@@ -58,9 +71,15 @@ class Bench:
 
     def _sparse(self, sg) -> int:
         e = self.emu
-        return e.put_words(sg.rows, sg.k, INDEX_KINDS[sg.index_kind], sg.n_groups,
-                           e.put(sg.counts.astype("<u2")), e.put(sg.words.astype("<u4")),
-                           e.put(sg.index))
+        return e.put_words(
+            sg.rows,
+            sg.k,
+            INDEX_KINDS[sg.index_kind],
+            sg.n_groups,
+            e.put(sg.counts.astype("<u2")),
+            e.put(sg.words.astype("<u4")),
+            e.put(sg.index),
+        )
 
     def fc(self, w: np.ndarray, kind: str | None) -> int:
         e, (rows, k) = self.emu, w.shape
@@ -75,11 +94,20 @@ class Bench:
         qa = e.put_words(e.put(m), e.put(s), 1)
         xa, ea, out = e.put(x), e.put(eff), e.alloc(rows)
         if kind is None:
-            _, prof = e.call("kp_fully_connected_s8", pa, qa, 1, k, rows, xa, e.put(w), ea,
-                             out)
+            _, prof = e.call("kp_fully_connected_s8", pa, qa, 1, k, rows, xa, e.put(w), ea, out)
         else:
-            _, prof = e.call("kp_sparse_fully_connected_s8", pa, qa, 1, k, rows, xa,
-                             self._sparse(encode_groups(w, index=kind)), ea, out)
+            _, prof = e.call(
+                "kp_sparse_fully_connected_s8",
+                pa,
+                qa,
+                1,
+                k,
+                rows,
+                xa,
+                self._sparse(encode_groups(w, index=kind)),
+                ea,
+                out,
+            )
         assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, kind)
         return prof.cycles
 
@@ -99,13 +127,25 @@ class Bench:
         if enc.row_index is not None:
             ra = e.put(enc.row_index)
             row8, row16 = (ra, 0) if enc.row_index.dtype == np.uint8 else (0, ra)
-        wa = e.put_words(rows, k, e.put(enc.starts.astype("<i4")),
-                         e.put(enc.words.astype("<u4")), row8, row16)
+        wa = e.put_words(
+            rows, k, e.put(enc.starts.astype("<i4")), e.put(enc.words.astype("<u4")), row8, row16
+        )
         pa = e.put_words(prm["input_offset"], prm["output_offset"], -128, 127)
         qa = e.put_words(e.put(m), e.put(s), 1)
         out = e.alloc(rows)
-        _, prof = e.call("kp_zero_skip_fully_connected_s8", pa, qa, 1, k, rows, e.put(x), wa,
-                         e.put(bias.astype("<i4")), out, e.alloc(4 * rows))
+        _, prof = e.call(
+            "kp_zero_skip_fully_connected_s8",
+            pa,
+            qa,
+            1,
+            k,
+            rows,
+            e.put(x),
+            wa,
+            e.put(bias.astype("<i4")),
+            out,
+            e.alloc(4 * rows),
+        )
         assert (e.read_array(out, np.int8, rows) == expected).all(), (w.shape, density)
         active = np.any(np.pad(x[0] != -128, (0, -k % 4)).reshape(-1, 4), axis=1)
         entries = np.diff(enc.starts)[active].sum()
@@ -131,27 +171,46 @@ class Bench:
         expected = int8_ops.conv2d(x, w4, bias, prm, m, s, (oh, ow))
         eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
         e.reset_heap()
-        pa = e.put_words(prm["input_offset"], prm["output_offset"], st, st, ph, pw, 1, 1,
-                         -128, 127)
+        pa = e.put_words(prm["input_offset"], prm["output_offset"], st, st, ph, pw, 1, 1, -128, 127)
         qa = e.put_words(e.put(m), e.put(s), 1)
         dims_in, dims_f = e.put_words(1, h, wd, cin), e.put_words(oc, kk, kk, cin)
         dims_out = e.put_words(1, oh, ow, oc)
         xa, ea, out = e.put(x), e.put(eff), e.alloc(expected.size)
         if kind is None:
-            _, prof = e.call("kp_convolve_s8", pa, qa, dims_in, xa, dims_f, e.put(w), ea,
-                             dims_out, out, e.alloc(4 * kk * kk * cin))
+            _, prof = e.call(
+                "kp_convolve_s8",
+                pa,
+                qa,
+                dims_in,
+                xa,
+                dims_f,
+                e.put(w),
+                ea,
+                dims_out,
+                out,
+                e.alloc(4 * kk * kk * cin),
+            )
         else:
-            _, prof = e.call("kp_sparse_convolve_s8", pa, qa, dims_in, xa, dims_f,
-                             self._sparse(encode_groups(w, index=kind)), ea, dims_out, out,
-                             e.alloc(max(4, sparse_cost.conv_scratch_bytes(cs))))
+            _, prof = e.call(
+                "kp_sparse_convolve_s8",
+                pa,
+                qa,
+                dims_in,
+                xa,
+                dims_f,
+                self._sparse(encode_groups(w, index=kind)),
+                ea,
+                dims_out,
+                out,
+                e.alloc(max(4, sparse_cost.conv_scratch_bytes(cs))),
+            )
         got = e.read_array(out, np.int8, expected.size).reshape(expected.shape)
         assert (got == expected).all(), (shape, kind)
         return prof.cycles
 
 
 def fit(features: list[list[float]], cycles: list[int]) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(cycles, float),
-                               rcond=None)
+    coef, *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(cycles, float), rcond=None)
     return coef
 
 
@@ -168,9 +227,13 @@ def report(title: str, names: list[str], coef: np.ndarray, rows: list[tuple]) ->
 
 def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="m4_cost_"))
-    emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
-        [cbuild.KERNEL_DIR / n for n in KERNELS], d / "bench.elf",
-        include_dirs=[cbuild.KERNEL_DIR]))
+    emu = m4_profile.M4Emulator(
+        m4_profile.build_library_elf(
+            [cbuild.KERNEL_DIR / n for n in KERNELS],
+            d / "bench.elf",
+            include_dirs=[cbuild.KERNEL_DIR],
+        )
+    )
     b = Bench(emu, np.random.default_rng(0))
     rng = np.random.default_rng(1)
 
@@ -189,13 +252,21 @@ def main() -> None:
             for kind in INDEX_KINDS:
                 sg = encode_groups(w, index=kind)
                 c = b.fc(w, kind)
-                feats.append([n] + [sg.n_groups if kk == kind else 0 for kk in INDEX_KINDS]
-                             + [sparse_cost.runs_pairs(sg)])
+                feats.append(
+                    [n]
+                    + [sg.n_groups if kk == kind else 0 for kk in INDEX_KINDS]
+                    + [sparse_cost.runs_pairs(sg)]
+                )
                 cyc.append(c)
-                rows.append((f"fc sparse {k}->{n} @{sp:.2f} {kind}", c,
-                             sparse_cost.fc_sparse_cycles(1, sg)))
-    report("FC sparse [row, group runs/delta8/abs16, run pair] (call 0)",
-           ["row", *INDEX_KINDS, "run_pair"], fit(feats, cyc), rows)
+                rows.append(
+                    (f"fc sparse {k}->{n} @{sp:.2f} {kind}", c, sparse_cost.fc_sparse_cycles(1, sg))
+                )
+    report(
+        "FC sparse [row, group runs/delta8/abs16, run pair] (call 0)",
+        ["row", *INDEX_KINDS, "run_pair"],
+        fit(feats, cyc),
+        rows,
+    )
 
     feats, cyc, rows = [], [], []
     for k, n in FC_SHAPES:
@@ -206,10 +277,19 @@ def main() -> None:
                 c, f = b.zero_skip(w, density)
                 feats.append(f)
                 cyc.append(c)
-                rows.append((f"fc zero-skip {k}->{n} @{sp:.1f} input {density:.0%}", c,
-                             sparse_cost.zero_skip_cycles(1, enc, density)))
-    report("FC zero-skip [row, active, entry] (call 0, group 0; the model assumes "
-           "independent zeros)", ["row", "active", "entry"], fit(feats, cyc), rows)
+                rows.append(
+                    (
+                        f"fc zero-skip {k}->{n} @{sp:.1f} input {density:.0%}",
+                        c,
+                        sparse_cost.zero_skip_cycles(1, enc, density),
+                    )
+                )
+    report(
+        "FC zero-skip [row, active, entry] (call 0, group 0; the model assumes independent zeros)",
+        ["row", "active", "entry"],
+        fit(feats, cyc),
+        rows,
+    )
 
     feats, cyc, rows = [], [], []
     sfeats, scyc, srows, ifeats, icyc = [], [], [], [], []
@@ -238,16 +318,34 @@ def main() -> None:
                     # The row copies' cost is fixed (a few library calls per row, word
                     # copies): fitted, it trades off against the others on these shapes.
                     sfeats.append([blocks * sg.n_groups, px * oc, px * pieces])
-                    scyc.append(c - blocks * (COPY["in_row"] * in_rows + COPY["copy"]
-                                              * sparse_cost.conv_rows_bytes(cs)))
-                srows.append((f"conv sparse {label} @{sp:.2f} {kind}", c,
-                              sparse_cost.conv_sparse_cycles(cs, sg, pieces)))
-    report("CONV dense [pixel, tap, value, mac, row] (call 0)",
-           ["pixel", "tap", "value", "mac", "row"], fit(feats, cyc), rows)
-    report(f"CONV sparse [group, out, piece] (call 0, {COPY}); 1x1 in place "
-           "[pixel_1x1, row_1x1] (groups at the FC cost)",
-           ["group", "out", "piece", "pixel_1x1", "row_1x1"],
-           np.concatenate([fit(sfeats, scyc), fit(ifeats, icyc)]), srows)
+                    scyc.append(
+                        c
+                        - blocks
+                        * (
+                            COPY["in_row"] * in_rows
+                            + COPY["copy"] * sparse_cost.conv_rows_bytes(cs)
+                        )
+                    )
+                srows.append(
+                    (
+                        f"conv sparse {label} @{sp:.2f} {kind}",
+                        c,
+                        sparse_cost.conv_sparse_cycles(cs, sg, pieces),
+                    )
+                )
+    report(
+        "CONV dense [pixel, tap, value, mac, row] (call 0)",
+        ["pixel", "tap", "value", "mac", "row"],
+        fit(feats, cyc),
+        rows,
+    )
+    report(
+        f"CONV sparse [group, out, piece] (call 0, {COPY}); 1x1 in place "
+        "[pixel_1x1, row_1x1] (groups at the FC cost)",
+        ["group", "out", "piece", "pixel_1x1", "row_1x1"],
+        np.concatenate([fit(sfeats, scyc), fit(ifeats, icyc)]),
+        srows,
+    )
 
 
 if __name__ == "__main__":

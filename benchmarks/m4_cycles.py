@@ -34,10 +34,18 @@ import keras_prune as kp  # noqa: E402
 from keras_prune.export import cortex_m, m4_cycles  # noqa: E402
 
 # Whole networks, CMSIS-NN at 99f736a, -O2, same cycle model (cmsis-nn-m4.md).
-CMSIS_NN_NOTE = {"lenet_300_100": 655_278, "lenet5": 3_041_313, "resnet8": 36_739_306,
-                 "ds_cnn": 9_166_719}
-BUILDERS = {"lenet_300_100": kp.models.lenet_300_100, "lenet5": kp.models.lenet5,
-            "resnet8": kp.models.resnet8, "ds_cnn": kp.models.ds_cnn}
+CMSIS_NN_NOTE = {
+    "lenet_300_100": 655_278,
+    "lenet5": 3_041_313,
+    "resnet8": 36_739_306,
+    "ds_cnn": 9_166_719,
+}
+BUILDERS = {
+    "lenet_300_100": kp.models.lenet_300_100,
+    "lenet5": kp.models.lenet5,
+    "resnet8": kp.models.resnet8,
+    "ds_cnn": kp.models.ds_cnn,
+}
 
 
 def main() -> None:
@@ -55,12 +63,14 @@ def main() -> None:
             model = BUILDERS[name]()
             x = rng.random((100, *model.inputs[0].shape[1:])).astype("float32")
             path = Path(tmp) / name
-            report = kp.export.cmsis(model, path, x, samples=10, print_fn=None,
-                                     progress=False)
+            report = kp.export.cmsis(model, path, x, samples=10, print_fn=None, progress=False)
             inp = report.manifest["io"]["input"]
             xq = rng.integers(-128, 128, (1, int(np.prod(inp["shape"]))), dtype=np.int8)
-            host = cortex_m.run_host(cortex_m.build_host(path, Path(tmp) / f"{name}.host"),
-                                     xq, int(np.prod(report.manifest["io"]["output"]["shape"])))
+            host = cortex_m.run_host(
+                cortex_m.build_host(path, Path(tmp) / f"{name}.host"),
+                xq,
+                int(np.prod(report.manifest["io"]["output"]["shape"])),
+            )
             builds = {"ours (DSP)": {}, "ours (portable C)": {"defines": ("KP_NO_DSP",)}}
             if args.cmsis_nn:
                 builds["CMSIS-NN"] = {"cmsis_nn": args.cmsis_nn}
@@ -69,8 +79,9 @@ def main() -> None:
                 t = time.time()
                 cost = m4_cycles.profile_model(path, xq, **kwargs)
                 if not np.array_equal(cost.output, host[0]):
-                    raise SystemExit(f"{name}, {label}: the Cortex-M4 output differs from "
-                                     "the host's")
+                    raise SystemExit(
+                        f"{name}, {label}: the Cortex-M4 output differs from the host's"
+                    )
                 costs[label] = cost
                 print(f"[{name}: {label} emulated in {time.time() - t:.0f} s]", flush=True)
                 if args.per_layer:
@@ -78,21 +89,27 @@ def main() -> None:
             rows.append((name, report, costs))
 
     anchor = "CMSIS-NN (measured here)" if args.cmsis_nn else "CMSIS-NN (cmsis-nn-m4.md)"
-    head = (f"{'model':<15}{'MACs':>12}{'ours DSP':>13}{'cyc/MAC':>8}{'portable':>13}"
-            f"{anchor:>26}{'ours/CMSIS':>11}{'ms@120':>8}{'arena B':>9}{'TFLM arena':>11}"
-            f"{'flash B':>10}{'.tflite B':>10}")
+    head = (
+        f"{'model':<15}{'MACs':>12}{'ours DSP':>13}{'cyc/MAC':>8}{'portable':>13}"
+        f"{anchor:>26}{'ours/CMSIS':>11}{'ms@120':>8}{'arena B':>9}{'TFLM arena':>11}"
+        f"{'flash B':>10}{'.tflite B':>10}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for name, report, costs in rows:
         ours, port = costs["ours (DSP)"], costs["ours (portable C)"]
         ref = costs["CMSIS-NN"].cycles if "CMSIS-NN" in costs else CMSIS_NN_NOTE[name]
         size = report.manifest["sizes"].get("cortex_m4", {})
         mem = report.manifest["memory"]
-        print(f"{name:<15}{ours.macs:>12,}{ours.cycles:>13,}{ours.cycles / ours.macs:>8.2f}"
-              f"{port.cycles:>13,}{ref:>26,}{ours.cycles / ref:>11.2f}{ours.ms():>8.1f}"
-              f"{mem['arena_bytes']:>9,}{mem['tflm_arena_bytes']:>11,}"
-              f"{size.get('model_flash', 0):>10,}{report.manifest['sizes']['tflite_bytes']:>10,}")
-    print("\nflash B: the model's weights + code in the Cortex-M4 image (firmware and test "
-          "inputs excluded). " + m4_cycles.ASSUMPTIONS)
+        print(
+            f"{name:<15}{ours.macs:>12,}{ours.cycles:>13,}{ours.cycles / ours.macs:>8.2f}"
+            f"{port.cycles:>13,}{ref:>26,}{ours.cycles / ref:>11.2f}{ours.ms():>8.1f}"
+            f"{mem['arena_bytes']:>9,}{mem['tflm_arena_bytes']:>11,}"
+            f"{size.get('model_flash', 0):>10,}{report.manifest['sizes']['tflite_bytes']:>10,}"
+        )
+    print(
+        "\nflash B: the model's weights + code in the Cortex-M4 image (firmware and test "
+        "inputs excluded). " + m4_cycles.ASSUMPTIONS
+    )
 
 
 if __name__ == "__main__":

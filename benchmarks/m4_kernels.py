@@ -83,47 +83,143 @@ class Case:
 def _conv(h, w, c, oc, k, stride=1, pad="VALID") -> dict:
     oh, ph = int8_ops.padding(h, k, stride, 1, pad)
     ow, pw = int8_ops.padding(w, k, stride, 1, pad)
-    return {"h": h, "w": w, "c": c, "oc": oc, "kh": k, "kw": k, "stride": stride,
-            "ph": ph, "pw": pw, "oh": oh, "ow": ow}
+    return {
+        "h": h,
+        "w": w,
+        "c": c,
+        "oc": oc,
+        "kh": k,
+        "kw": k,
+        "stride": stride,
+        "ph": ph,
+        "pw": pw,
+        "oh": oh,
+        "ow": ow,
+    }
 
 
 # The anchors: /work/shared/notes/cmsis-nn-m4.md, "Per-layer (O2)", est. cycles column.
 CASES = [
-    Case("LeNet-300-100 fc", "784->300", "fc", {"k": 784, "n": 300},
-         "arm_fully_connected_s8", 575_216),
-    Case("LeNet-300-100 fc", "300->100", "fc", {"k": 300, "n": 100},
-         "arm_fully_connected_s8", 76_912),
-    Case("LeNet-300-100 fc", "100->10", "fc", {"k": 100, "n": 10},
-         "arm_fully_connected_s8", 3_150),
-    Case("LeNet-5 conv", "28x28x1->28x28x6 5x5 p2", "conv", _conv(28, 28, 1, 6, 5, pad="SAME"),
-         "arm_convolve_s8", 1_950_489),
-    Case("LeNet-5 conv", "14x14x6->10x10x16 5x5", "conv", _conv(14, 14, 6, 16, 5),
-         "arm_convolve_s8", 830_247),
-    Case("LeNet-5 fc", "400->120", "fc", {"k": 400, "n": 120},
-         "arm_fully_connected_s8", 120_764),
-    Case("LeNet-5-Caffe conv", "12x12x20->8x8x50 5x5", "conv", _conv(12, 12, 20, 50, 5),
-         "arm_convolve_s8", 3_509_979),
-    Case("LeNet-5-Caffe fc", "800->500", "fc", {"k": 800, "n": 500},
-         "arm_fully_connected_s8", 977_840),
-    Case("ResNet-8 conv", "32x32x3->32x32x16 3x3", "conv", _conv(32, 32, 3, 16, 3, pad="SAME"),
-         "arm_convolve_s8", 2_820_641),
-    Case("ResNet-8 conv", "32x32x16->32x32x16 3x3", "conv",
-         _conv(32, 32, 16, 16, 3, pad="SAME"), "arm_convolve_s8", 6_822_194),
-    Case("ResNet-8 conv", "16x16x32->16x16x32 3x3", "conv",
-         _conv(16, 16, 32, 32, 3, pad="SAME"), "arm_convolve_s8", 5_516_206),
-    Case("ResNet-8 conv", "8x8x64->8x8x64 3x3", "conv", _conv(8, 8, 64, 64, 3, pad="SAME"),
-         "arm_convolve_s8", 4_991_942),
-    Case("ResNet-8 shortcut", "32x32x16->16x16x32 1x1 s2", "conv",
-         _conv(32, 32, 16, 32, 1, stride=2), "arm_convolve_1x1_s8", 681_070),
-    Case("ResNet-8 add", "32x32x16", "add", {"size": 32 * 32 * 16},
-         "arm_elementwise_add_s8", 1_600_848, dense=False),
-    Case("DS-CNN depthwise", "25x5x64 3x3", "dw",
-         {**_conv(25, 5, 64, 64, 3, pad="SAME"), "mult": 1},
-         "arm_depthwise_conv_3x3_s8", 667_192, dense=False),
-    Case("DS-CNN pointwise", "25x5x64->64 1x1", "conv", _conv(25, 5, 64, 64, 1),
-         "arm_convolve_1x1_s8_fast", 1_242_495),
-    Case("softmax", "10 classes", "softmax", {"size": 10, "rows": 1},
-         "arm_softmax_s8", 6_229, dense=False),
+    Case(
+        "LeNet-300-100 fc",
+        "784->300",
+        "fc",
+        {"k": 784, "n": 300},
+        "arm_fully_connected_s8",
+        575_216,
+    ),
+    Case(
+        "LeNet-300-100 fc", "300->100", "fc", {"k": 300, "n": 100}, "arm_fully_connected_s8", 76_912
+    ),
+    Case("LeNet-300-100 fc", "100->10", "fc", {"k": 100, "n": 10}, "arm_fully_connected_s8", 3_150),
+    Case(
+        "LeNet-5 conv",
+        "28x28x1->28x28x6 5x5 p2",
+        "conv",
+        _conv(28, 28, 1, 6, 5, pad="SAME"),
+        "arm_convolve_s8",
+        1_950_489,
+    ),
+    Case(
+        "LeNet-5 conv",
+        "14x14x6->10x10x16 5x5",
+        "conv",
+        _conv(14, 14, 6, 16, 5),
+        "arm_convolve_s8",
+        830_247,
+    ),
+    Case("LeNet-5 fc", "400->120", "fc", {"k": 400, "n": 120}, "arm_fully_connected_s8", 120_764),
+    Case(
+        "LeNet-5-Caffe conv",
+        "12x12x20->8x8x50 5x5",
+        "conv",
+        _conv(12, 12, 20, 50, 5),
+        "arm_convolve_s8",
+        3_509_979,
+    ),
+    Case(
+        "LeNet-5-Caffe fc",
+        "800->500",
+        "fc",
+        {"k": 800, "n": 500},
+        "arm_fully_connected_s8",
+        977_840,
+    ),
+    Case(
+        "ResNet-8 conv",
+        "32x32x3->32x32x16 3x3",
+        "conv",
+        _conv(32, 32, 3, 16, 3, pad="SAME"),
+        "arm_convolve_s8",
+        2_820_641,
+    ),
+    Case(
+        "ResNet-8 conv",
+        "32x32x16->32x32x16 3x3",
+        "conv",
+        _conv(32, 32, 16, 16, 3, pad="SAME"),
+        "arm_convolve_s8",
+        6_822_194,
+    ),
+    Case(
+        "ResNet-8 conv",
+        "16x16x32->16x16x32 3x3",
+        "conv",
+        _conv(16, 16, 32, 32, 3, pad="SAME"),
+        "arm_convolve_s8",
+        5_516_206,
+    ),
+    Case(
+        "ResNet-8 conv",
+        "8x8x64->8x8x64 3x3",
+        "conv",
+        _conv(8, 8, 64, 64, 3, pad="SAME"),
+        "arm_convolve_s8",
+        4_991_942,
+    ),
+    Case(
+        "ResNet-8 shortcut",
+        "32x32x16->16x16x32 1x1 s2",
+        "conv",
+        _conv(32, 32, 16, 32, 1, stride=2),
+        "arm_convolve_1x1_s8",
+        681_070,
+    ),
+    Case(
+        "ResNet-8 add",
+        "32x32x16",
+        "add",
+        {"size": 32 * 32 * 16},
+        "arm_elementwise_add_s8",
+        1_600_848,
+        dense=False,
+    ),
+    Case(
+        "DS-CNN depthwise",
+        "25x5x64 3x3",
+        "dw",
+        {**_conv(25, 5, 64, 64, 3, pad="SAME"), "mult": 1},
+        "arm_depthwise_conv_3x3_s8",
+        667_192,
+        dense=False,
+    ),
+    Case(
+        "DS-CNN pointwise",
+        "25x5x64->64 1x1",
+        "conv",
+        _conv(25, 5, 64, 64, 1),
+        "arm_convolve_1x1_s8_fast",
+        1_242_495,
+    ),
+    Case(
+        "softmax",
+        "10 classes",
+        "softmax",
+        {"size": 10, "rows": 1},
+        "arm_softmax_s8",
+        6_229,
+        dense=False,
+    ),
 ]
 
 
@@ -171,10 +267,10 @@ def make_data(case: Case, rng: np.random.Generator) -> LayerData:
         bias = rng.normal(0, 2000, d["oc"]).astype(np.int32)
         w_scales = 0.004 * (1 + 0.3 * rng.random(d["oc"]))
         k = d["kh"] * d["kw"] * d["c"]
-        mult, shift = int8_ops.conv_quant(in_scale, w_scales,
-                                          _out_scale(in_scale, 0.005, k))
-        params = int8_ops.conv_params(zp_in, zp_out, (d["stride"],) * 2, (d["ph"], d["pw"]),
-                                      (1, 1), act)
+        mult, shift = int8_ops.conv_quant(in_scale, w_scales, _out_scale(in_scale, 0.005, k))
+        params = int8_ops.conv_params(
+            zp_in, zp_out, (d["stride"],) * 2, (d["ph"], d["pw"]), (1, 1), act
+        )
         data.expected = int8_ops.conv2d(x, w, bias, params, mult, shift, (d["oh"], d["ow"]))
         eff = int8_ops.effective_bias(bias, w, params["input_offset"])
     elif case.kind == "dw":
@@ -185,10 +281,12 @@ def make_data(case: Case, rng: np.random.Generator) -> LayerData:
         w_scales = 0.004 * (1 + 0.3 * rng.random(oc))
         k = d["kh"] * d["kw"]
         mult, shift = int8_ops.conv_quant(in_scale, w_scales, _out_scale(in_scale, 0.005, k))
-        params = int8_ops.dw_conv_params(zp_in, zp_out, d["mult"], (d["stride"],) * 2,
-                                         (d["ph"], d["pw"]), (1, 1), act)
-        data.expected = int8_ops.depthwise_conv2d(x, w, bias, params, mult, shift,
-                                                  (d["oh"], d["ow"]))
+        params = int8_ops.dw_conv_params(
+            zp_in, zp_out, d["mult"], (d["stride"],) * 2, (d["ph"], d["pw"]), (1, 1), act
+        )
+        data.expected = int8_ops.depthwise_conv2d(
+            x, w, bias, params, mult, shift, (d["oh"], d["ow"])
+        )
         eff = int8_ops.effective_bias(bias, w[0].reshape(-1, oc).T, params["input_offset"])
     elif case.kind == "add":
         n = d["size"]
@@ -206,8 +304,14 @@ def make_data(case: Case, rng: np.random.Generator) -> LayerData:
         data.arrays.update(x=x)
         data.params = params
         return data
-    data.arrays.update(x=x, w=w, bias=bias, eff=eff, mult=np.asarray(mult, np.int32),
-                       shift=np.asarray(shift, np.int32))
+    data.arrays.update(
+        x=x,
+        w=w,
+        bias=bias,
+        eff=eff,
+        mult=np.asarray(mult, np.int32),
+        shift=np.asarray(shift, np.int32),
+    )
     data.params = params
     return data
 
@@ -220,22 +324,33 @@ def _flat(value) -> list[int]:
 
 
 # ------------------------------------------------------------- our kernels
-def run_ours(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray,
-                                                                    m4_profile.Profile]:
+def run_ours(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray, m4_profile.Profile]:
     """Our kernel on one case; returns its output and the call's profile."""
     emu.reset_heap()
     d, a = case.dims, data.arrays
     if case.kind == "add":
         n = d["size"]
         out = emu.alloc(n)
-        status, prof = emu.call("kp_elementwise_add_s8", emu.put_words(*_flat(data.params)),
-                                emu.put(a["x"]), emu.put(a["x2"]), out, n)
+        status, prof = emu.call(
+            "kp_elementwise_add_s8",
+            emu.put_words(*_flat(data.params)),
+            emu.put(a["x"]),
+            emu.put(a["x2"]),
+            out,
+            n,
+        )
         result = emu.read_array(out, np.int8, n)
     elif case.kind == "softmax":
         n = a["x"].size
         out = emu.alloc(n)
-        status, prof = emu.call("kp_softmax_s8", emu.put_words(*_flat(data.params)),
-                                emu.put(a["x"]), d["rows"], d["size"], out)
+        status, prof = emu.call(
+            "kp_softmax_s8",
+            emu.put_words(*_flat(data.params)),
+            emu.put(a["x"]),
+            d["rows"],
+            d["size"],
+            out,
+        )
         result = emu.read_array(out, np.int8, n).reshape(a["x"].shape)
     else:
         per_channel = int(a["mult"].size > 1)
@@ -245,20 +360,38 @@ def run_ours(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray,
         n_out = data.expected.size
         out = emu.alloc(n_out)
         if case.kind == "fc":
-            status, prof = emu.call("kp_fully_connected_s8", params, quant, 1, d["k"], d["n"],
-                                    x, w, eff, out)
+            status, prof = emu.call(
+                "kp_fully_connected_s8", params, quant, 1, d["k"], d["n"], x, w, eff, out
+            )
         elif case.kind == "conv":
             scratch = emu.alloc(4 * d["kh"] * d["kw"] * d["c"])
             status, prof = emu.call(
-                "kp_convolve_s8", params, quant, emu.put_words(1, d["h"], d["w"], d["c"]), x,
-                emu.put_words(d["oc"], d["kh"], d["kw"], d["c"]), w, eff,
-                emu.put_words(1, d["oh"], d["ow"], d["oc"]), out, scratch)
+                "kp_convolve_s8",
+                params,
+                quant,
+                emu.put_words(1, d["h"], d["w"], d["c"]),
+                x,
+                emu.put_words(d["oc"], d["kh"], d["kw"], d["c"]),
+                w,
+                eff,
+                emu.put_words(1, d["oh"], d["ow"], d["oc"]),
+                out,
+                scratch,
+            )
         else:
             oc = d["c"] * d["mult"]
             status, prof = emu.call(
-                "kp_depthwise_conv_s8", params, quant, emu.put_words(1, d["h"], d["w"], d["c"]),
-                x, emu.put_words(1, d["kh"], d["kw"], oc), w, eff,
-                emu.put_words(1, d["oh"], d["ow"], oc), out)
+                "kp_depthwise_conv_s8",
+                params,
+                quant,
+                emu.put_words(1, d["h"], d["w"], d["c"]),
+                x,
+                emu.put_words(1, d["kh"], d["kw"], oc),
+                w,
+                eff,
+                emu.put_words(1, d["oh"], d["ow"], oc),
+                out,
+            )
         result = emu.read_array(out, np.int8, n_out).reshape(data.expected.shape)
     if status != 0:
         raise RuntimeError(f"{case.layer} {case.shape}: kernel returned {status}")
@@ -283,57 +416,89 @@ CMSIS_SOURCES = [
     "Source/SoftmaxFunctions/arm_softmax_s8.c",
     "Source/SoftmaxFunctions/arm_nn_softmax_common_s8.c",
 ]
-CMSIS_KEEP = ["arm_fully_connected_s8", "arm_convolve_s8", "arm_convolve_s8_get_buffer_size",
-              "arm_convolve_1x1_s8", "arm_convolve_1x1_s8_fast",
-              "arm_convolve_1x1_s8_fast_get_buffer_size", "arm_depthwise_conv_3x3_s8",
-              "arm_elementwise_add_s8", "arm_softmax_s8"]
+CMSIS_KEEP = [
+    "arm_fully_connected_s8",
+    "arm_convolve_s8",
+    "arm_convolve_s8_get_buffer_size",
+    "arm_convolve_1x1_s8",
+    "arm_convolve_1x1_s8_fast",
+    "arm_convolve_1x1_s8_fast_get_buffer_size",
+    "arm_depthwise_conv_3x3_s8",
+    "arm_elementwise_add_s8",
+    "arm_softmax_s8",
+]
 
 
 def build_cmsis(build: Path) -> Path | None:
     """CMSIS-NN's kernels as a library ELF, from the local mirror (None when absent or
     when its sources do not build here)."""
-    repo = next((p for p in (CMSIS_MIRROR / "repo", CMSIS_MIRROR) if (p / "HEAD").is_file()),
-                None)
+    repo = next((p for p in (CMSIS_MIRROR / "repo", CMSIS_MIRROR) if (p / "HEAD").is_file()), None)
     if repo is None:
         return None
     src = build / "cmsis-nn"
     src.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD", "Include",
-                              "Source"], capture_output=True)
+    archive = subprocess.run(
+        ["git", "--git-dir", str(repo), "archive", "HEAD", "Include", "Source"], capture_output=True
+    )
     if archive.returncode != 0:
         return None
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
     try:
         # CMSIS-NN is not written for our -std=c99 -Werror: its own dialect, warnings off.
         return m4_profile.build_library_elf(
-            [src / s for s in CMSIS_SOURCES], build / "cmsis_nn.elf",
-            include_dirs=[src / "Include"], keep=CMSIS_KEEP,
-            extra_flags=["-std=gnu11", "-w", "-Wno-error"])
+            [src / s for s in CMSIS_SOURCES],
+            build / "cmsis_nn.elf",
+            include_dirs=[src / "Include"],
+            keep=CMSIS_KEEP,
+            extra_flags=["-std=gnu11", "-w", "-Wno-error"],
+        )
     except m4_profile.M4ProfileError as e:
         print(f"note: CMSIS-NN did not build, measuring without it:\n{e}", file=sys.stderr)
         return None
 
 
-def run_cmsis(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray,
-                                                                     m4_profile.Profile]:
+def run_cmsis(
+    emu: M4Emulator, case: Case, data: LayerData
+) -> tuple[np.ndarray, m4_profile.Profile]:
     """CMSIS-NN's function for the case (its real bias; its tiles are (w, h))."""
     emu.reset_heap()
     d, a, p = case.dims, data.arrays, data.params
     if case.kind == "add":
         n = d["size"]
         out = emu.alloc(n)
-        _, prof = emu.call("arm_elementwise_add_s8", emu.put(a["x"]), emu.put(a["x2"]),
-                           p["input1_offset"], p["input1_multiplier"], p["input1_shift"],
-                           p["input2_offset"], p["input2_multiplier"], p["input2_shift"],
-                           p["left_shift"], out, p["output_offset"], p["output_multiplier"],
-                           p["output_shift"], p["activation"]["min"], p["activation"]["max"],
-                           n)
+        _, prof = emu.call(
+            "arm_elementwise_add_s8",
+            emu.put(a["x"]),
+            emu.put(a["x2"]),
+            p["input1_offset"],
+            p["input1_multiplier"],
+            p["input1_shift"],
+            p["input2_offset"],
+            p["input2_multiplier"],
+            p["input2_shift"],
+            p["left_shift"],
+            out,
+            p["output_offset"],
+            p["output_multiplier"],
+            p["output_shift"],
+            p["activation"]["min"],
+            p["activation"]["max"],
+            n,
+        )
         return emu.read_array(out, np.int8, n), prof
     if case.kind == "softmax":
         n = a["x"].size
         out = emu.alloc(n)
-        _, prof = emu.call("arm_softmax_s8", emu.put(a["x"]), d["rows"], d["size"],
-                           p["input_multiplier"], p["input_left_shift"], p["diff_min"], out)
+        _, prof = emu.call(
+            "arm_softmax_s8",
+            emu.put(a["x"]),
+            d["rows"],
+            d["size"],
+            p["input_multiplier"],
+            p["input_left_shift"],
+            p["diff_min"],
+            out,
+        )
         return emu.read_array(out, np.int8, n).reshape(a["x"].shape), prof
     x, w, bias = emu.put(a["x"]), emu.put(a["w"]), emu.put(a["bias"])
     act = (p["activation"]["min"], p["activation"]["max"])
@@ -341,11 +506,19 @@ def run_cmsis(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray,
     out = emu.alloc(n_out)
     if case.kind == "fc":
         _, prof = emu.call(
-            "arm_fully_connected_s8", emu.put_words(0, 0),
+            "arm_fully_connected_s8",
+            emu.put_words(0, 0),
             emu.put_words(p["input_offset"], 0, p["output_offset"], *act),
             emu.put_words(int(a["mult"][0]), int(a["shift"][0])),
-            emu.put_words(1, 1, 1, d["k"]), x, emu.put_words(d["k"], 1, 1, d["n"]), w,
-            emu.put_words(1, 1, 1, d["n"]), bias, emu.put_words(1, 1, 1, d["n"]), out)
+            emu.put_words(1, 1, 1, d["k"]),
+            x,
+            emu.put_words(d["k"], 1, 1, d["n"]),
+            w,
+            emu.put_words(1, 1, 1, d["n"]),
+            bias,
+            emu.put_words(1, 1, 1, d["n"]),
+            out,
+        )
         return emu.read_array(out, np.int8, n_out).reshape(data.expected.shape), prof
     quant = emu.put_words(emu.put(a["mult"]), emu.put(a["shift"]))
     in_dims = emu.put_words(1, d["h"], d["w"], d["c"])
@@ -354,11 +527,24 @@ def run_cmsis(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray,
     out_dims = emu.put_words(1, d["oh"], d["ow"], oc)
     s, ph, pw = d["stride"], d["ph"], d["pw"]
     if case.kind == "dw":
-        params = emu.put_words(p["input_offset"], p["output_offset"], d["mult"], s, s, pw, ph,
-                               1, 1, *act)
+        params = emu.put_words(
+            p["input_offset"], p["output_offset"], d["mult"], s, s, pw, ph, 1, 1, *act
+        )
         f_dims = emu.put_words(1, d["kh"], d["kw"], oc)
-        _, prof = emu.call(case.cmsis_fn, emu.put_words(0, 0), params, quant, in_dims, x,
-                           f_dims, w, bias_dims, bias, out_dims, out)
+        _, prof = emu.call(
+            case.cmsis_fn,
+            emu.put_words(0, 0),
+            params,
+            quant,
+            in_dims,
+            x,
+            f_dims,
+            w,
+            bias_dims,
+            bias,
+            out_dims,
+            out,
+        )
     else:
         params = emu.put_words(p["input_offset"], p["output_offset"], s, s, pw, ph, 1, 1, *act)
         f_dims = emu.put_words(oc, d["kh"], d["kw"], d["c"])
@@ -382,39 +568,52 @@ def _fmt(v, spec: str = ",") -> str:
     return format(v, spec)
 
 
-def measure(cases: list[Case], build: Path, with_cmsis: bool, seed: int,
-            log: Callable[[str], None]) -> list[dict]:
+def measure(
+    cases: list[Case], build: Path, with_cmsis: bool, seed: int, log: Callable[[str], None]
+) -> list[dict]:
     sources = cbuild.kernel_sources()
     include = [cbuild.KERNEL_DIR]
     t0 = time.time()
-    dsp = M4Emulator(m4_profile.build_library_elf(sources, build / "kp_dsp.elf",
-                                                  include_dirs=include))
-    portable = M4Emulator(m4_profile.build_library_elf(sources, build / "kp_portable.elf",
-                                                       include_dirs=include,
-                                                       defines=["KP_NO_DSP"]))
+    dsp = M4Emulator(
+        m4_profile.build_library_elf(sources, build / "kp_dsp.elf", include_dirs=include)
+    )
+    portable = M4Emulator(
+        m4_profile.build_library_elf(
+            sources, build / "kp_portable.elf", include_dirs=include, defines=["KP_NO_DSP"]
+        )
+    )
     cmsis_elf = build_cmsis(build) if with_cmsis else None
     cmsis = M4Emulator(cmsis_elf) if cmsis_elf else None
-    log(f"built in {time.time() - t0:.1f} s"
-        + ("" if cmsis else " (CMSIS-NN: note's anchors only)"))
+    log(
+        f"built in {time.time() - t0:.1f} s" + ("" if cmsis else " (CMSIS-NN: note's anchors only)")
+    )
     rows = []
     for case in cases:
         t1 = time.time()
         data = make_data(case, np.random.default_rng(seed))
         out_dsp, prof_dsp = run_ours(dsp, case, data)
         out_port, prof_port = run_ours(portable, case, data)
-        exact = (np.array_equal(out_dsp, out_port)
-                 and np.array_equal(out_dsp, data.expected))
-        row = {"layer": case.layer, "shape": case.shape, "kind": case.kind,
-               "macs": case.macs, "elements": case.elements,
-               "dsp_instructions": prof_dsp.instructions, "dsp_cycles": prof_dsp.cycles,
-               "portable_cycles": prof_port.cycles, "cmsis_anchor": case.anchor,
-               "exact": bool(exact), "dense": case.dense,
-               "dsp_functions": {k: v.cycles for k, v in prof_dsp.functions.items()}}
+        exact = np.array_equal(out_dsp, out_port) and np.array_equal(out_dsp, data.expected)
+        row = {
+            "layer": case.layer,
+            "shape": case.shape,
+            "kind": case.kind,
+            "macs": case.macs,
+            "elements": case.elements,
+            "dsp_instructions": prof_dsp.instructions,
+            "dsp_cycles": prof_dsp.cycles,
+            "portable_cycles": prof_port.cycles,
+            "cmsis_anchor": case.anchor,
+            "exact": bool(exact),
+            "dense": case.dense,
+            "dsp_functions": {k: v.cycles for k, v in prof_dsp.functions.items()},
+        }
         if cmsis is not None:
             out_cmsis, prof_cmsis = run_cmsis(cmsis, case, data)
             row["cmsis_here"] = prof_cmsis.cycles
-            row["cmsis_max_diff"] = int(np.abs(out_cmsis.astype(int)
-                                               - data.expected.astype(int)).max())
+            row["cmsis_max_diff"] = int(
+                np.abs(out_cmsis.astype(int) - data.expected.astype(int)).max()
+            )
         row["ratio"] = prof_dsp.cycles / case.anchor
         row["meets_bar"] = row["ratio"] <= BAR if case.dense else None
         rows.append(row)
@@ -423,63 +622,102 @@ def measure(cases: list[Case], build: Path, with_cmsis: bool, seed: int,
 
 
 def table(rows: list[dict]) -> str:
-    cols = [("layer", "<"), ("shape", "<"), ("MACs", ">"), ("DSP instr", ">"),
-            ("DSP cycles", ">"), ("cyc/MAC", ">"), ("portable cycles", ">"),
-            ("port cyc/MAC", ">"), ("CMSIS-NN (note)", ">"), ("CMSIS-NN (here)", ">"),
-            ("ours/CMSIS", ">"), ("<=1.3x", "^"), ("bit-exact", "^")]
+    cols = [
+        ("layer", "<"),
+        ("shape", "<"),
+        ("MACs", ">"),
+        ("DSP instr", ">"),
+        ("DSP cycles", ">"),
+        ("cyc/MAC", ">"),
+        ("portable cycles", ">"),
+        ("port cyc/MAC", ">"),
+        ("CMSIS-NN (note)", ">"),
+        ("CMSIS-NN (here)", ">"),
+        ("ours/CMSIS", ">"),
+        ("<=1.3x", "^"),
+        ("bit-exact", "^"),
+    ]
     body = []
     for r in rows:
         work = r["macs"] or r["elements"]
         unit = "" if r["macs"] else "/elem"
-        body.append([
-            r["layer"], r["shape"], _fmt(r["macs"] or None), _fmt(r["dsp_instructions"]),
-            _fmt(r["dsp_cycles"]),
-            _fmt(r["dsp_cycles"] / work, ".2f") + unit if work else "-",
-            _fmt(r["portable_cycles"]),
-            _fmt(r["portable_cycles"] / work, ".2f") + unit if work else "-",
-            _fmt(r["cmsis_anchor"]), _fmt(r.get("cmsis_here")),
-            _fmt(r["ratio"], ".2f"),
-            "-" if r["meets_bar"] is None else ("yes" if r["meets_bar"] else "NO"),
-            "yes" if r["exact"] else "NO"])
+        body.append(
+            [
+                r["layer"],
+                r["shape"],
+                _fmt(r["macs"] or None),
+                _fmt(r["dsp_instructions"]),
+                _fmt(r["dsp_cycles"]),
+                _fmt(r["dsp_cycles"] / work, ".2f") + unit if work else "-",
+                _fmt(r["portable_cycles"]),
+                _fmt(r["portable_cycles"] / work, ".2f") + unit if work else "-",
+                _fmt(r["cmsis_anchor"]),
+                _fmt(r.get("cmsis_here")),
+                _fmt(r["ratio"], ".2f"),
+                "-" if r["meets_bar"] is None else ("yes" if r["meets_bar"] else "NO"),
+                "yes" if r["exact"] else "NO",
+            ]
+        )
     widths = [max(len(c[0]), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
-    lines = [" | ".join(f"{c[0]:{c[1]}{w}}" for c, w in zip(cols, widths, strict=True)),
-             "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(f"{v:{c[1]}{w}}" for v, c, w in zip(b, cols, widths, strict=True))
-              for b in body]
+    lines = [
+        " | ".join(f"{c[0]:{c[1]}{w}}" for c, w in zip(cols, widths, strict=True)),
+        "-+-".join("-" * w for w in widths),
+    ]
+    lines += [
+        " | ".join(f"{v:{c[1]}{w}}" for v, c, w in zip(b, cols, widths, strict=True)) for b in body
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the cases whose layer or shape holds this")
-    parser.add_argument("--no-cmsis", action="store_true",
-                        help="do not build CMSIS-NN from a local mirror even if present")
+    parser.add_argument(
+        "--no-cmsis",
+        action="store_true",
+        help="do not build CMSIS-NN from a local mirror even if present",
+    )
     parser.add_argument("--build-dir", type=Path, help="keep the ELFs here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not m4_profile.available():
-        sys.exit(f"needs arm-none-eabi-gcc + newlib ({m4_profile.INSTALL_HINT}) and "
-                 f"{m4_profile.UNICORN_HINT}")
+        sys.exit(
+            f"needs arm-none-eabi-gcc + newlib ({m4_profile.INSTALL_HINT}) and "
+            f"{m4_profile.UNICORN_HINT}"
+        )
     cases = [c for c in CASES if not args.only or args.only in c.layer or args.only in c.shape]
     with tempfile.TemporaryDirectory() as tmp:
         build = args.build_dir or Path(tmp)
         build.mkdir(parents=True, exist_ok=True)
-        rows = measure(cases, build, not args.no_cmsis, args.seed,
-                       lambda s: print(s, file=sys.stderr, flush=True))
-    print("Cortex-M4 int8 kernels, estimated cycles (m4_profile: unicorn, -O2, zero wait "
-          "states, taken branch 1+2; deterministic, one run each).")
-    print("CMSIS-NN (note): /work/shared/notes/cmsis-nn-m4.md; ours/CMSIS uses it. "
-          "Bar: dense CONV/FC <= 1.3x.\n")
+        rows = measure(
+            cases,
+            build,
+            not args.no_cmsis,
+            args.seed,
+            lambda s: print(s, file=sys.stderr, flush=True),
+        )
+    print(
+        "Cortex-M4 int8 kernels, estimated cycles (m4_profile: unicorn, -O2, zero wait "
+        "states, taken branch 1+2; deterministic, one run each)."
+    )
+    print(
+        "CMSIS-NN (note): /work/shared/notes/cmsis-nn-m4.md; ours/CMSIS uses it. "
+        "Bar: dense CONV/FC <= 1.3x.\n"
+    )
     print(table(rows))
     failed = [r for r in rows if not r["exact"]]
-    print(f"\nbit-exact (DSP == portable == int8_ops): {len(rows) - len(failed)}/{len(rows)}; "
-          f"dense shapes within {BAR}x: "
-          f"{sum(r['meets_bar'] is True for r in rows)}/"
-          f"{sum(r['meets_bar'] is not None for r in rows)}")
+    print(
+        f"\nbit-exact (DSP == portable == int8_ops): {len(rows) - len(failed)}/{len(rows)}; "
+        f"dense shapes within {BAR}x: "
+        f"{sum(r['meets_bar'] is True for r in rows)}/"
+        f"{sum(r['meets_bar'] is not None for r in rows)}"
+    )
     if any("cmsis_max_diff" in r for r in rows):
-        print("CMSIS-NN measured here vs int8_ops, largest output difference: "
-              + ", ".join(f"{r['shape']}: {r['cmsis_max_diff']}" for r in rows))
+        print(
+            "CMSIS-NN measured here vs int8_ops, largest output difference: "
+            + ", ".join(f"{r['shape']}: {r['cmsis_max_diff']}" for r in rows)
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if failed:

@@ -32,15 +32,22 @@ def run_model(name: str, data, out: Path, csr: demo_m4.CsrBench, samples: int) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench_out/m4_sparse")
-    ap.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"],
-                    choices=list(demo.MODELS))
-    ap.add_argument("--samples", type=int, default=1000,
-                    help="test digits checked bit for bit against TFLM per export, and the "
-                         "accuracy's (default all 1,000)")
+    ap.add_argument(
+        "--models", nargs="+", default=["lenet_300_100", "lenet5"], choices=list(demo.MODELS)
+    )
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=1000,
+        help="test digits checked bit for bit against TFLM per export, and the "
+        "accuracy's (default all 1,000)",
+    )
     args = ap.parse_args()
     if not m4_profile.available() or m4.find_cross_toolchain() is None:
-        raise SystemExit("needs arm-none-eabi-gcc with newlib and unicorn: "
-                         "pip install 'keras-prune[mcu]' and see `make toolchain`.")
+        raise SystemExit(
+            "needs arm-none-eabi-gcc with newlib and unicorn: "
+            "pip install 'keras-prune[mcu]' and see `make toolchain`."
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = demo.mnist_5k()

@@ -49,11 +49,20 @@ def main() -> None:
 
     d = Path(tempfile.mkdtemp(prefix="m4_sparse_"))
     (d / "csr.c").write_text(CSR_C)
-    sources = [cbuild.KERNEL_DIR / n for n in (
-        "kp_fully_connected_s8.c", "kp_nn_mat_s8.c", "kp_nn_mat_s8_dsp.c", "kp_sparse_fc_s8.c",
-        "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")] + [d / "csr.c"]
-    emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
-        sources, d / "bench.elf", include_dirs=[cbuild.KERNEL_DIR]))
+    sources = [
+        cbuild.KERNEL_DIR / n
+        for n in (
+            "kp_fully_connected_s8.c",
+            "kp_nn_mat_s8.c",
+            "kp_nn_mat_s8_dsp.c",
+            "kp_sparse_fc_s8.c",
+            "kp_nn_sparse_vec_s8.c",
+            "kp_nn_sparse_vec_s8_dsp.c",
+        )
+    ] + [d / "csr.c"]
+    emu = m4_profile.M4Emulator(
+        m4_profile.build_library_elf(sources, d / "bench.elf", include_dirs=[cbuild.KERNEL_DIR])
+    )
 
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, (1, k)).astype(np.int8)
@@ -63,8 +72,10 @@ def main() -> None:
     m, s = np.asarray(m, np.int32), np.asarray(s, np.int32)
     params = int8_ops.fc_params(-3, -128, (-128, 127))
     print(f"FULLY_CONNECTED {k} -> {rows}, int8, batch 1, Cortex-M4 -O2 (unicorn, est. cycles)")
-    print(f"{'group sparsity':>14} {'kernel':<16} {'cycles':>9} {'vs dense':>8} "
-          f"{'flash B':>8} {'cyc/kept MAC':>12}")
+    print(
+        f"{'group sparsity':>14} {'kernel':<16} {'cycles':>9} {'vs dense':>8} "
+        f"{'flash B':>8} {'cyc/kept MAC':>12}"
+    )
     for sp in args.sparsity:
         w = pruned(rng, rows, k, sp)
         eff = int8_ops.effective_bias(bias, w, params["input_offset"])
@@ -77,8 +88,7 @@ def main() -> None:
         out = emu.alloc(rows)
         results = []
 
-        _, prof = emu.call("kp_fully_connected_s8", pa, qa, 1, k, rows, xa, emu.put(w), effa,
-                           out)
+        _, prof = emu.call("kp_fully_connected_s8", pa, qa, 1, k, rows, xa, emu.put(w), effa, out)
         assert (emu.read_array(out, np.int8, rows) == expected).all()
         dense = prof.cycles
         results.append(("dense DSP", dense, rows * k))
@@ -86,28 +96,50 @@ def main() -> None:
         best = encode_groups(w).index_kind
         for kind in INDEX_KINDS:
             sg = encode_groups(w, index=kind)
-            wa = emu.put_words(rows, k, INDEX_KINDS[kind], sg.n_groups,
-                               emu.put(sg.counts.astype("<u2")),
-                               emu.put(sg.words.astype("<u4")), emu.put(sg.index))
-            _, prof = emu.call("kp_sparse_fully_connected_s8", pa, qa, 1, k, rows, xa, wa,
-                               effa, out)
+            wa = emu.put_words(
+                rows,
+                k,
+                INDEX_KINDS[kind],
+                sg.n_groups,
+                emu.put(sg.counts.astype("<u2")),
+                emu.put(sg.words.astype("<u4")),
+                emu.put(sg.index),
+            )
+            _, prof = emu.call(
+                "kp_sparse_fully_connected_s8", pa, qa, 1, k, rows, xa, wa, effa, out
+            )
             assert (emu.read_array(out, np.int8, rows) == expected).all(), kind
             label = f"sparse {kind}" + ("*" if kind == best else "")
             results.append((label, prof.cycles, sg.nbytes))
 
         nz = np.nonzero(w)
         row_ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(w, axis=1))]).astype("<u4")
-        _, prof = emu.call("csr_fc_s8", xa, emu.put(w[nz]), emu.put(nz[1].astype("<u2")),
-                           emu.put(row_ptr), rows, effa, qa, params["output_offset"], -128,
-                           127, out)
+        _, prof = emu.call(
+            "csr_fc_s8",
+            xa,
+            emu.put(w[nz]),
+            emu.put(nz[1].astype("<u2")),
+            emu.put(row_ptr),
+            rows,
+            effa,
+            qa,
+            params["output_offset"],
+            -128,
+            127,
+            out,
+        )
         assert (emu.read_array(out, np.int8, rows) == expected).all(), "csr"
         results.append(("CSR scalar", prof.cycles, nnz + 2 * nnz + 4 * (rows + 1)))
 
         for label, cyc, flash in results:
-            print(f"{sp:>14.2f} {label:<16} {cyc:>9} {dense / cyc:>7.2f}x {flash:>8} "
-                  f"{cyc / nnz:>12.2f}")
-    print("* the encoding encode_groups picks (smallest index stream). "
-          "Flash: weights + indices + row counts/pointers; bias and quantization excluded.")
+            print(
+                f"{sp:>14.2f} {label:<16} {cyc:>9} {dense / cyc:>7.2f}x {flash:>8} "
+                f"{cyc / nnz:>12.2f}"
+            )
+    print(
+        "* the encoding encode_groups picks (smallest index stream). "
+        "Flash: weights + indices + row counts/pointers; bias and quantization excluded."
+    )
 
 
 if __name__ == "__main__":

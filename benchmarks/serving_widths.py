@@ -23,8 +23,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-WIDTHS = [(16, 32, 64), (12, 24, 48), (8, 24, 48), (12, 20, 40), (16, 16, 32), (14, 16, 32),
-          (16, 16, 16), (12, 16, 32), (8, 16, 32)]
+WIDTHS = [
+    (16, 32, 64),
+    (12, 24, 48),
+    (8, 24, 48),
+    (12, 20, 40),
+    (16, 16, 32),
+    (14, 16, 32),
+    (16, 16, 16),
+    (12, 16, 32),
+    (8, 16, 32),
+]
 
 
 def resnet8(w1: int, w2: int, w3: int) -> keras.Model:
@@ -45,8 +54,11 @@ def resnet8(w1: int, w2: int, w3: int) -> keras.Model:
 
 
 def conv_macs(model: keras.Model) -> int:
-    return sum(int(np.prod(la.output.shape[1:])) * int(np.prod(la.kernel.shape[:3]))
-               for la in model.layers if isinstance(la, keras.layers.Conv2D))
+    return sum(
+        int(np.prod(la.output.shape[1:])) * int(np.prod(la.kernel.shape[:3]))
+        for la in model.layers
+        if isinstance(la, keras.layers.Conv2D)
+    )
 
 
 def main() -> None:
@@ -69,13 +81,17 @@ def main() -> None:
                 f(x).numpy()
             times[w].append((time.perf_counter() - start) / args.calls)
     base_macs, base_t = conv_macs(models[WIDTHS[0]]), float(np.median(times[WIDTHS[0]]))
-    print(f"batch {args.batch}, median of {args.rounds} interleaved rounds x {args.calls} "
-          f"calls, {os.cpu_count()} cores, TensorFlow {tf.__version__}")
+    print(
+        f"batch {args.batch}, median of {args.rounds} interleaved rounds x {args.calls} "
+        f"calls, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+    )
     print(f"{'widths':<14}{'MACs':>8}{'ms':>9}{'speedup':>9}")
     for w in WIDTHS:
         t = float(np.median(times[w]))
-        print(f"{str(w):<14}{conv_macs(models[w]) / base_macs:>8.2f}{t * 1e3:>9.2f}"
-              f"{base_t / t:>8.2f}x")
+        print(
+            f"{str(w):<14}{conv_macs(models[w]) / base_macs:>8.2f}{t * 1e3:>9.2f}"
+            f"{base_t / t:>8.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -34,27 +34,44 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = demo.run_one(name, (x, y, xt, yt), Path(tmp), sparsity=args.sparsity,
-                             seed=args.seed, overwrite=True)
+            r = demo.run_one(
+                name,
+                (x, y, xt, yt),
+                Path(tmp),
+                sparsity=args.sparsity,
+                seed=args.seed,
+                overwrite=True,
+            )
             for row in demo.run_tflm(r, (x, xt, yt), Path(tmp), overwrite=True):
-                rows.append({"model": name, "sparsity": r.sparsity if row["variant"] ==
-                             "pruned" else 0.0, **row})
-    head = (f"{'model':<15}{'variant':<8}{'sparsity':>9}{'.tflite B':>11}{'zlib B':>9}"
-            f"{'zlib/dense':>11}{'arena B':>9}{'float':>8}{'int8':>8}{'TFLM=LiteRT':>12}"
-            f"{'max diff':>9}{'tol':>5}{'logits':>7}{'top-1':>8}")
+                rows.append(
+                    {
+                        "model": name,
+                        "sparsity": r.sparsity if row["variant"] == "pruned" else 0.0,
+                        **row,
+                    }
+                )
+    head = (
+        f"{'model':<15}{'variant':<8}{'sparsity':>9}{'.tflite B':>11}{'zlib B':>9}"
+        f"{'zlib/dense':>11}{'arena B':>9}{'float':>8}{'int8':>8}{'TFLM=LiteRT':>12}"
+        f"{'max diff':>9}{'tol':>5}{'logits':>7}{'top-1':>8}"
+    )
     print(head)
     print("-" * len(head))
     for row in rows:
         dense = next(d for d in rows if d["model"] == row["model"] and d["variant"] == "dense")
-        print(f"{row['model']:<15}{row['variant']:<8}{row['sparsity']:>9.1%}"
-              f"{row['tflite_bytes']:>11,}{row['zlib_bytes']:>9,}"
-              f"{row['zlib_bytes'] / dense['zlib_bytes']:>11.2f}{row['arena_bytes']:>9,}"
-              f"{row['float_accuracy']:>8.2%}{row['int8_accuracy']:>8.2%}"
-              f"{row['exact_match']:>12.2%}{row['max_diff_lsb']:>9}{row['tolerance_lsb']:>5}"
-              f"{row['logits_diff_lsb'] if row['logits_diff_lsb'] is not None else '-':>7}"
-              f"{row['top1_agreement']:>8.1%}")
-    print("\n.tflite: TFLM stores pruned zeros like any weight, so the file barely shrinks; "
-          "zlib shows what a flash compressor gains.")
+        print(
+            f"{row['model']:<15}{row['variant']:<8}{row['sparsity']:>9.1%}"
+            f"{row['tflite_bytes']:>11,}{row['zlib_bytes']:>9,}"
+            f"{row['zlib_bytes'] / dense['zlib_bytes']:>11.2f}{row['arena_bytes']:>9,}"
+            f"{row['float_accuracy']:>8.2%}{row['int8_accuracy']:>8.2%}"
+            f"{row['exact_match']:>12.2%}{row['max_diff_lsb']:>9}{row['tolerance_lsb']:>5}"
+            f"{row['logits_diff_lsb'] if row['logits_diff_lsb'] is not None else '-':>7}"
+            f"{row['top1_agreement']:>8.1%}"
+        )
+    print(
+        "\n.tflite: TFLM stores pruned zeros like any weight, so the file barely shrinks; "
+        "zlib shows what a flash compressor gains."
+    )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,7 @@ def run_ours(rounds: int) -> dict[str, list[float]]:
     plain = scope["lenet5_caffe"](keras)
     plain.compile(keras.optimizers.Adam(), loss)
     runs["plain"] = (plain, x, y, [])
-    for name, g in (("unstructured", "unstructured"),
-                    ("simd4", kp.granularity.SIMDGroups(4))):
+    for name, g in (("unstructured", "unstructured"), ("simd4", kp.granularity.SIMDGroups(4))):
         pruned = kp.prune(scope["lenet5_caffe"](keras), sched, g)
         pruned.compile(keras.optimizers.Adam(), loss)
         runs[name] = (pruned, x, y, [kp.callbacks.PruningScheduler()])
@@ -114,9 +113,13 @@ def run_ours(rounds: int) -> dict[str, list[float]]:
 
 
 def run_tfmot(rounds: int) -> dict[str, list[float]] | str:
-    proc = subprocess.run([sys.executable, "-c", TFMOT, str(BATCH), str(rounds)],
-                          capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [sys.executable, "-c", TFMOT, str(BATCH), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if proc.returncode != 0:
         return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -129,8 +132,10 @@ def _row(library: str, pruning: str, plain: list, pruned: list) -> str:
     # Paired ratios: each pruned epoch against the plain epoch run right before it.
     wall = statistics.median(p[0] / q[0] for p, q in zip(pruned, plain, strict=True))
     cpu = statistics.median(p[1] / q[1] for p, q in zip(pruned, plain, strict=True))
-    return (f"| {library:<23} | {pruning:<14} | {med(plain, 0):>8.2f} | {med(pruned, 0):>8.2f} | "
-            f"{wall:>6.3f}x | {med(plain, 1):>8.2f} | {med(pruned, 1):>8.2f} | {cpu:>6.3f}x |")
+    return (
+        f"| {library:<23} | {pruning:<14} | {med(plain, 0):>8.2f} | {med(pruned, 0):>8.2f} | "
+        f"{wall:>6.3f}x | {med(plain, 1):>8.2f} | {med(pruned, 1):>8.2f} | {cpu:>6.3f}x |"
+    )
 
 
 def main() -> None:
@@ -140,14 +145,21 @@ def main() -> None:
     t0 = time.perf_counter()
     ours = run_ours(args.rounds)
     theirs = run_tfmot(args.rounds)
-    print(f"\nLeNet-5-Caffe, batch {BATCH}, MNIST-5k, PolynomialDecay(0->0.9, frequency=10). "
-          f"Medians of {args.rounds} alternating epochs; ratios are medians of paired epochs.\n")
-    print("|                         |                | wall ms/step        |         | "
-          "CPU ms/step         |         |")
-    print(f"| {'library':<23} | {'pruning':<14} | {'plain':>8} | {'pruned':>8} | {'ratio':>7} | "
-          f"{'plain':>8} | {'pruned':>8} | {'ratio':>7} |")
-    print(f"|{'-' * 25}|{'-' * 16}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 10}|{'-' * 10}|"
-          f"{'-' * 9}|")
+    print(
+        f"\nLeNet-5-Caffe, batch {BATCH}, MNIST-5k, PolynomialDecay(0->0.9, frequency=10). "
+        f"Medians of {args.rounds} alternating epochs; ratios are medians of paired epochs.\n"
+    )
+    print(
+        "|                         |                | wall ms/step        |         | "
+        "CPU ms/step         |         |"
+    )
+    print(
+        f"| {'library':<23} | {'pruning':<14} | {'plain':>8} | {'pruned':>8} | {'ratio':>7} | "
+        f"{'plain':>8} | {'pruned':>8} | {'ratio':>7} |"
+    )
+    print(
+        f"|{'-' * 25}|{'-' * 16}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 9}|"
+    )
     for key, label in (("unstructured", "unstructured"), ("simd4", "SIMDGroups(4)")):
         print(_row("keras-prune (Keras 3)", label, ours["plain"], ours[key]))
     if isinstance(theirs, dict):

@@ -35,6 +35,24 @@ from keras_prune.surgery import shrink
 
 __version__ = "0.1.0"
 
-__all__ = ["prune", "strip", "summary", "add_activation_masks", "count_macs", "count_flops",
-           "shrink", "schedules", "granularity", "layers", "callbacks", "integral", "graph",
-           "surgery", "legr", "io", "export", "models", "__version__"]
+__all__ = [
+    "prune",
+    "strip",
+    "summary",
+    "add_activation_masks",
+    "count_macs",
+    "count_flops",
+    "shrink",
+    "schedules",
+    "granularity",
+    "layers",
+    "callbacks",
+    "integral",
+    "graph",
+    "surgery",
+    "legr",
+    "io",
+    "export",
+    "models",
+    "__version__",
+]

@@ -13,12 +13,15 @@ __all__ = ["check_data", "predict", "batches"]
 
 def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
     if len(model.inputs) != 1:
-        raise ValueError(f"Model '{model.name}' has {len(model.inputs)} inputs; this "
-                         "tool takes models with one input.")
+        raise ValueError(
+            f"Model '{model.name}' has {len(model.inputs)} inputs; this "
+            "tool takes models with one input."
+        )
     x = np.asarray(x)
     expected = tuple(model.inputs[0].shape[1:])
-    if x.ndim != len(expected) + 1 or any(e is not None and e != s
-                                          for e, s in zip(expected, x.shape[1:], strict=True)):
+    if x.ndim != len(expected) + 1 or any(
+        e is not None and e != s for e, s in zip(expected, x.shape[1:], strict=True)
+    ):
         raise ValueError(
             f"{what} has shape {x.shape}, but model '{model.name}' expects (batch, "
             f"{', '.join(str(e) for e in expected)})."
@@ -57,7 +60,7 @@ def batches(model, x: np.ndarray, batch_size: int = 256, outputs=None):
     batch_size = min(batch_size, len(x))
     with _quiet_retracing():
         for i in range(0, len(x), batch_size):
-            b = x[i:i + batch_size]
+            b = x[i : i + batch_size]
             n = len(b)
             if n < batch_size:
                 b = np.concatenate([b, np.zeros((batch_size - n, *b.shape[1:]), b.dtype)])

@@ -10,8 +10,11 @@ __all__ = ["LayerGraph", "functional_nodes"]
 def functional_nodes(model: keras.Model) -> tuple[keras.Model, list]:
     """The functional graph behind ``model`` and its call nodes, inputs first."""
     graph = model._functional if isinstance(model, keras.Sequential) else model
-    return graph, [n for depth in sorted(graph._nodes_by_depth, reverse=True)
-                   for n in graph._nodes_by_depth[depth]]
+    return graph, [
+        n
+        for depth in sorted(graph._nodes_by_depth, reverse=True)
+        for n in graph._nodes_by_depth[depth]
+    ]
 
 
 class LayerGraph:

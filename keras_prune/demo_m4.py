@@ -122,8 +122,11 @@ class CsrBench:
     def __init__(self):
         d = Path(tempfile.mkdtemp(prefix="m4_csr_"))
         (d / "csr.c").write_text(CSR_C)
-        self.emu = m4_profile.M4Emulator(m4_profile.build_library_elf(
-            [d / "csr.c"], d / "csr.elf", include_dirs=[cbuild.KERNEL_DIR]))
+        self.emu = m4_profile.M4Emulator(
+            m4_profile.build_library_elf(
+                [d / "csr.c"], d / "csr.elf", include_dirs=[cbuild.KERNEL_DIR]
+            )
+        )
         self.rng = np.random.default_rng(0)
 
     def _csr(self, w: np.ndarray):
@@ -144,8 +147,11 @@ class CsrBench:
         e = self.emu
         kernel = layer.kernel.numpy()
         rows_f = np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
-        w = np.where(rows_f != 0, self.rng.integers(1, 128, rows_f.shape)
-                     * self.rng.choice([-1, 1], rows_f.shape), 0).astype(np.int8)
+        w = np.where(
+            rows_f != 0,
+            self.rng.integers(1, 128, rows_f.shape) * self.rng.choice([-1, 1], rows_f.shape),
+            0,
+        ).astype(np.int8)
         n, k = w.shape
         bias, m, s = self._common(n, w)
         in_off = 5
@@ -158,47 +164,79 @@ class CsrBench:
             expected = int8_ops.fully_connected(x, w, bias, prm, m, s)[0]
             eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
             out = e.alloc(n)
-            _, prof = e.call("csr_fc_s8", e.put(x), *arrays, n, e.put(eff), qa, -128, -128,
-                             127, out)
+            _, prof = e.call(
+                "csr_fc_s8", e.put(x), *arrays, n, e.put(eff), qa, -128, -128, 127, out
+            )
         else:
             if tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1):
-                raise ValueError(f"{layer.name}: the CSR conv here takes stride and "
-                                 "dilation 1 only.")
+                raise ValueError(
+                    f"{layer.name}: the CSR conv here takes stride and dilation 1 only."
+                )
             kh, kw, c, _ = kernel.shape
             _, h, wd, _ = input_shape
             oh, ph = int8_ops.padding(h, kh, 1, 1, layer.padding.upper())
             ow, pw = int8_ops.padding(wd, kw, 1, 1, layer.padding.upper())
             x = self.rng.integers(-128, 128, (1, h, wd, c)).astype(np.int8)
             prm = int8_ops.conv_params(-in_off, -128, (1, 1), (ph, pw), (1, 1), (-128, 127))
-            expected = int8_ops.conv2d(x, w.reshape(n, kh, kw, c), bias, prm, m, s,
-                                       (oh, ow)).reshape(-1)
+            expected = int8_ops.conv2d(
+                x, w.reshape(n, kh, kw, c), bias, prm, m, s, (oh, ow)
+            ).reshape(-1)
             eff = int8_ops.effective_bias(bias, w, prm["input_offset"])
             out = e.alloc(expected.size)
             dims = e.put_words(h, wd, c, kh, kw, ph, pw, oh, ow)
-            _, prof = e.call("csr_conv_s8", e.put(x), dims, prm["input_offset"], *arrays, n,
-                             e.put(eff), qa, -128, -128, 127, e.alloc(k), out)
+            _, prof = e.call(
+                "csr_conv_s8",
+                e.put(x),
+                dims,
+                prm["input_offset"],
+                *arrays,
+                n,
+                e.put(eff),
+                qa,
+                -128,
+                -128,
+                127,
+                e.alloc(k),
+                out,
+            )
         got = e.read_array(out, np.int8, expected.size)
         assert (got == expected.reshape(-1)).all(), layer.name
         return prof.cycles, nbytes
 
 
-def export(model, path: Path, x, xt, yt, sparse: str, samples: int,
-           masks: str = "threshold") -> dict:
+def export(
+    model, path: Path, x, xt, yt, sparse: str, samples: int, masks: str = "threshold"
+) -> dict:
     """Export, check, and count one variant's cycles; the row of the table."""
-    rep = kp.export.cmsis(model, path, x[:500], validation_data=(xt, yt), samples=samples,
-                          sparse=sparse, masks=masks, force=True, print_fn=None,
-                          progress=False)
+    rep = kp.export.cmsis(
+        model,
+        path,
+        x[:500],
+        validation_data=(xt, yt),
+        samples=samples,
+        sparse=sparse,
+        masks=masks,
+        force=True,
+        print_fn=None,
+        progress=False,
+    )
     m = rep.manifest
     inp = m["io"]["input"]
     xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
     cost = m4_cycles.profile_model(path, xq)
-    row = {"accuracy": m["accuracy"]["int8_c"],
-           "flash": m["sizes"].get("cortex_m4", {}).get("model_flash"),
-           "ram": m["memory"]["arena_bytes"], "cycles": cost.cycles, "cost": cost,
-           "manifest": m, "path": path}
+    row = {
+        "accuracy": m["accuracy"]["int8_c"],
+        "flash": m["sizes"].get("cortex_m4", {}).get("model_flash"),
+        "ram": m["memory"]["arena_bytes"],
+        "cycles": cost.cycles,
+        "cost": cost,
+        "manifest": m,
+        "path": path,
+    }
     if os.environ.get("KP_CMSIS_NN_DIR"):
         row["cmsis_nn_cycles"] = m4_cycles.profile_model(
-            path, xq, cmsis_nn=os.environ["KP_CMSIS_NN_DIR"]).cycles
+            path, xq, cmsis_nn=os.environ["KP_CMSIS_NN_DIR"]
+        ).cycles
     return row
 
 
@@ -206,8 +244,9 @@ def csr_row(dense_kernels: dict, plain, csr: CsrBench) -> dict:
     """The unstructured model with its weight layers on the CSR kernels."""
     row = dict(dense_kernels)
     cycles, flash = row["cycles"], row["flash"]
-    by_name = {la.layers[-1]: la for la in row["cost"].layers
-               if la.op in ("FULLY_CONNECTED", "CONV_2D")}
+    by_name = {
+        la.layers[-1]: la for la in row["cost"].layers if la.op in ("FULLY_CONNECTED", "CONV_2D")
+    }
     for layer in plain.layers:
         if layer.name not in by_name:
             continue
@@ -219,8 +258,9 @@ def csr_row(dense_kernels: dict, plain, csr: CsrBench) -> dict:
     return row
 
 
-def variants(r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9,
-             samples: int = 100) -> list[tuple]:
+def variants(
+    r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9, samples: int = 100
+) -> list[tuple]:
     """The table's rows for one trained model: ``r`` the demo's ``DemoResult`` (dense and
     SIMDGroups(4)-pruned models), ``integral`` its ``IntegralResult`` (None: no mask rows),
     ``data`` ``(x, y, xt, yt)``. Prunes the dense model once more, unstructured, to
@@ -228,13 +268,13 @@ def variants(r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9,
     ``out``."""
     x, y, xt, yt = data
     name = r.model
-    unstructured, _, _ = demo.prune_and_finetune(r.dense_model, name, x, y,
-                                                 granularity.Unstructured(), sparsity)
+    unstructured, _, _ = demo.prune_and_finetune(
+        r.dense_model, name, x, y, granularity.Unstructured(), sparsity
+    )
     plain_u = kp.strip(unstructured)
     dense = export(r.dense_model, out / f"{name}_dense", x, xt, yt, "never", samples)
     dense_auto = export(r.dense_model, out / f"{name}_dense_auto", x, xt, yt, "auto", samples)
-    groups = export(kp.strip(r.pruned_model), out / f"{name}_groups", x, xt, yt, "auto",
-                    samples)
+    groups = export(kp.strip(r.pruned_model), out / f"{name}_groups", x, xt, yt, "auto", samples)
     unstr = export(plain_u, out / f"{name}_unstructured", x, xt, yt, "never", samples)
     cmsis_row = {"accuracy": dense["accuracy"], "flash": None, "ram": None}
     if "cmsis_nn_cycles" in dense:
@@ -250,11 +290,18 @@ def variants(r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9,
         (f"SIMDGroups(4) {pct}", groups),
     ]
     if integral is not None and integral.plain_model is not None:
-        masked = export(integral.plain_model, out / f"{name}_masks", x, xt, yt, "auto",
-                        samples)
+        masked = export(integral.plain_model, out / f"{name}_masks", x, xt, yt, "auto", samples)
         masked["integral"] = integral
-        topk = export(integral.plain_model, out / f"{name}_masks_topk", x, xt, yt, "auto",
-                      samples, masks="topk")
+        topk = export(
+            integral.plain_model,
+            out / f"{name}_masks_topk",
+            x,
+            xt,
+            yt,
+            "auto",
+            samples,
+            masks="topk",
+        )
         rows += [("SIMDGroups(4) + masks", masked), ("  same, top-k masks in C", topk)]
     return rows
 
@@ -262,10 +309,12 @@ def variants(r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9,
 def table(name: str, rows: list[tuple]) -> str:
     base = rows[0][1]["cycles"]
     digits = rows[0][1]["manifest"]["accuracy"]["samples"]
-    lines = [f"\n{name} on MNIST-5k, Cortex-M4 (estimated cycles at zero wait states; "
-             f"int8 C accuracy on the first {digits:,} test digits)",
-             f"  {'variant':<32}{'accuracy':>9}{'flash B':>10}{'RAM B':>8}{'cycles':>12}"
-             f"{'ms@120MHz':>11}{'speed-up':>10}"]
+    lines = [
+        f"\n{name} on MNIST-5k, Cortex-M4 (estimated cycles at zero wait states; "
+        f"int8 C accuracy on the first {digits:,} test digits)",
+        f"  {'variant':<32}{'accuracy':>9}{'flash B':>10}{'RAM B':>8}{'cycles':>12}"
+        f"{'ms@120MHz':>11}{'speed-up':>10}",
+    ]
     for label, row in rows:
         acc, cyc = row.get("accuracy"), row.get("cycles")
         flash, ram = row.get("flash"), row.get("ram")
@@ -274,15 +323,23 @@ def table(name: str, rows: list[tuple]) -> str:
             f"{(f'{flash:,}' if flash else '-'):>10}{(f'{ram:,}' if ram else '-'):>8}"
             f"{(f'{cyc:,}' if cyc else '-'):>12}"
             f"{(f'{cyc / m4_cycles.REFERENCE_MHZ / 1e3:.2f}' if cyc else '-'):>11}"
-            f"{(f'{base / cyc:.2f}x' if cyc else '-'):>10}")
+            f"{(f'{base / cyc:.2f}x' if cyc else '-'):>10}"
+        )
         if "integral" in row:
             i = row["integral"]
             lines.append(
                 f"  {'':<4}MACs left of dense: weights only {1 - i.cut('weights_x_relu'):.1%}"
                 f" (zero ReLU outputs skipped), with masks "
                 f"{1 - i.cut('weights_x_thresholds'):.1%}; zero-skipping layers: "
-                + (", ".join(la["keras_layers"][-1] for la in row["manifest"]["layers"]
-                             if la["kernel"] == "kp_zero_skip_fully_connected_s8") or "none"))
+                + (
+                    ", ".join(
+                        la["keras_layers"][-1]
+                        for la in row["manifest"]["layers"]
+                        if la["kernel"] == "kp_zero_skip_fully_connected_s8"
+                    )
+                    or "none"
+                )
+            )
     return "\n".join(lines)
 
 

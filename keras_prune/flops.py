@@ -69,21 +69,30 @@ class MacReport:
         return 1.0 - value / self.dense if value is not None and self.dense else 0.0
 
     def table(self) -> str:
-        head = (f"{'layer':<16}{'type':<17}{'dense MACs':>12}{'kept weights':>14}"
-                f"{'input nz':>10}{'effective':>12}{'vs dense':>10}")
-        lines = [f"MACs per inference of '{self.model}'" + (
-            f" (effective: mean over {self.samples} samples)" if self.samples else ""),
-            head, "-" * len(head)]
+        head = (
+            f"{'layer':<16}{'type':<17}{'dense MACs':>12}{'kept weights':>14}"
+            f"{'input nz':>10}{'effective':>12}{'vs dense':>10}"
+        )
+        lines = [
+            f"MACs per inference of '{self.model}'"
+            + (f" (effective: mean over {self.samples} samples)" if self.samples else ""),
+            head,
+            "-" * len(head),
+        ]
         for r in self.rows:
             eff = "" if r.effective is None else f"{r.effective:>12,.0f}"
             nz = "" if r.input_density is None else f"{r.input_density:>10.1%}"
             ratio = "" if r.effective is None else f"{r.effective / r.dense:>10.1%}"
-            lines.append(f"{r.name[:15]:<16}{r.kind[:16]:<17}{r.dense:>12,}{r.weight:>14,}"
-                         f"{nz:>10}{eff:>12}{ratio:>10}")
+            lines.append(
+                f"{r.name[:15]:<16}{r.kind[:16]:<17}{r.dense:>12,}{r.weight:>14,}"
+                f"{nz:>10}{eff:>12}{ratio:>10}"
+            )
         lines.append("-" * len(head))
         eff = self.effective
-        lines.append(f"{'total':<33}{self.dense:>12,}{self.weight:>14,}{'':>10}"
-                     + ("" if eff is None else f"{eff:>12,.0f}{eff / self.dense:>10.1%}"))
+        lines.append(
+            f"{'total':<33}{self.dense:>12,}{self.weight:>14,}{'':>10}"
+            + ("" if eff is None else f"{eff:>12,.0f}{eff / self.dense:>10.1%}")
+        )
         cut = f"MAC reduction vs dense: kept weights {self.reduction('weight'):.1%}"
         if eff is not None:
             cut += f", weights x activations {self.reduction('effective'):.1%}"
@@ -94,9 +103,14 @@ class MacReport:
         return self.table()
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "samples": self.samples, "dense": self.dense,
-                "weight": self.weight, "effective": self.effective,
-                "rows": [asdict(r) for r in self.rows]}
+        return {
+            "model": self.model,
+            "samples": self.samples,
+            "dense": self.dense,
+            "weight": self.weight,
+            "effective": self.effective,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 # ---------------------------------------------------------------------- per layer
@@ -107,8 +121,10 @@ def _kernels(layer) -> tuple[keras.layers.Layer, dict[str, np.ndarray]]:
         masked = dict(zip((s.attr for s in layer._specs), layer.masked_kernels(), strict=True))
     else:
         inner, masked = layer, {}
-    return inner, {s.attr: masked.get(s.attr, ops.convert_to_numpy(getattr(inner, s.attr)))
-                   for s in kernel_specs(inner)}
+    return inner, {
+        s.attr: masked.get(s.attr, ops.convert_to_numpy(getattr(inner, s.attr)))
+        for s in kernel_specs(inner)
+    }
 
 
 def _channels_last(layer, x):
@@ -118,8 +134,11 @@ def _channels_last(layer, x):
 
 
 def _spatial(shape, layer) -> int:
-    dims = shape[1:-1] if getattr(layer, "data_format", "channels_last") != "channels_first" \
+    dims = (
+        shape[1:-1]
+        if getattr(layer, "data_format", "channels_last") != "channels_first"
         else shape[2:]
+    )
     return math.prod(dims)
 
 
@@ -140,8 +159,12 @@ def _static_counts(layer, kernels, in_shape, out_shape) -> tuple[int, int]:
 
 
 def _conv_args(layer) -> dict:
-    return {"strides": layer.strides, "padding": layer.padding,
-            "dilation_rate": layer.dilation_rate, "data_format": "channels_last"}
+    return {
+        "strides": layer.strides,
+        "padding": layer.padding,
+        "dilation_rate": layer.dilation_rate,
+        "data_format": "channels_last",
+    }
 
 
 def _effective(layer, kernels, x: np.ndarray) -> float:
@@ -156,25 +179,35 @@ def _effective(layer, kernels, x: np.ndarray) -> float:
         macs = _depthwise(layer, dw, nz)
         mid = ops.convert_to_numpy(ops.depthwise_conv(x, dw, **_conv_args(layer)))
         per_input = np.count_nonzero(pw.reshape(-1, pw.shape[-1]), axis=1).astype(np.float32)
-        return macs + float(np.sum((mid != 0).reshape(-1, mid.shape[-1]).astype(np.float32)
-                                   @ per_input, dtype=np.float64))
+        return macs + float(
+            np.sum(
+                (mid != 0).reshape(-1, mid.shape[-1]).astype(np.float32) @ per_input,
+                dtype=np.float64,
+            )
+        )
     (k,) = kernels.values()
     if isinstance(layer, L.DepthwiseConv2D):
         return _depthwise(layer, k, nz)
     if isinstance(layer, L.Conv2DTranspose):
         counts = np.count_nonzero(k, axis=-2, keepdims=True).astype(np.float32)
-        out = ops.conv_transpose(nz, counts, strides=layer.strides, padding=layer.padding,
-                                 output_padding=layer.output_padding,
-                                 dilation_rate=layer.dilation_rate,
-                                 data_format="channels_last")
+        out = ops.conv_transpose(
+            nz,
+            counts,
+            strides=layer.strides,
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format="channels_last",
+        )
         return float(np.sum(ops.convert_to_numpy(out), dtype=np.float64))
     groups = getattr(layer, "groups", 1)
     cin, cout = k.shape[-2], k.shape[-1] // groups
     total = 0.0
     for g in range(groups):
-        counts = np.count_nonzero(k[..., g * cout:(g + 1) * cout], axis=-1, keepdims=True)
-        out = ops.conv(nz[..., g * cin:(g + 1) * cin], counts.astype(np.float32),
-                       **_conv_args(layer))
+        counts = np.count_nonzero(k[..., g * cout : (g + 1) * cout], axis=-1, keepdims=True)
+        out = ops.conv(
+            nz[..., g * cin : (g + 1) * cin], counts.astype(np.float32), **_conv_args(layer)
+        )
         total += float(np.sum(ops.convert_to_numpy(out), dtype=np.float64))
     return total
 
@@ -188,12 +221,20 @@ def _depthwise(layer, kernel, nz) -> float:
 # ---------------------------------------------------------------------- model
 def _mac_nodes(model):
     graph, nodes = functional_nodes(model)
-    return graph, [n for n in nodes if isinstance(n.operation, keras.Model) or kernel_specs(
-        n.operation.layer if isinstance(n.operation, PruneWrapper) else n.operation)]
+    return graph, [
+        n
+        for n in nodes
+        if isinstance(n.operation, keras.Model)
+        or kernel_specs(n.operation.layer if isinstance(n.operation, PruneWrapper) else n.operation)
+    ]
 
 
-def count_macs(model: keras.Model, x=None, batch_size: int = 256,
-               print_fn: Callable[[str], None] | None = print) -> MacReport:
+def count_macs(
+    model: keras.Model,
+    x=None,
+    batch_size: int = 256,
+    print_fn: Callable[[str], None] | None = print,
+) -> MacReport:
     """MACs per inference, per layer and in total, at three levels.
 
     - **dense**: every weight meets every input it is connected to (padding included);
@@ -241,8 +282,9 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
             nested.append((op, node))
             continue
         inner, kernels = _kernels(op)
-        dense, weight = _static_counts(inner, kernels, node.input_tensors[0].shape,
-                                       node.outputs[0].shape)
+        dense, weight = _static_counts(
+            inner, kernels, node.input_tensors[0].shape, node.outputs[0].shape
+        )
         row = rows.get(id(op))
         if row is None:
             rows[id(op)] = MacRow(prefix + op.name, type(inner).__name__, dense, weight)
@@ -256,8 +298,9 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
         sizes = [0] * len(nodes)
         sub_inputs = [[] for _ in nodes]
         feats = [n.input_tensors[0] for n in nodes]
-        kernels = [None if isinstance(n.operation, keras.Model) else _kernels(n.operation)
-                   for n in nodes]
+        kernels = [
+            None if isinstance(n.operation, keras.Model) else _kernels(n.operation) for n in nodes
+        ]
         for outs in batches(graph, x, batch_size, outputs=feats):
             for j, (node, feat) in enumerate(zip(nodes, outs, strict=True)):
                 feat = np.asarray(feat)
@@ -277,10 +320,15 @@ def _count(model, x, batch_size, report: MacReport, prefix: str) -> None:
         for key, (eff, nz, size) in seen.items():
             rows[key].effective = eff
             rows[key].input_density = nz / size if size else None
-        for (sub, node) in nested:
+        for sub, node in nested:
             j = nodes.index(node)
-            _count(sub, np.concatenate(sub_inputs[j]), batch_size, report,
-                   prefix=f"{prefix}{sub.name}/")
+            _count(
+                sub,
+                np.concatenate(sub_inputs[j]),
+                batch_size,
+                report,
+                prefix=f"{prefix}{sub.name}/",
+            )
     else:
         for sub, _ in nested:
             _count(sub, None, batch_size, report, prefix=f"{prefix}{sub.name}/")
@@ -316,8 +364,10 @@ class FlopReport:
         lines = [f"MACs per inference of '{self.model}'", head, "-" * len(head)]
         total = self.total or 1
         for r in self.rows:
-            lines.append(f"{r.name[:27]:<28}{r.kind[:19]:<20}{r.macs:>14,}{r.params:>12,}"
-                         f"{r.macs / total:>8.1%}")
+            lines.append(
+                f"{r.name[:27]:<28}{r.kind[:19]:<20}{r.macs:>14,}{r.params:>12,}"
+                f"{r.macs / total:>8.1%}"
+            )
         lines.append("-" * len(head))
         lines.append(f"{'total':<48}{self.total:>14,}{self.params:>12,}")
         return "\n".join(lines)
@@ -326,8 +376,9 @@ class FlopReport:
         return self.table()
 
 
-def count_flops(model: keras.Model, print_fn: Callable[[str], None] | None = print,
-                graph=None) -> FlopReport:
+def count_flops(
+    model: keras.Model, print_fn: Callable[[str], None] | None = print, graph=None
+) -> FlopReport:
     """MACs per inference, per layer and in total (the FLOPs LeGR targets count).
 
     Counts Dense, Conv1D/2D/3D (grouped too), DepthwiseConv, SeparableConv and
@@ -344,8 +395,9 @@ def count_flops(model: keras.Model, print_fn: Callable[[str], None] | None = pri
     for use in graph.layers:
         params = int(sum(math.prod(w.shape) for w in use.layer.weights))
         if use.path in macs or params:
-            report.rows.append(FlopRow(use.path, type(use.layer).__name__,
-                                       int(macs.get(use.path, 0)), params))
+            report.rows.append(
+                FlopRow(use.path, type(use.layer).__name__, int(macs.get(use.path, 0)), params)
+            )
     if print_fn is not None:
         print_fn(report.table())
     return report

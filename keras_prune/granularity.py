@@ -59,7 +59,7 @@ class KernelLayout:
 
     def rows_shape(self, shape) -> tuple[int, int]:
         shape = [int(shape[p]) for p in self.perm]
-        return math.prod(shape[: self.n_out_axes]), math.prod(shape[self.n_out_axes:])
+        return math.prod(shape[: self.n_out_axes]), math.prod(shape[self.n_out_axes :])
 
     def to_rows(self, x):
         rows, cols = self.rows_shape(x.shape)
@@ -74,10 +74,10 @@ class KernelLayout:
 
 
 # Layouts of the Keras kernels we prune (see keras_prune.layers.prunable).
-DENSE = KernelLayout((1, 0))                  # (in, out)
-CONV1D = KernelLayout((2, 0, 1))              # (k, cin, cout)
-CONV2D = KernelLayout((3, 0, 1, 2))           # (kh, kw, cin, cout) -> OHWI
-DEPTHWISE2D = KernelLayout((2, 3, 0, 1), 2)   # (kh, kw, cin, mult) -> channel c*mult+m, window
+DENSE = KernelLayout((1, 0))  # (in, out)
+CONV1D = KernelLayout((2, 0, 1))  # (k, cin, cout)
+CONV2D = KernelLayout((3, 0, 1, 2))  # (kh, kw, cin, cout) -> OHWI
+DEPTHWISE2D = KernelLayout((2, 3, 0, 1), 2)  # (kh, kw, cin, mult) -> channel c*mult+m, window
 CONV2D_TRANSPOSE = KernelLayout((2, 0, 1, 3))  # (kh, kw, cout, cin) -> OHWI
 
 
@@ -184,8 +184,9 @@ class SIMDGroups(Granularity):
         g = tf.reshape(wp, (rows, groups, self.width))
         alive = tf.reduce_max(tf.reshape(mp, (rows, groups, self.width)), axis=-1) > 0
         scores = tf.where(alive, tf.sqrt(tf.reduce_sum(tf.square(g), axis=-1)), -1.0)
-        keep = keep_after_pruning_lowest(tf.reshape(scores, [-1]),
-                                          prune_count(sparsity, rows * groups))
+        keep = keep_after_pruning_lowest(
+            tf.reshape(scores, [-1]), prune_count(sparsity, rows * groups)
+        )
         keep = tf.repeat(tf.reshape(keep, (rows, groups)), self.width, axis=1)
         return keep[:, :cols]
 
@@ -316,8 +317,14 @@ class Channels(Granularity):
         return int(np.any(rows != 0, axis=1).sum()) * rows.shape[1]
 
 
-_BY_NAME = {"unstructured": Unstructured, "simd": SIMDGroups, "simdgroups": SIMDGroups,
-            "nofm": NofM, "2:4": NofM, "channels": Channels}
+_BY_NAME = {
+    "unstructured": Unstructured,
+    "simd": SIMDGroups,
+    "simdgroups": SIMDGroups,
+    "nofm": NofM,
+    "2:4": NofM,
+    "channels": Channels,
+}
 
 
 def get(granularity) -> Granularity:

@@ -36,21 +36,56 @@ __all__ = ["build", "DependencyGraph", "ChannelGroup", "LayerUse", "MacTerm", "f
 L = keras.layers
 
 # Layers whose output channel c depends on input channel c only.
-_PASSTHROUGH = tuple(getattr(L, n) for n in (
-    "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-    "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
-    "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Identity",
-    "ActivityRegularization", "BatchNormalization", "PReLU", "Activation") if hasattr(L, n)
+_PASSTHROUGH = tuple(
+    getattr(L, n)
+    for n in (
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
+        "Identity",
+        "ActivityRegularization",
+        "BatchNormalization",
+        "PReLU",
+        "Activation",
+    )
+    if hasattr(L, n)
 ) + (ActivationThreshold,)  # element-wise with one scalar threshold
 _MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _DEPTHWISE = tuple(c for c in (getattr(L, "DepthwiseConv1D", None), L.DepthwiseConv2D) if c)
 _SEPARABLE = tuple(c for c in (getattr(L, "SeparableConv1D", None), L.SeparableConv2D) if c)
-_TRANSPOSE = tuple(getattr(L, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
-                                            "Conv3DTranspose") if hasattr(L, n))
+_TRANSPOSE = tuple(
+    getattr(L, n)
+    for n in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+    if hasattr(L, n)
+)
 _CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
 _PRODUCERS = (L.Dense, *_SEPARABLE, *_TRANSPOSE, *_CONV)  # order: subclasses first
 
@@ -94,15 +129,20 @@ def _why_blocked(layer, kind: str, in_shape, out_shape) -> str | None:
         return f"'{layer.name}' (Activation) applies softmax across channels"
     if isinstance(layer, L.BatchNormalization) and layer.axis not in (-1, len(in_shape) - 1):
         return f"'{layer.name}' (BatchNormalization) normalizes axis {layer.axis}, not channels"
-    if isinstance(layer, L.PReLU) and in_shape[-1] not in (1, None) and \
-            layer.alpha.shape[-1] not in (1, in_shape[-1]):
+    if (
+        isinstance(layer, L.PReLU)
+        and in_shape[-1] not in (1, None)
+        and layer.alpha.shape[-1] not in (1, in_shape[-1])
+    ):
         return f"'{layer.name}' (PReLU) has an alpha that is not per channel"
     if kind == "flatten" and len(in_shape) < 2:
         return f"'{layer.name}' (Flatten) has no channel axis"
     if kind == "reshape":
         if out_shape[-1] != in_shape[-1] and len(out_shape) != 2:
-            return (f"'{layer.name}' (Reshape) to {tuple(out_shape[1:])} does not keep the "
-                    "channel axis last and is not a flatten")
+            return (
+                f"'{layer.name}' (Reshape) to {tuple(out_shape[1:])} does not keep the "
+                "channel axis last and is not a flatten"
+            )
     return None
 
 
@@ -120,12 +160,12 @@ class MacTerm:
 class LayerUse:
     """One layer of the graph and the elements along its input and output channels."""
 
-    path: str          # name, prefixed by nested models ("block/conv")
+    path: str  # name, prefixed by nested models ("block/conv")
     layer: keras.layers.Layer
     kind: str
-    in_slots: np.ndarray | None = None   # element id per channel of the (first) input
+    in_slots: np.ndarray | None = None  # element id per channel of the (first) input
     out_slots: np.ndarray | None = None  # element id per channel of the output
-    creates: np.ndarray | None = None    # elements this layer creates (producers)
+    creates: np.ndarray | None = None  # elements this layer creates (producers)
     macs: list[MacTerm] = field(default_factory=list)
     calls: int = 0
 
@@ -191,7 +231,7 @@ class DependencyGraph:
         _check_model(model, "kp.graph.build")
         self.model = model
         self._uf = _UnionFind()
-        self._fixed: dict[int, str] = {}      # element -> why it cannot be removed
+        self._fixed: dict[int, str] = {}  # element -> why it cannot be removed
         self._creator: list[tuple[str, int]] = []  # element -> (producer path, filter)
         self.layers: list[LayerUse] = []
         self._uses: dict[int, LayerUse] = {}
@@ -206,8 +246,10 @@ class DependencyGraph:
     # ------------------------------------------------------------------ building
     def _new(self, n, path: str, fixed: str | None = None) -> np.ndarray:
         if n is None:
-            raise ValueError(f"kp.graph: layer '{path}' has an unknown channel count; build "
-                             "the model with fully defined channel dimensions.")
+            raise ValueError(
+                f"kp.graph: layer '{path}' has an unknown channel count; build "
+                "the model with fully defined channel dimensions."
+            )
         ids = self._uf.add(int(n))
         self._creator.extend((path, i) for i in range(int(n)))
         if fixed:
@@ -240,8 +282,10 @@ class DependencyGraph:
             if isinstance(op, keras.Model):
                 inner_inputs = op.inputs
                 if len(inner_inputs) != len(ins):
-                    raise ValueError(f"kp.graph: nested model '{prefix}{op.name}' is called "
-                                     f"with {len(ins)} tensors for {len(inner_inputs)} inputs.")
+                    raise ValueError(
+                        f"kp.graph: nested model '{prefix}{op.name}' is called "
+                        f"with {len(ins)} tensors for {len(inner_inputs)} inputs."
+                    )
                 for t, s in zip(inner_inputs, ins, strict=True):
                     if id(t) in self._slots:  # called again: same weights, same channels
                         self._tie(self._slots[id(t)], s)
@@ -296,8 +340,7 @@ class DependencyGraph:
             out = x
         elif kind == "concat":
             out = self._concat(layer, ins, in_shapes)
-        elif kind in ("flatten", "reshape") and len(out_shapes[0]) == 2 and \
-                len(in_shapes[0]) > 2:
+        elif kind in ("flatten", "reshape") and len(out_shapes[0]) == 2 and len(in_shapes[0]) > 2:
             out = np.tile(x, math.prod(in_shapes[0][1:-1]))
         else:
             out = x
@@ -335,8 +378,7 @@ class DependencyGraph:
         # channel -> (producer paths); channels with equal producer sets form a group
         by_producers: dict[tuple[str, ...], list[int]] = {}
         for r, elems in members.items():
-            producers = tuple(sorted({self._creator[e][0] for e in elems
-                                      if self._creator[e][0]}))
+            producers = tuple(sorted({self._creator[e][0] for e in elems if self._creator[e][0]}))
             by_producers.setdefault(producers, []).append(r)
         touching: dict[int, set[str]] = {}
         for use in self.layers:
@@ -350,15 +392,21 @@ class DependencyGraph:
             if not producers:
                 continue  # model inputs only
             first = min(producers, key=order.get)
-            roots.sort(key=lambda r: min(self._creator[e][1] for e in members[r]
-                                         if self._creator[e][0] == first))
+            roots.sort(
+                key=lambda r: min(
+                    self._creator[e][1] for e in members[r] if self._creator[e][0] == first
+                )
+            )
             reasons = [fixed_roots[r] for r in roots if r in fixed_roots]
             names = set().union(*(touching.get(r, set()) for r in roots))
             group = ChannelGroup(
-                name=first, producers=sorted(producers, key=order.get),
+                name=first,
+                producers=sorted(producers, key=order.get),
                 members=sorted(names, key=order.get),
                 elements=[np.array(members[r]) for r in roots],
-                prunable=not reasons, reason=reasons[0] if reasons else "")
+                prunable=not reasons,
+                reason=reasons[0] if reasons else "",
+            )
             self.groups.append(group)
         self.groups.sort(key=lambda g: order[g.name])
 
@@ -393,8 +441,9 @@ class DependencyGraph:
                 continue
             n_in = len(use.in_slots) if alive is None else int(alive[use.in_slots].sum())
             n_out = len(use.out_slots) if alive is None else int(alive[use.out_slots].sum())
-            out[use.path] = sum(t.coef * (n_in if t.use_in else 1) * (n_out if t.use_out else 1)
-                                for t in use.macs)
+            out[use.path] = sum(
+                t.coef * (n_in if t.use_in else 1) * (n_out if t.use_out else 1) for t in use.macs
+            )
         return out
 
     def table(self) -> str:

@@ -34,9 +34,18 @@ from keras_prune.layers.activation_mask import (
 )
 from keras_prune.layers.prune_wrapper import PruneWrapper
 
-__all__ = ["add_activation_masks", "sensitivity_scan", "choose_winner_rates",
-           "calibrate_thresholds", "check_thresholds_int8", "mask_sites", "SensitivityScan",
-           "WinnerRates", "ThresholdCheck", "DEFAULT_RATES"]
+__all__ = [
+    "add_activation_masks",
+    "sensitivity_scan",
+    "choose_winner_rates",
+    "calibrate_thresholds",
+    "check_thresholds_int8",
+    "mask_sites",
+    "SensitivityScan",
+    "WinnerRates",
+    "ThresholdCheck",
+    "DEFAULT_RATES",
+]
 
 DEFAULT_RATES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 
@@ -47,12 +56,33 @@ NONNEGATIVE = RELU_FAMILY + ("sigmoid", "hard_sigmoid", "softmax", "softplus", "
 L = keras.layers
 # layers that move or select values without making any negative: a mask can sit after them
 PASS_THROUGH = (
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
-    L.AveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.Flatten,
-    L.Reshape, L.Permute, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.SpatialDropout3D, L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D,
-    L.Cropping2D, L.Cropping3D, ActivationMask, ActivationThreshold,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.MaxPooling3D,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.AveragePooling3D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.GlobalMaxPooling3D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalAveragePooling3D,
+    L.Flatten,
+    L.Reshape,
+    L.Permute,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.SpatialDropout3D,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    ActivationMask,
+    ActivationThreshold,
 )
 
 
@@ -91,8 +121,9 @@ def _move_to_consumer(layer, graph: LayerGraph):
         if len(consumers) != 1 or graph.calls[id(layer)] != 1:
             return layer
         nxt = consumers[0]
-        if not isinstance(nxt, PASS_THROUGH) or isinstance(nxt, (ActivationMask,
-                                                                  ActivationThreshold)):
+        if not isinstance(nxt, PASS_THROUGH) or isinstance(
+            nxt, (ActivationMask, ActivationThreshold)
+        ):
             return layer
         if len(graph.producers(nxt)) != 1 or graph.calls[id(nxt)] != 1:
             return layer
@@ -135,8 +166,9 @@ def _resolve_sites(model, winner_rate, after) -> dict[str, float]:
                 "Give the mask positions once: either winner_rate={layer_name: rate} or "
                 "after=[...] with one winner_rate, not both."
             )
-        rates = {name: check_winner_rate(r, f"winner_rate[{name!r}]")
-                 for name, r in winner_rate.items()}
+        rates = {
+            name: check_winner_rate(r, f"winner_rate[{name!r}]") for name, r in winner_rate.items()
+        }
         names = list(rates)
     else:
         rate = check_winner_rate(winner_rate)
@@ -154,8 +186,11 @@ def _resolve_sites(model, winner_rate, after) -> dict[str, float]:
     for name in names:
         layer = graph.by_name(name)
         if layer is None:
-            nested = [m.name for m in graph.layers if isinstance(m, keras.Model)
-                      and any(la.name == name for la in m.layers)]
+            nested = [
+                m.name
+                for m in graph.layers
+                if isinstance(m, keras.Model) and any(la.name == name for la in m.layers)
+            ]
             if nested:
                 raise ValueError(
                     f"Layer '{name}' is inside the nested model '{nested[0]}'; activation "
@@ -166,21 +201,25 @@ def _resolve_sites(model, winner_rate, after) -> dict[str, float]:
                 f"{', '.join(la.name for la in graph.layers)}."
             )
         if isinstance(layer, (ActivationMask, ActivationThreshold)) or any(
-                isinstance(c, ActivationMask) for c in graph.consumers(layer)):
+            isinstance(c, ActivationMask) for c in graph.consumers(layer)
+        ):
             raise ValueError(f"Layer '{name}' already has an activation mask.")
         if not _nonnegative(layer, graph, relu_only=False):
             act = _activation(layer) or "none"
-            follow = [c.name for c in graph.consumers(layer)
-                      if _nonnegative(c, graph, relu_only=True)]
-            hint = (f" Put the mask after its ReLU instead: after={follow!r}." if follow else
-                    " Put it after a ReLU-family activation (after=[...]), or add one.")
+            follow = [
+                c.name for c in graph.consumers(layer) if _nonnegative(c, graph, relu_only=True)
+            ]
+            hint = (
+                f" Put the mask after its ReLU instead: after={follow!r}."
+                if follow
+                else " Put it after a ReLU-family activation (after=[...]), or add one."
+            )
             raise ValueError(
                 f"Layer '{name}' ({type(layer).__name__}, activation {act!r}) can output "
                 "negative values, so keeping the top activations by value would drop strong "
                 f"negative ones and keep weak ones.{hint}"
             )
-        if not graph.consumers(layer) and graph.calls[id(layer)] == 1 and \
-                layer in graph.outputs:
+        if not graph.consumers(layer) and graph.calls[id(layer)] == 1 and layer in graph.outputs:
             raise ValueError(
                 f"Layer '{name}' is an output of model '{model.name}'; masking it would "
                 "change the model's answers rather than the work inside it."
@@ -188,8 +227,9 @@ def _resolve_sites(model, winner_rate, after) -> dict[str, float]:
     return rates
 
 
-def add_activation_masks(model: keras.Model, winner_rate: float | dict = 0.3,
-                         after: str | Sequence[str] | None = None) -> keras.Model:
+def add_activation_masks(
+    model: keras.Model, winner_rate: float | dict = 0.3, after: str | Sequence[str] | None = None
+) -> keras.Model:
     """A new model with an ``ActivationMask`` after each chosen layer.
 
     Args:
@@ -277,28 +317,42 @@ class SensitivityScan:
     def lowest_rate(self, site: str, max_loss: float) -> float:
         """The lowest scanned rate of ``site`` within ``max_loss`` of the baseline (1.0
         if none is)."""
-        ok = [r for r, a in zip(self.rates, self.accuracy[site], strict=True)
-              if a >= self.baseline - max_loss - 1e-12]
+        ok = [
+            r
+            for r, a in zip(self.rates, self.accuracy[site], strict=True)
+            if a >= self.baseline - max_loss - 1e-12
+        ]
         return min(ok) if ok else 1.0
 
     def table(self) -> str:
         head = f"{'mask after':<16}{'feeds':<14}" + "".join(f"{r:>8.0%}" for r in self.rates)
-        lines = [f"Sensitivity of '{self.model}' (accuracy; unmasked {self.baseline:.2%})",
-                 head, "-" * len(head)]
+        lines = [
+            f"Sensitivity of '{self.model}' (accuracy; unmasked {self.baseline:.2%})",
+            head,
+            "-" * len(head),
+        ]
         for site, accs in self.accuracy.items():
-            lines.append(f"{site[:15]:<16}{self.consumers.get(site, '')[:13]:<14}"
-                         + "".join(f"{a:>8.2%}" for a in accs))
+            lines.append(
+                f"{site[:15]:<16}{self.consumers.get(site, '')[:13]:<14}"
+                + "".join(f"{a:>8.2%}" for a in accs)
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "baseline": self.baseline, "rates": list(self.rates),
-                "accuracy": self.accuracy, "consumers": self.consumers}
+        return {
+            "model": self.model,
+            "baseline": self.baseline,
+            "rates": list(self.rates),
+            "accuracy": self.accuracy,
+            "consumers": self.consumers,
+        }
 
-    def plot(self, path: str | os.PathLike, max_loss: float | None = None,
-             overwrite: bool = True) -> Path:
+    def plot(
+        self, path: str | os.PathLike, max_loss: float | None = None, overwrite: bool = True
+    ) -> Path:
         """Accuracy vs winner rate, one line per masked layer (PNG, written atomically)."""
         import matplotlib
 
@@ -307,13 +361,28 @@ class SensitivityScan:
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for site, accs in self.accuracy.items():
-            ax.plot([100 * r for r in self.rates], [100 * a for a in accs], marker="o",
-                    ms=4, label=f"after {site} (feeds {self.consumers.get(site, '?')})")
-        ax.axhline(100 * self.baseline, color="black", lw=0.8, ls=":",
-                   label=f"no masks ({100 * self.baseline:.2f}%)")
+            ax.plot(
+                [100 * r for r in self.rates],
+                [100 * a for a in accs],
+                marker="o",
+                ms=4,
+                label=f"after {site} (feeds {self.consumers.get(site, '?')})",
+            )
+        ax.axhline(
+            100 * self.baseline,
+            color="black",
+            lw=0.8,
+            ls=":",
+            label=f"no masks ({100 * self.baseline:.2f}%)",
+        )
         if max_loss:
-            ax.axhspan(100 * (self.baseline - max_loss), 100 * self.baseline, color="green",
-                       alpha=0.12, label=f"within {100 * max_loss:.1f} points")
+            ax.axhspan(
+                100 * (self.baseline - max_loss),
+                100 * self.baseline,
+                color="green",
+                alpha=0.12,
+                label=f"within {100 * max_loss:.1f} points",
+            )
         ax.set_xlabel("winner rate (% of activations kept per input)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"Activation sensitivity of {self.model}, one layer masked at a time")
@@ -341,19 +410,27 @@ def _sites_for(model, layers) -> list[str]:
     if layers is None:
         sites = mask_sites(model)
         if not sites:
-            raise ValueError(f"Model '{model.name}' has no ReLU-family activation to mask; "
-                             "name the layers with layers=[...].")
+            raise ValueError(
+                f"Model '{model.name}' has no ReLU-family activation to mask; "
+                "name the layers with layers=[...]."
+            )
         return sites
     sites = [layers] if isinstance(layers, str) else list(layers)
     _resolve_sites(model, 1.0, sites)
     return sites
 
 
-def sensitivity_scan(model: keras.Model, x_val, y_val, rates: Iterable[float] = DEFAULT_RATES,
-                     layers: Sequence[str] | None = None,
-                     metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
-                     batch_size: int = 256, plot: str | os.PathLike | None = None,
-                     progress: bool = True) -> SensitivityScan:
+def sensitivity_scan(
+    model: keras.Model,
+    x_val,
+    y_val,
+    rates: Iterable[float] = DEFAULT_RATES,
+    layers: Sequence[str] | None = None,
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    batch_size: int = 256,
+    plot: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> SensitivityScan:
     """Accuracy at each winner rate for each mask site, the other sites unmasked.
 
     Args:
@@ -371,8 +448,9 @@ def sensitivity_scan(model: keras.Model, x_val, y_val, rates: Iterable[float] = 
     """
     _check_model(model, "kp.integral.sensitivity_scan")
     if activation_masks(model):
-        raise ValueError(f"Model '{model.name}' already has activation masks; scan the "
-                         "model without them.")
+        raise ValueError(
+            f"Model '{model.name}' already has activation masks; scan the model without them."
+        )
     x_val, y_val = _check_data(model, x_val, y_val, "x_val")
     rates = tuple(sorted({check_winner_rate(r, "rates[...]") for r in rates}))
     if not rates:
@@ -415,19 +493,30 @@ class WinnerRates(dict):
     steps: list
 
     def report(self) -> str:
-        lines = [f"winner rates (max loss {100 * self.max_loss:.2f} points): " + ", ".join(
-            f"{k} {v:.0%}" for k, v in self.items())]
-        lines.append(f"accuracy with all masks {self.accuracy:.2%} (unmasked "
-                     f"{self.baseline:.2%}, {100 * (self.accuracy - self.baseline):+.2f} pt)")
+        lines = [
+            f"winner rates (max loss {100 * self.max_loss:.2f} points): "
+            + ", ".join(f"{k} {v:.0%}" for k, v in self.items())
+        ]
+        lines.append(
+            f"accuracy with all masks {self.accuracy:.2%} (unmasked "
+            f"{self.baseline:.2%}, {100 * (self.accuracy - self.baseline):+.2f} pt)"
+        )
         lines += [f"  backed off: {s}" for s in self.steps]
         return "\n".join(lines)
 
 
-def choose_winner_rates(model: keras.Model, x_val, y_val, max_loss: float = 0.005,
-                        rates: Iterable[float] = DEFAULT_RATES,
-                        layers: Sequence[str] | None = None,
-                        metric: Callable | None = None, scan: SensitivityScan | None = None,
-                        batch_size: int = 256, progress: bool = True) -> WinnerRates:
+def choose_winner_rates(
+    model: keras.Model,
+    x_val,
+    y_val,
+    max_loss: float = 0.005,
+    rates: Iterable[float] = DEFAULT_RATES,
+    layers: Sequence[str] | None = None,
+    metric: Callable | None = None,
+    scan: SensitivityScan | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> WinnerRates:
     """The lowest winner rate per layer within ``max_loss``, checked in combination.
 
     Each site gets the lowest scanned rate whose accuracy, that layer alone masked, is
@@ -452,12 +541,21 @@ def choose_winner_rates(model: keras.Model, x_val, y_val, max_loss: float = 0.00
     ```
     """
     if not (isinstance(max_loss, (int, float)) and 0 <= max_loss < 1):
-        raise ValueError(f"max_loss must be a fraction in [0, 1), e.g. 0.005 for half a "
-                         f"point; got {max_loss!r}.")
+        raise ValueError(
+            f"max_loss must be a fraction in [0, 1), e.g. 0.005 for half a point; got {max_loss!r}."
+        )
     metric = metric or accuracy
     if scan is None:
-        scan = sensitivity_scan(model, x_val, y_val, rates=rates, layers=layers, metric=metric,
-                                batch_size=batch_size, progress=progress)
+        scan = sensitivity_scan(
+            model,
+            x_val,
+            y_val,
+            rates=rates,
+            layers=layers,
+            metric=metric,
+            batch_size=batch_size,
+            progress=progress,
+        )
     else:
         _check_model(model, "kp.integral.choose_winner_rates")
     x_val, y_val = _check_data(model, x_val, y_val, "x_val")
@@ -467,8 +565,9 @@ def choose_winner_rates(model: keras.Model, x_val, y_val, max_loss: float = 0.00
 
     def loss_alone(site):
         r = chosen[site]
-        return scan.baseline - (scan.accuracy[site][scan.rates.index(r)]
-                                if r in scan.rates else scan.baseline)
+        return scan.baseline - (
+            scan.accuracy[site][scan.rates.index(r)] if r in scan.rates else scan.baseline
+        )
 
     steps = []
     with _bar(len(chosen) * len(ladder), f"winner rates {model.name}", progress) as bar:
@@ -484,8 +583,7 @@ def choose_winner_rates(model: keras.Model, x_val, y_val, max_loss: float = 0.00
                 break
             site = max(movable, key=lambda s: (loss_alone(s), -chosen[s]))
             new = ladder[ladder.index(chosen[site]) + 1]
-            steps.append(f"{site} {chosen[site]:.0%} -> {new:.0%} (all masks: "
-                         f"{combined:.2%})")
+            steps.append(f"{site} {chosen[site]:.0%} -> {new:.0%} (all masks: {combined:.2%})")
             chosen[site] = new
     result = WinnerRates({s: r for s, r in chosen.items() if r < 1.0})
     result.baseline, result.accuracy, result.max_loss = scan.baseline, combined, max_loss
@@ -494,8 +592,9 @@ def choose_winner_rates(model: keras.Model, x_val, y_val, max_loss: float = 0.00
 
 
 # ---------------------------------------------------------------------- thresholds
-def calibrate_thresholds(model: keras.Model, representative_data,
-                         batch_size: int = 256) -> dict[str, float]:
+def calibrate_thresholds(
+    model: keras.Model, representative_data, batch_size: int = 256
+) -> dict[str, float]:
     """{mask name: threshold} so that ``x >= threshold`` keeps, on ``representative_data``,
     as many activations as the masks' top-k keeps (``ceil(rate * n)`` per sample).
 
@@ -561,16 +660,16 @@ def _threshold_for(values: np.ndarray, keep: int, zero: float = 0.0) -> float | 
     return float((distinct[i] + distinct[i + 1]) / 2)
 
 
-def with_thresholds(model: keras.Model, thresholds: dict[str, float],
-                    unwrap: bool = False) -> keras.Model:
+def with_thresholds(
+    model: keras.Model, thresholds: dict[str, float], unwrap: bool = False
+) -> keras.Model:
     """A copy of ``model`` with the named ActivationMasks replaced by ActivationThresholds
     (and, with ``unwrap``, PruneWrappers by their layers with the zeros baked in)."""
     from keras_prune.pruning import _clone, _fresh
 
     def clone(layer):
         if isinstance(layer, ActivationMask) and layer.name in thresholds:
-            return ActivationThreshold(thresholds[layer.name], layer.winner_rate,
-                                       name=layer.name)
+            return ActivationThreshold(thresholds[layer.name], layer.winner_rate, name=layer.name)
         return _fresh(layer.layer if unwrap and isinstance(layer, PruneWrapper) else layer)
 
     return _clone(model, clone)
@@ -589,33 +688,50 @@ class ThresholdCheck:
 
     @property
     def ok(self) -> bool:
-        return all(abs(r["density_int8"] - r["density_topk"]) <= self.tolerance
-                   for r in self.layers)
+        return all(
+            abs(r["density_int8"] - r["density_topk"]) <= self.tolerance for r in self.layers
+        )
 
     def table(self) -> str:
-        head = (f"{'mask':<16}{'rate':>6}{'threshold':>11}{'top-k':>9}{'thr float':>11}"
-                f"{'thr int8':>10}{'diff':>8}")
-        lines = ["activation density (non-zero fraction) of each mask, top-k vs threshold "
-                 f"form; {self.samples} samples, int8 in the TFLM interpreter", head,
-                 "-" * len(head)]
+        head = (
+            f"{'mask':<16}{'rate':>6}{'threshold':>11}{'top-k':>9}{'thr float':>11}"
+            f"{'thr int8':>10}{'diff':>8}"
+        )
+        lines = [
+            "activation density (non-zero fraction) of each mask, top-k vs threshold "
+            f"form; {self.samples} samples, int8 in the TFLM interpreter",
+            head,
+            "-" * len(head),
+        ]
         for r in self.layers:
             diff = 100 * (r["density_int8"] - r["density_topk"])
-            lines.append(f"{r['name'][:15]:<16}{r['winner_rate']:>6.0%}{r['threshold']:>11.4f}"
-                         f"{r['density_topk']:>9.1%}{r['density_float']:>11.1%}"
-                         f"{r['density_int8']:>10.1%}{diff:>+7.1f}pt")
+            lines.append(
+                f"{r['name'][:15]:<16}{r['winner_rate']:>6.0%}{r['threshold']:>11.4f}"
+                f"{r['density_topk']:>9.1%}{r['density_float']:>11.1%}"
+                f"{r['density_int8']:>10.1%}{diff:>+7.1f}pt"
+            )
         if self.accuracy_topk is not None:
-            lines.append(f"accuracy: top-k {self.accuracy_topk:.2%}, threshold float "
-                         f"{self.accuracy_threshold:.2%}, threshold int8 (TFLM) "
-                         f"{self.accuracy_int8:.2%}")
+            lines.append(
+                f"accuracy: top-k {self.accuracy_topk:.2%}, threshold float "
+                f"{self.accuracy_threshold:.2%}, threshold int8 (TFLM) "
+                f"{self.accuracy_int8:.2%}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
 
-def check_thresholds_int8(masked: keras.Model, representative_data, x, y=None,
-                          stripped: keras.Model | None = None, tolerance: float = 0.05,
-                          batch_size: int = 256, progress: bool = True) -> ThresholdCheck:
+def check_thresholds_int8(
+    masked: keras.Model,
+    representative_data,
+    x,
+    y=None,
+    stripped: keras.Model | None = None,
+    tolerance: float = 0.05,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> ThresholdCheck:
     """Measure each mask's activation density: top-k (``masked``), its threshold form in
     float, and the int8 threshold form run in the TFLite Micro interpreter.
 
@@ -634,19 +750,21 @@ def check_thresholds_int8(masked: keras.Model, representative_data, x, y=None,
         raise ValueError(f"Model '{masked.name}' has no ActivationMask layers to check.")
     if stripped is None:
         stripped = strip(masked, representative_data=representative_data)
-    thresholds = [la for la in LayerGraph(stripped).layers
-                  if isinstance(la, ActivationThreshold)]
+    thresholds = [la for la in LayerGraph(stripped).layers if isinstance(la, ActivationThreshold)]
     by_name = {t.name: t for t in thresholds}
     missing = [m.name for m in masks if m.name not in by_name]
     if missing:
         raise ValueError(f"The stripped model has no ActivationThreshold for {missing}.")
     thresholds = [by_name[m.name] for m in masks]
-    topk = _predict(masked, x, batch_size, outputs=[*masked.outputs,
-                                                    *[m.output for m in masks]])
-    flt = _predict(stripped, x, batch_size, outputs=[*stripped.outputs,
-                                                     *[t.output for t in thresholds]])
-    probe = keras.Model(stripped.inputs, [*stripped.outputs, *[t.output for t in thresholds]],
-                        name=f"{stripped.name}_probe")
+    topk = _predict(masked, x, batch_size, outputs=[*masked.outputs, *[m.output for m in masks]])
+    flt = _predict(
+        stripped, x, batch_size, outputs=[*stripped.outputs, *[t.output for t in thresholds]]
+    )
+    probe = keras.Model(
+        stripped.inputs,
+        [*stripped.outputs, *[t.output for t in thresholds]],
+        name=f"{stripped.name}_probe",
+    )
     rep, _ = _check_data(masked, representative_data, None, "representative_data")
     model_bytes = tflite.convert_int8(probe, rep)
     outs = tflite.run_tflm(model_bytes, x, progress=progress)
@@ -654,10 +772,16 @@ def check_thresholds_int8(masked: keras.Model, representative_data, x, y=None,
     rows = []
     for i, (m, t) in enumerate(zip(masks, thresholds, strict=True)):
         q, (_, zero_point) = outs[n_out + i]
-        rows.append({"name": m.name, "winner_rate": m.winner_rate, "threshold": t.threshold,
-                     "density_topk": float(np.mean(topk[1 + i] != 0)),
-                     "density_float": float(np.mean(flt[1 + i] != 0)),
-                     "density_int8": float(np.mean(q != zero_point))})
+        rows.append(
+            {
+                "name": m.name,
+                "winner_rate": m.winner_rate,
+                "threshold": t.threshold,
+                "density_topk": float(np.mean(topk[1 + i] != 0)),
+                "density_float": float(np.mean(flt[1 + i] != 0)),
+                "density_int8": float(np.mean(q != zero_point)),
+            }
+        )
     accs = (None, None, None)
     if y is not None and n_out == 1:
         accs = (accuracy(y, topk[0]), accuracy(y, flt[0]), accuracy(y, outs[0][0]))

@@ -52,8 +52,12 @@ class LoadError(ValueError):
     """A model file that :func:`load` cannot load; the message names the file and the fix."""
 
 
-def load(path: str | os.PathLike, custom_objects: dict | None = None, safe_mode: bool = True,
-         compile: bool = True) -> keras.Model:
+def load(
+    path: str | os.PathLike,
+    custom_objects: dict | None = None,
+    safe_mode: bool = True,
+    compile: bool = True,
+) -> keras.Model:
     """Load a ``.keras`` or ``.h5`` model, pruned or not, including Keras 2-era ``.h5`` files.
 
     ``safe_mode`` stays on unless you turn it off. With it, a Lambda layer whose function
@@ -121,8 +125,7 @@ def _not_a_model_file(path: Path, error: BaseException) -> LoadError:
     )
 
 
-def _load_keras(path: Path, custom_objects: dict, safe_mode: bool,
-                compile: bool) -> keras.Model:
+def _load_keras(path: Path, custom_objects: dict, safe_mode: bool, compile: bool) -> keras.Model:
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -130,8 +133,9 @@ def _load_keras(path: Path, custom_objects: dict, safe_mode: bool,
         raise _not_a_model_file(path, e) from e
     _refuse_code(config, path, custom_objects, safe_mode, h5=False)
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects, compile=compile,
-                                       safe_mode=safe_mode)
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
+        )
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise _not_a_model_file(path, e) from e
     except (ValueError, TypeError) as e:
@@ -139,8 +143,7 @@ def _load_keras(path: Path, custom_objects: dict, safe_mode: bool,
         raise
 
 
-def _load_h5(path: Path, custom_objects: dict, safe_mode: bool,
-             compile: bool) -> keras.Model:
+def _load_h5(path: Path, custom_objects: dict, safe_mode: bool, compile: bool) -> keras.Model:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -165,22 +168,28 @@ def _load_h5(path: Path, custom_objects: dict, safe_mode: bool,
         _normalise_model_config(config, path, custom_objects, _written_by_keras2(keras_version))
         pristine = copy.deepcopy(config)  # Keras pops keys from the config it builds from
         try:
-            with saving_options.keras_option_scope(use_legacy_config=True), \
-                    serialization_lib.SafeModeScope(safe_mode):
+            with (
+                saving_options.keras_option_scope(use_legacy_config=True),
+                serialization_lib.SafeModeScope(safe_mode),
+            ):
                 model = saving_utils.model_from_config(config, custom_objects=custom_objects)
         except (ValueError, TypeError) as e:
             _explain_unknown_class(pristine, path, custom_objects, e, h5=True)
             raise
         try:
             legacy_h5_format.load_weights_from_hdf5_group(
-                safe_get_h5_group(f, "model_weights"), model)
+                safe_get_h5_group(f, "model_weights"), model
+            )
         except (OSError, KeyError) as e:
             raise _not_a_model_file(path, e) from e
         if compile and raw_training is not None:
             try:
                 training_config = json_utils.decode(_text(raw_training))
-                model.compile(**saving_utils.compile_args_from_training_config(
-                    _normalise_training_config(training_config), custom_objects))
+                model.compile(
+                    **saving_utils.compile_args_from_training_config(
+                        _normalise_training_config(training_config), custom_objects
+                    )
+                )
             except (ValueError, TypeError, KeyError) as e:
                 raise LoadError(
                     f"kp.io.load: '{path}': its saved compile settings cannot be rebuilt "
@@ -225,8 +234,7 @@ def _layer_configs(config):
 
 def _layer_name(layer: dict) -> str:
     inner = layer.get("config")
-    return str(layer.get("name") or (inner.get("name") if isinstance(inner, dict) else None)
-               or "?")
+    return str(layer.get("name") or (inner.get("name") if isinstance(inner, dict) else None) or "?")
 
 
 def _is_keras_builtin(layer: dict, class_name: str, custom_objects: dict, h5: bool) -> bool:
@@ -248,23 +256,27 @@ def _keras_package(module: str | None) -> bool:
 # `time_major`. Each is dropped when it holds the only value Keras 3 implements.
 _LEGACY_ONLY = {"groups": 1, "time_major": False}
 _LEGACY_ONLY_CLASSES = {
-    "groups": ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-               "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"),
-    "time_major": ("SimpleRNN", "LSTM", "GRU", "RNN", "ConvLSTM1D", "ConvLSTM2D",
-                   "ConvLSTM3D"),
+    "groups": (
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+    ),
+    "time_major": ("SimpleRNN", "LSTM", "GRU", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"),
 }
 # Unused by Keras 2's separable convolutions (they use depthwise_*/pointwise_*).
 _UNUSED_SEPARABLE = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
 
 
-def _normalise_model_config(config: dict, path: Path, custom_objects: dict,
-                            keras2: bool) -> None:
+def _normalise_model_config(config: dict, path: Path, custom_objects: dict, keras2: bool) -> None:
     """Rewrite Keras 2-era parts of an ``.h5`` model config, in place, into Keras 3's form."""
     for layer in _layer_configs(config):
         name = layer["class_name"]
         if name == "Sequential" and isinstance(layer["config"], list):
-            layer["config"] = {"name": layer.get("name", "sequential"),
-                               "layers": layer["config"]}
+            layer["config"] = {"name": layer.get("name", "sequential"), "layers": layer["config"]}
         inner = layer["config"]
         if not isinstance(inner, dict):
             continue
@@ -276,12 +288,20 @@ def _normalise_model_config(config: dict, path: Path, custom_objects: dict,
         if functional and keras2:
             for key in ("input_layers", "output_layers"):
                 ends = inner[key]
-                if (isinstance(ends, list) and len(ends) == 1 and isinstance(ends[0], list)
-                        and ends[0] and isinstance(ends[0][0], str)):
+                if (
+                    isinstance(ends, list)
+                    and len(ends) == 1
+                    and isinstance(ends[0], list)
+                    and ends[0]
+                    and isinstance(ends[0][0], str)
+                ):
                     inner[key] = ends[0]
         for kwarg, value in _LEGACY_ONLY.items():
-            if (kwarg in inner and name in _LEGACY_ONLY_CLASSES[kwarg]
-                    and _is_keras_builtin(layer, name, custom_objects, h5=True)):
+            if (
+                kwarg in inner
+                and name in _LEGACY_ONLY_CLASSES[kwarg]
+                and _is_keras_builtin(layer, name, custom_objects, h5=True)
+            ):
                 if inner[kwarg] != value:
                     raise LoadError(
                         f"kp.io.load: '{path}': layer '{_layer_name(layer)}' ({name}) has "
@@ -292,15 +312,21 @@ def _normalise_model_config(config: dict, path: Path, custom_objects: dict,
                     )
                 del inner[kwarg]
         if name in ("SeparableConv1D", "SeparableConv2D") and _is_keras_builtin(
-                layer, name, custom_objects, h5=True):
+            layer, name, custom_objects, h5=True
+        ):
             for key in _UNUSED_SEPARABLE:
                 inner.pop(key, None)
-        if (name == "Lambda" and inner.get("output_shape_type") == "lambda"
-                and isinstance(inner.get("output_shape"), list)):
+        if (
+            name == "Lambda"
+            and inner.get("output_shape_type") == "lambda"
+            and isinstance(inner.get("output_shape"), list)
+        ):
             # Keras 3 converts a Keras 2 bytecode `function` itself, but not `output_shape`.
             code, defaults, closure = (list(inner["output_shape"]) + [None, None])[:3]
-            inner["output_shape"] = {"class_name": "__lambda__", "config": {
-                "code": code, "defaults": defaults, "closure": closure}}
+            inner["output_shape"] = {
+                "class_name": "__lambda__",
+                "config": {"code": code, "defaults": defaults, "closure": closure},
+            }
 
 
 def _give_sequential_an_input_layer(layers: list) -> None:
@@ -309,13 +335,24 @@ def _give_sequential_an_input_layer(layers: list) -> None:
     with one dimension too many. Put the InputLayer Keras 2 implied in front instead."""
     first = layers[0] if layers and isinstance(layers[0], dict) else {}
     inner = first.get("config")
-    if (first.get("class_name") != "InputLayer" and isinstance(inner, dict)
-            and "batch_input_shape" in inner):
+    if (
+        first.get("class_name") != "InputLayer"
+        and isinstance(inner, dict)
+        and "batch_input_shape" in inner
+    ):
         dtype = inner.get("dtype")
-        layers.insert(0, {"class_name": "InputLayer", "config": {
-            "batch_input_shape": inner["batch_input_shape"],
-            "dtype": dtype if isinstance(dtype, str) else "float32",
-            "sparse": False, "name": f"{inner.get('name', 'sequential')}_input"}})
+        layers.insert(
+            0,
+            {
+                "class_name": "InputLayer",
+                "config": {
+                    "batch_input_shape": inner["batch_input_shape"],
+                    "dtype": dtype if isinstance(dtype, str) else "float32",
+                    "sparse": False,
+                    "name": f"{inner.get('name', 'sequential')}_input",
+                },
+            },
+        )
     for layer in layers[1:]:  # Keras 2 used it on the first layer only
         if isinstance(layer, dict) and isinstance(layer.get("config"), dict):
             layer["config"].pop("batch_input_shape", None)
@@ -355,8 +392,7 @@ def _normalise_loss(loss):
     return loss
 
 
-def _refuse_code(config: dict, path: Path, custom_objects: dict, safe_mode: bool,
-                 h5: bool) -> None:
+def _refuse_code(config: dict, path: Path, custom_objects: dict, safe_mode: bool, h5: bool) -> None:
     """Refuse Lambda layers holding bytecode under ``safe_mode``; without it, refuse Keras 2
     bytecode that this Python cannot read. Nothing from the file is run here."""
     for layer in _layer_configs(config):
@@ -365,12 +401,17 @@ def _refuse_code(config: dict, path: Path, custom_objects: dict, safe_mode: bool
         inner = layer["config"]
         if not isinstance(inner, dict):
             continue
-        keras2 = [inner[key][0] for key in ("function", "output_shape")
-                  if isinstance(inner.get(key), list) and inner[key]
-                  and (key == "function" or inner.get("output_shape_type") == "lambda")]
-        keras3 = any(isinstance(inner.get(key), dict)
-                     and inner[key].get("class_name") == "__lambda__"
-                     for key in ("function", "output_shape", "mask"))
+        keras2 = [
+            inner[key][0]
+            for key in ("function", "output_shape")
+            if isinstance(inner.get(key), list)
+            and inner[key]
+            and (key == "function" or inner.get("output_shape_type") == "lambda")
+        ]
+        keras3 = any(
+            isinstance(inner.get(key), dict) and inner[key].get("class_name") == "__lambda__"
+            for key in ("function", "output_shape", "mask")
+        )
         if not keras2 and not keras3:
             continue
         name = _layer_name(layer)
@@ -421,24 +462,33 @@ def _check_keras2_bytecode(code, path: Path, name: str) -> None:
 
 def _legacy_module_objects() -> dict:
     """The classes Keras' legacy ``.h5`` loader resolves by name (a copy; never mutated)."""
-    return {**vars(keras_src_layers), "InputLayer": keras.layers.InputLayer,
-            "Functional": Functional, "Model": keras.Model, "Sequential": keras.Sequential}
+    return {
+        **vars(keras_src_layers),
+        "InputLayer": keras.layers.InputLayer,
+        "Functional": Functional,
+        "Model": keras.Model,
+        "Sequential": keras.Sequential,
+    }
 
 
-def _explain_unknown_class(config: dict, path: Path, custom_objects: dict, error: Exception,
-                           h5: bool) -> None:
+def _explain_unknown_class(
+    config: dict, path: Path, custom_objects: dict, error: Exception, h5: bool
+) -> None:
     """After a failed load, raise a clear error if a layer's class cannot be resolved."""
     module_objects = _legacy_module_objects() if h5 else {}
     for layer in _layer_configs(config):
         class_name = layer["class_name"]
         if h5:
             key = class_name
-            known = keras.saving.get_registered_object(key, custom_objects,
-                                                       module_objects) is not None
+            known = (
+                keras.saving.get_registered_object(key, custom_objects, module_objects) is not None
+            )
         else:
             key = layer.get("registered_name") or class_name
-            known = (_keras_package(layer.get("module"))
-                     or keras.saving.get_registered_object(key, custom_objects) is not None)
+            known = (
+                _keras_package(layer.get("module"))
+                or keras.saving.get_registered_object(key, custom_objects) is not None
+            )
         if known:
             continue
         name = _layer_name(layer)
@@ -481,8 +531,9 @@ class atomic_path:
                 f"'{self.path}' already exists; pass overwrite=True (or --force) to replace it."
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix,
-                                   dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+        )
         os.close(fd)
         os.unlink(tmp)  # writers such as h5py refuse to reuse an existing file
         self.tmp = Path(tmp)
@@ -525,8 +576,9 @@ class atomic_dir:
         while not probe.exists():
             probe = probe.parent
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise PermissionError(f"Cannot write the output directory '{self.path}': "
-                                  f"'{probe}' is not writable.")
+            raise PermissionError(
+                f"Cannot write the output directory '{self.path}': '{probe}' is not writable."
+            )
 
     def __enter__(self) -> Path:
         self.check()
@@ -545,8 +597,7 @@ class atomic_dir:
         old = None
         if self.path.exists():
             self.check()
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-",
-                                        dir=self.tmp.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.tmp.parent))
             os.replace(self.path, old / "old")
         try:
             os.replace(self.tmp, self.path)

@@ -51,8 +51,9 @@ def keep_after_pruning_lowest(scores, k):
     for shift in (24, 16, 8, 0):
         digit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(keys, shift), 255)
         # DenseBincount with a constant size: the fastest histogram on CPU, and XLA-safe.
-        hist = tf.raw_ops.DenseBincount(input=digit, size=256, weights=candidates,
-                                        binary_output=False)
+        hist = tf.raw_ops.DenseBincount(
+            input=digit, size=256, weights=candidates, binary_output=False
+        )
         cum = tf.cumsum(hist)
         bucket = tf.argmax(tf.cast(cum >= remaining, tf.int32), output_type=tf.int32)
         # gather, not cum[bucket]: XLA compiles a slice with a dynamic start per value
@@ -68,7 +69,8 @@ def keep_after_pruning_lowest(scores, k):
     tie = tf.cond(
         tf.reduce_sum(tf.cast(tie, tf.int32)) > need,
         lambda: tf.logical_and(tie, tf.cumsum(tf.cast(tie, tf.int32)) <= need),
-        lambda: tie)
+        lambda: tie,
+    )
     return tf.logical_not(tf.logical_and(tf.logical_or(below, tie), k > 0))
 
 

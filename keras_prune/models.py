@@ -47,8 +47,9 @@ def resnet8(input_shape=(32, 32, 3), classes: int = 10, width: int = 16) -> kera
     """MLPerf Tiny's ResNet-8 layout (at ``width=16``: about 78k parameters, 12.5M MACs)."""
 
     def conv_bn(x, filters, name, strides=1, kernel=3, relu=True):
-        x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                     name=f"{name}_conv")(x)
+        x = L.Conv2D(
+            filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
         x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
         return L.ReLU(name=f"{name}_relu")(x) if relu else x
 
@@ -58,8 +59,11 @@ def resnet8(input_shape=(32, 32, 3), classes: int = 10, width: int = 16) -> kera
         filters = width * mult
         h = conv_bn(x, filters, f"stack{i}a", strides=strides)
         h = conv_bn(h, filters, f"stack{i}b", relu=False)
-        s = x if strides == 1 else conv_bn(x, filters, f"stack{i}_proj", strides=strides,
-                                           kernel=1, relu=False)
+        s = (
+            x
+            if strides == 1
+            else conv_bn(x, filters, f"stack{i}_proj", strides=strides, kernel=1, relu=False)
+        )
         x = L.ReLU(name=f"stack{i}_out")(L.Add(name=f"stack{i}_add")([s, h]))
     x = L.AveragePooling2D(x.shape[1], name="pool")(x)
     x = L.Flatten(name="flatten")(x)
@@ -67,8 +71,9 @@ def resnet8(input_shape=(32, 32, 3), classes: int = 10, width: int = 16) -> kera
     return keras.Model(inp, out, name="resnet8")
 
 
-def ds_cnn(input_shape=(49, 10, 1), classes: int = 12, width: int = 64,
-           blocks: int = 4) -> keras.Model:
+def ds_cnn(
+    input_shape=(49, 10, 1), classes: int = 12, width: int = 64, blocks: int = 4
+) -> keras.Model:
     """MLPerf Tiny's DS-CNN keyword-spotting layout: a strided stem, ``blocks`` depthwise
     separable blocks, average pooling and a dense head (at the defaults, 2.7M MACs)."""
     inp = keras.Input(input_shape, name="mfcc")

@@ -61,9 +61,7 @@ def _make_filter(layers, model) -> Callable[[keras.layers.Layer], bool]:
     classes = tuple(x for x in items if isinstance(x, type))
     bad = [x for x in items if not isinstance(x, (str, type))]
     if bad:
-        raise TypeError(
-            f"`layers` must be layer names, layer classes or a predicate; got {bad!r}."
-        )
+        raise TypeError(f"`layers` must be layer names, layer classes or a predicate; got {bad!r}.")
     missing = sorted(names - {layer.name for layer in _all_layers(model)})
     if missing:
         raise ValueError(f"`layers` names {missing} that are not in model '{model.name}'.")
@@ -96,12 +94,14 @@ def _clone(model, clone_function, after=None):
                 layers.append(after[layer.name](layer.name))
         new_model = keras.Sequential(layers, name=model.name)
     else:
+
         def call(layer, *args, **kwargs):
             out = layer(*args, **kwargs)
             return after[layer.name](layer.name)(out) if layer.name in after else out
 
-        new_model = keras.models.clone_model(model, clone_function=fn,
-                                             call_function=call if after else None)
+        new_model = keras.models.clone_model(
+            model, clone_function=fn, call_function=call if after else None
+        )
     for old, new in pairs:
         if isinstance(new, PruneWrapper) and not isinstance(old, PruneWrapper):
             new.layer.set_weights(old.get_weights())
@@ -180,13 +180,16 @@ def _to_native_schedule(schedule):
     mod = type(schedule).__module__ or ""
     name = type(schedule).__name__
     if mod.startswith("tensorflow_model_optimization") and name in (
-            "ConstantSparsity", "PolynomialDecay"):
+        "ConstantSparsity",
+        "PolynomialDecay",
+    ):
         return getattr(sch, name).from_config(schedule.get_config()["config"])
     return schedule
 
 
-def strip(model: keras.Model, representative_data=None,
-          activation_masks: str = "threshold") -> keras.Model:
+def strip(
+    model: keras.Model, representative_data=None, activation_masks: str = "threshold"
+) -> keras.Model:
     """A plain Keras model: PruneWrappers replaced by their layers with the zeros baked in,
     and activation masks in their export form.
 
@@ -208,8 +211,9 @@ def strip(model: keras.Model, representative_data=None,
 
     _check_model(model, "kp.strip")
     if activation_masks not in ("threshold", "keep"):
-        raise ValueError(f"activation_masks must be 'threshold' or 'keep', got "
-                         f"{activation_masks!r}.")
+        raise ValueError(
+            f"activation_masks must be 'threshold' or 'keep', got {activation_masks!r}."
+        )
     thresholds = {}
     if activation_masks == "threshold" and masks_of(model):
         if representative_data is None:
@@ -285,36 +289,55 @@ def summary(model: keras.Model, granularity=None, print_fn=None) -> list[LayerSu
         elif ok:
             label += ": yes"
         sparse = sum(g.sparse_bytes(k, lay) for k, lay in zip(kernels, layouts, strict=True))
-        rows.append(LayerSummary(layer.name, type(layer.layer if isinstance(
-            layer, PruneWrapper) else layer).__name__, params, nonzeros, label, ok, params,
-            params if nonzeros == params else sparse))
+        rows.append(
+            LayerSummary(
+                layer.name,
+                type(layer.layer if isinstance(layer, PruneWrapper) else layer).__name__,
+                params,
+                nonzeros,
+                label,
+                ok,
+                params,
+                params if nonzeros == params else sparse,
+            )
+        )
     _print_summary(model, rows, print_fn or print)
     return rows
 
 
 def _print_summary(model, rows: list[LayerSummary], print_fn) -> None:
-    head = f"{'layer':<22}{'type':<17}{'params':>10}{'non-zero':>10}{'sparsity':>10}  " \
-           f"{'pattern':<30}{'int8 dense':>11}{'int8 sparse':>12}"
+    head = (
+        f"{'layer':<22}{'type':<17}{'params':>10}{'non-zero':>10}{'sparsity':>10}  "
+        f"{'pattern':<30}{'int8 dense':>11}{'int8 sparse':>12}"
+    )
     lines = [f"keras-prune summary of '{model.name}'", head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.name[:21]:<22}{r.kind[:16]:<17}{r.params:>10,}{r.nonzeros:>10,}"
-                     f"{r.sparsity:>9.1%}  {r.pattern[:29]:<30}{r.dense_bytes:>11,}"
-                     f"{r.sparse_bytes:>12,}")
+        lines.append(
+            f"{r.name[:21]:<22}{r.kind[:16]:<17}{r.params:>10,}{r.nonzeros:>10,}"
+            f"{r.sparsity:>9.1%}  {r.pattern[:29]:<30}{r.dense_bytes:>11,}"
+            f"{r.sparse_bytes:>12,}"
+        )
     total = sum(r.params for r in rows)
     nz = sum(r.nonzeros for r in rows)
     dense = sum(r.dense_bytes for r in rows)
     sparse = sum(r.sparse_bytes for r in rows)
     lines.append("-" * len(head))
-    lines.append(f"{'total':<39}{total:>10,}{nz:>10,}{(1 - nz / total if total else 0):>9.1%}  "
-                 f"{'':<30}{dense:>11,}{sparse:>12,}")
+    lines.append(
+        f"{'total':<39}{total:>10,}{nz:>10,}{(1 - nz / total if total else 0):>9.1%}  "
+        f"{'':<30}{dense:>11,}{sparse:>12,}"
+    )
     sparse = [r for r in rows if r.nonzeros < r.params]
     if sparse and not all(r.pattern.startswith("whole channels: yes") for r in sparse):
-        kind = ("unstructured" if all(r.pattern.startswith(("unstructured", "dense"))
-                                      for r in rows) else "not whole channels")
+        kind = (
+            "unstructured"
+            if all(r.pattern.startswith(("unstructured", "dense")) for r in rows)
+            else "not whole channels"
+        )
         lines.append(
             f"note: these zeros are {kind}: they shrink a compressed file but give no "
             "speedup on a CPU/GPU server (TensorFlow runs the layers dense), and unstructured "
             "zeros rarely speed up inference anywhere. For server speed prune whole channels "
             "(granularity=Channels()) or shrink with kp.legr.LeGR; for microcontrollers use "
-            "SIMDGroups.")
+            "SIMDGroups."
+        )
     print_fn("\n".join(lines))

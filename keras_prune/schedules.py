@@ -32,8 +32,14 @@ import tensorflow as tf
 
 from keras_prune._config import ConfigValue
 
-__all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "get", "serialize",
-           "deserialize"]
+__all__ = [
+    "PruningSchedule",
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "get",
+    "serialize",
+    "deserialize",
+]
 
 
 def _check_int(name: str, value: Any, cls_name: str) -> int:
@@ -113,10 +119,12 @@ class ConstantSparsity(PruningSchedule):
     ```
     """
 
-    def __init__(self, target_sparsity: float, begin_step: int = 0, end_step: int = -1,
-                 frequency: int = 100):
-        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity,
-                                               "ConstantSparsity")
+    def __init__(
+        self, target_sparsity: float, begin_step: int = 0, end_step: int = -1, frequency: int = 100
+    ):
+        self.target_sparsity = _check_sparsity(
+            "target_sparsity", target_sparsity, "ConstantSparsity"
+        )
         self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
         self._validate_steps(allow_forever=True)
 
@@ -124,8 +132,12 @@ class ConstantSparsity(PruningSchedule):
         return self._should_prune(step), tf.constant(self.target_sparsity, dtype=tf.float32)
 
     def get_config(self) -> dict:
-        return {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
-                "end_step": self.end_step, "frequency": self.frequency}
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -151,8 +163,15 @@ class PolynomialDecay(PruningSchedule):
     ```
     """
 
-    def __init__(self, initial_sparsity: float, final_sparsity: float, begin_step: int,
-                 end_step: int, power: float = 3, frequency: int = 100):
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ):
         name = "PolynomialDecay"
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity, name)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity, name)
@@ -171,16 +190,26 @@ class PolynomialDecay(PruningSchedule):
     def __call__(self, step):
         step = tf.convert_to_tensor(step, dtype=tf.int64)
         # Same op order and dtypes as tfmot, so both give bit-identical float32 values.
-        p = tf.minimum(1.0, tf.maximum(
-            0.0, tf.cast(step - self.begin_step, tf.float32) / (self.end_step - self.begin_step)))
-        sparsity = (self.initial_sparsity - self.final_sparsity) * tf.pow(1 - p, self.power) \
-            + self.final_sparsity
+        p = tf.minimum(
+            1.0,
+            tf.maximum(
+                0.0, tf.cast(step - self.begin_step, tf.float32) / (self.end_step - self.begin_step)
+            ),
+        )
+        sparsity = (self.initial_sparsity - self.final_sparsity) * tf.pow(
+            1 - p, self.power
+        ) + self.final_sparsity
         return self._should_prune(step), sparsity
 
     def get_config(self) -> dict:
-        return {"initial_sparsity": self.initial_sparsity, "final_sparsity": self.final_sparsity,
-                "begin_step": self.begin_step, "end_step": self.end_step, "power": self.power,
-                "frequency": self.frequency}
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
 
 
 def serialize(schedule) -> dict:
@@ -218,4 +247,3 @@ def get(schedule):
                 f"with a step; calling it with step 0 failed: {e}"
             ) from e
     return schedule
-

@@ -24,8 +24,16 @@ import numpy as np
 from keras_prune._graph import LayerGraph, functional_nodes
 from keras_prune.graph import DependencyGraph, LayerUse
 
-__all__ = ["shrink", "masked", "compact", "CompactReport", "channel_masks", "ChannelGate",
-           "ConstantOffset", "fold_batchnorm"]
+__all__ = [
+    "shrink",
+    "masked",
+    "compact",
+    "CompactReport",
+    "channel_masks",
+    "ChannelGate",
+    "ConstantOffset",
+    "fold_batchnorm",
+]
 
 L = keras.layers
 
@@ -38,9 +46,12 @@ class ChannelGate(keras.layers.Layer):
         self._init_mask = np.asarray(mask, dtype="float32")
 
     def build(self, input_shape):
-        self.mask = self.add_weight(name="mask", shape=self._init_mask.shape,
-                                    initializer=keras.initializers.Constant(self._init_mask),
-                                    trainable=False)
+        self.mask = self.add_weight(
+            name="mask",
+            shape=self._init_mask.shape,
+            initializer=keras.initializers.Constant(self._init_mask),
+            trainable=False,
+        )
         self.built = True
 
     capture: list | None = None  # ``compact`` sets a list to record eager inputs
@@ -70,8 +81,9 @@ class ConstantOffset(keras.layers.Layer):
     def __init__(self, shape, **kwargs):
         super().__init__(**kwargs)
         self.offset_shape = tuple(int(d) for d in shape)
-        self.offset = self.add_weight(name="offset", shape=self.offset_shape,
-                                      initializer="zeros", trainable=False)
+        self.offset = self.add_weight(
+            name="offset", shape=self.offset_shape, initializer="zeros", trainable=False
+        )
 
     def call(self, x):
         return x + keras.ops.cast(self.offset, x.dtype)
@@ -83,15 +95,18 @@ class ConstantOffset(keras.layers.Layer):
         return {**super().get_config(), "shape": list(self.offset_shape)}
 
 
-def channel_masks(graph: DependencyGraph, keep: Mapping[str, Sequence] | None,
-                  what: str = "kp.shrink") -> dict[str, np.ndarray]:
+def channel_masks(
+    graph: DependencyGraph, keep: Mapping[str, Sequence] | None, what: str = "kp.shrink"
+) -> dict[str, np.ndarray]:
     """Normalize ``keep`` ({group or producer name: kept indices or boolean mask}) to
     {group name: boolean mask}, with clear errors."""
     if keep is None:
         return {}
     if not isinstance(keep, Mapping):
-        raise TypeError(f"{what}: `keep` must map a layer name to the channels to keep, got "
-                        f"{type(keep).__name__}.")
+        raise TypeError(
+            f"{what}: `keep` must map a layer name to the channels to keep, got "
+            f"{type(keep).__name__}."
+        )
     out: dict[str, np.ndarray] = {}
     for name, value in keep.items():
         try:
@@ -99,29 +114,39 @@ def channel_masks(graph: DependencyGraph, keep: Mapping[str, Sequence] | None,
         except KeyError as e:
             raise ValueError(f"{what}: {e.args[0]}") from None
         if not group.prunable:
-            raise ValueError(f"{what}: channels of '{name}' cannot be removed: {group.reason}. "
-                             f"`kp.graph.build(model)` lists the prunable groups.")
+            raise ValueError(
+                f"{what}: channels of '{name}' cannot be removed: {group.reason}. "
+                f"`kp.graph.build(model)` lists the prunable groups."
+            )
         arr = np.asarray(value)
         n = group.channels
         if arr.dtype == bool:
             if arr.shape != (n,):
-                raise ValueError(f"{what}: the mask for '{name}' has shape {arr.shape}; its "
-                                 f"group has {n} channels, so pass shape ({n},).")
+                raise ValueError(
+                    f"{what}: the mask for '{name}' has shape {arr.shape}; its "
+                    f"group has {n} channels, so pass shape ({n},)."
+                )
             mask = arr.copy()
         else:
             if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-                raise ValueError(f"{what}: keep['{name}'] must be channel indices (ints) or a "
-                                 f"boolean mask, got {value!r}.")
+                raise ValueError(
+                    f"{what}: keep['{name}'] must be channel indices (ints) or a "
+                    f"boolean mask, got {value!r}."
+                )
             if arr.size and (arr.min() < 0 or arr.max() >= n):
-                raise ValueError(f"{what}: keep['{name}'] has index {arr.max()} outside the "
-                                 f"{n} channels of its group.")
+                raise ValueError(
+                    f"{what}: keep['{name}'] has index {arr.max()} outside the "
+                    f"{n} channels of its group."
+                )
             mask = np.zeros(n, dtype=bool)
             mask[arr.astype(np.int64)] = True
         if not mask.any():
             raise ValueError(f"{what}: keep['{name}'] keeps no channel; keep at least one.")
         if group.name in out and not np.array_equal(out[group.name], mask):
-            raise ValueError(f"{what}: '{name}' and '{group.name}' are in one channel group "
-                             "but were given different channels.")
+            raise ValueError(
+                f"{what}: '{name}' and '{group.name}' are in one channel group "
+                "but were given different channels."
+            )
         out[group.name] = mask
     return out
 
@@ -190,8 +215,12 @@ def _replay(model: keras.Model, inputs: list, apply) -> list:
     return [tensors[id(t)] for t in model.outputs]
 
 
-def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
-             offsets: dict[int, _Offset] | None = None):
+def _rebuild(
+    graph: DependencyGraph,
+    alive: np.ndarray | None,
+    gates: bool,
+    offsets: dict[int, _Offset] | None = None,
+):
     """A copy of the model; with ``alive`` channels cut out (shrink) or, with ``gates``,
     the same architecture with a ``ChannelGate`` before every channel-mixing layer.
     ``offsets`` (by layer id) adds what removed constant channels contributed."""
@@ -211,13 +240,17 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
             use = uses[id(op)]
             new = new_layers.get(id(op))
             if new is None:
-                new = new_layers[id(op)] = _clone(use, None if gates else alive,
-                                                  offsets.get(id(op)))
+                new = new_layers[id(op)] = _clone(
+                    use, None if gates else alive, offsets.get(id(op))
+                )
             if gates and use.kind == "producer" and use.in_slots is not None:
                 gate = gate_layers.get(id(op))
                 if gate is None:
-                    mask = np.ones(len(use.in_slots)) if alive is None \
+                    mask = (
+                        np.ones(len(use.in_slots))
+                        if alive is None
                         else alive[use.in_slots].astype("float32")
+                    )
                     gate = gate_layers[id(op)] = ChannelGate(mask, name=f"{op.name}_gate")
                 args = (gate(args[0]), *args[1:])
             outs = new(*args, **kwargs)
@@ -230,21 +263,27 @@ def _rebuild(graph: DependencyGraph, alive: np.ndarray | None, gates: bool,
 
     def nested(model, args):
         flat = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
-        inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=t.name)
-                  for x, t in zip(flat, model.inputs, strict=True)]
+        inputs = [
+            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=t.name)
+            for x, t in zip(flat, model.inputs, strict=True)
+        ]
         outs = _replay(model, inputs, apply)
         return _as_model(model, inputs, outs, None if gates else new_layers, extras)
 
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
-              for t in graph.model.inputs]
+    inputs = [
+        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in graph.model.inputs
+    ]
     outputs = _replay(graph.model, inputs, apply)
     new_model = _as_model(graph.model, inputs, outputs, None if gates else new_layers, extras)
     for layer_id, new in new_layers.items():
         use = uses.get(layer_id)
         if use is None or not new.weights:
             continue
-        weights = _slice(use, alive) if alive is not None and not gates else \
-            {w.name: keras.ops.convert_to_numpy(w) for w in use.layer.weights}
+        weights = (
+            _slice(use, alive)
+            if alive is not None and not gates
+            else {w.name: keras.ops.convert_to_numpy(w) for w in use.layer.weights}
+        )
         off = offsets.get(layer_id)
         if off is not None:
             ko = alive[use.out_slots]
@@ -275,29 +314,35 @@ def _offset_layers(op, offset: _Offset, shape) -> list[keras.layers.Layer]:
     return layers
 
 
-def _as_model(original: keras.Model, inputs, outputs, new_layers,
-              extras: dict | None = None) -> keras.Model:
+def _as_model(
+    original: keras.Model, inputs, outputs, new_layers, extras: dict | None = None
+) -> keras.Model:
     """A Sequential stays Sequential when its layers map one to one (no gates)."""
     if isinstance(original, keras.Sequential) and new_layers is not None:
         layers = []
         for la in original.layers:
             layers += [new_layers[id(la)], *(extras or {}).get(id(la), [])]
         return keras.Sequential([inputs[0], *layers], name=original.name)
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
-                       outputs if len(outputs) > 1 else outputs[0], name=original.name)
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs if len(outputs) > 1 else outputs[0],
+        name=original.name,
+    )
 
 
 def _graph(model, graph, what):
     if graph is None:
         return DependencyGraph(model)
     if graph.model is not model:
-        raise ValueError(f"{what}: `graph` was built for model '{graph.model.name}', not for "
-                         f"'{model.name}'.")
+        raise ValueError(
+            f"{what}: `graph` was built for model '{graph.model.name}', not for '{model.name}'."
+        )
     return graph
 
 
-def shrink(model: keras.Model, keep: Mapping[str, Sequence],
-           graph: DependencyGraph | None = None) -> keras.Model:
+def shrink(
+    model: keras.Model, keep: Mapping[str, Sequence], graph: DependencyGraph | None = None
+) -> keras.Model:
     """A new model with only the kept channels of each group (the input is untouched).
 
     Args:
@@ -318,8 +363,11 @@ def shrink(model: keras.Model, keep: Mapping[str, Sequence],
     return new_model
 
 
-def masked(model: keras.Model, keep: Mapping[str, Sequence] | None = None,
-           graph: DependencyGraph | None = None) -> tuple[keras.Model, dict]:
+def masked(
+    model: keras.Model,
+    keep: Mapping[str, Sequence] | None = None,
+    graph: DependencyGraph | None = None,
+) -> tuple[keras.Model, dict]:
     """The same model with a ``ChannelGate`` zeroing the removed channels where they are
     consumed: what ``shrink`` must equal. Returns the model and its gates (by layer
     name); assigning new masks to the gates changes the channels without rebuilding."""
@@ -335,10 +383,10 @@ class CompactReport:
     """What ``compact`` removed and how it kept the outputs equal."""
 
     removed: dict[str, tuple[int, int]] = field(default_factory=dict)  # group: (gone, of)
-    folded: list[str] = field(default_factory=list)    # biases that absorbed constants
-    offsets: list[str] = field(default_factory=list)   # layers followed by ConstantOffset
+    folded: list[str] = field(default_factory=list)  # biases that absorbed constants
+    offsets: list[str] = field(default_factory=list)  # layers followed by ConstantOffset
     kept: dict[str, str] = field(default_factory=dict)  # group: why pruned channels stay
-    macs: tuple[int, int] = (0, 0)                      # before, after
+    macs: tuple[int, int] = (0, 0)  # before, after
     params: tuple[int, int] = (0, 0)
     max_error: float = 0.0  # largest output difference on probe inputs
 
@@ -349,22 +397,29 @@ class CompactReport:
     def __str__(self) -> str:
         m0, m1 = self.macs
         p0, p1 = self.params
-        lines = [f"removed {self.channels_removed} pruned channels in {len(self.removed)} "
-                 f"groups: MACs {m0:,} -> {m1:,} ({m1 / max(m0, 1):.1%}), params {p0:,} -> "
-                 f"{p1:,}; max output difference {self.max_error:.2e}"]
+        lines = [
+            f"removed {self.channels_removed} pruned channels in {len(self.removed)} "
+            f"groups: MACs {m0:,} -> {m1:,} ({m1 / max(m0, 1):.1%}), params {p0:,} -> "
+            f"{p1:,}; max output difference {self.max_error:.2e}"
+        ]
         lines += [f"  {g}: {gone} of {n} channels" for g, (gone, n) in self.removed.items()]
         if self.folded:
-            lines.append("  constants of removed channels folded into the biases of: "
-                         + ", ".join(self.folded))
+            lines.append(
+                "  constants of removed channels folded into the biases of: "
+                + ", ".join(self.folded)
+            )
         if self.offsets:
-            lines.append("  constants of removed channels added as ConstantOffset after: "
-                         + ", ".join(self.offsets))
+            lines.append(
+                "  constants of removed channels added as ConstantOffset after: "
+                + ", ".join(self.offsets)
+            )
         lines += [f"  kept pruned channels of {g}: {why}" for g, why in self.kept.items()]
         return "\n".join(lines)
 
 
-def compact(model: keras.Model, graph: DependencyGraph | None = None,
-            probe_batch: int = 8, seed: int = 0) -> tuple[keras.Model, CompactReport]:
+def compact(
+    model: keras.Model, graph: DependencyGraph | None = None, probe_batch: int = 8, seed: int = 0
+) -> tuple[keras.Model, CompactReport]:
     """Physically remove the channels that pruning left without weights.
 
     A channel is removable when every filter producing it is zero (what
@@ -403,16 +458,23 @@ def compact(model: keras.Model, graph: DependencyGraph | None = None,
             keep[g.name] = ~dead
     while True:  # a shared consumer would need one offset per call
         alive = graph.element_keep(keep)
-        shared = [u for u in graph.layers if u.kind == "producer" and u.in_slots is not None
-                  and u.calls > 1 and not alive[u.in_slots].all()]
+        shared = [
+            u
+            for u in graph.layers
+            if u.kind == "producer"
+            and u.in_slots is not None
+            and u.calls > 1
+            and not alive[u.in_slots].all()
+        ]
         if not shared:
             break
         for u in shared:
             for e in np.unique(u.in_slots[~alive[u.in_slots]]):
                 name = owner[int(graph.root[e])]
                 if keep.pop(name, None) is not None:
-                    report.kept[name] = (f"its consumer '{u.path}' is called {u.calls} times "
-                                         "(a shared layer)")
+                    report.kept[name] = (
+                        f"its consumer '{u.path}' is called {u.calls} times (a shared layer)"
+                    )
     offsets = _constant_offsets(graph, alive, report)
     small, _ = _rebuild(graph, alive, gates=False, offsets=offsets)
     for name, mask in keep.items():
@@ -421,17 +483,23 @@ def compact(model: keras.Model, graph: DependencyGraph | None = None,
     report.params = (model.count_params(), small.count_params())
     report.max_error, scale = _max_difference(model, small, probe_batch, seed)
     if report.max_error > 1e-4 * max(1.0, scale):
-        raise RuntimeError(f"kp.surgery.compact: the compacted '{model.name}' differs from "
-                           f"the input by {report.max_error:.3g} on probe inputs; this is a "
-                           "bug, please report it with the model.")
+        raise RuntimeError(
+            f"kp.surgery.compact: the compacted '{model.name}' differs from "
+            f"the input by {report.max_error:.3g} on probe inputs; this is a "
+            "bug, please report it with the model."
+        )
     return small, report
 
 
-def _constant_offsets(graph: DependencyGraph, alive: np.ndarray,
-                      report: CompactReport) -> dict[int, _Offset]:
+def _constant_offsets(
+    graph: DependencyGraph, alive: np.ndarray, report: CompactReport
+) -> dict[int, _Offset]:
     """For each layer consuming removed channels, what those channels added to it."""
-    consumers = [u for u in graph.layers if u.kind == "producer" and u.in_slots is not None
-                 and not alive[u.in_slots].all()]
+    consumers = [
+        u
+        for u in graph.layers
+        if u.kind == "producer" and u.in_slots is not None and not alive[u.in_slots].all()
+    ]
     if not consumers:
         return {}
     gated, gates = _rebuild(graph, alive, gates=True)
@@ -477,9 +545,13 @@ def _bn_pairs(model: keras.Model) -> dict[int, keras.layers.Layer]:
         if len(producers) != 1 or lg.calls.get(id(producers[0])) != 1:
             continue
         p = producers[0]
-        if (isinstance(p, _FOLDS_BN) and lg.consumers(p) == [bn] and p not in lg.outputs
-                and keras.activations.serialize(p.activation) in ("linear", None)
-                and bn.axis in (-1, len(bn.input.shape) - 1)):
+        if (
+            isinstance(p, _FOLDS_BN)
+            and lg.consumers(p) == [bn]
+            and p not in lg.outputs
+            and keras.activations.serialize(p.activation) in ("linear", None)
+            and bn.axis in (-1, len(bn.input.shape) - 1)
+        ):
             pairs[id(bn)] = p
     return pairs
 
@@ -487,15 +559,17 @@ def _bn_pairs(model: keras.Model) -> dict[int, keras.layers.Layer]:
 def _folded_weights(layer, bn) -> tuple[np.ndarray, np.ndarray]:
     """The kernel and bias of ``bn(layer(x))`` as one layer (in float64, then cast)."""
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    bias = (keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias
-            else 0.0)
-    mean, var = (keras.ops.convert_to_numpy(w).astype(np.float64)
-                 for w in (bn.moving_mean, bn.moving_variance))
+    bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias else 0.0
+    mean, var = (
+        keras.ops.convert_to_numpy(w).astype(np.float64)
+        for w in (bn.moving_mean, bn.moving_variance)
+    )
     gamma = keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale else 1.0
     beta = keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else 0.0
     scale = gamma / np.sqrt(var + bn.epsilon)
-    folded = kernel * scale.reshape(kernel.shape[-2:] if isinstance(
-        layer, L.DepthwiseConv2D) else kernel.shape[-1:])
+    folded = kernel * scale.reshape(
+        kernel.shape[-2:] if isinstance(layer, L.DepthwiseConv2D) else kernel.shape[-1:]
+    )
     dtype = keras.ops.convert_to_numpy(layer.kernel).dtype
     return folded.astype(dtype), ((bias - mean) * scale + beta).astype(dtype)
 
@@ -531,15 +605,20 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, list[str]]:
         if id(la) in into:
             config["use_bias"] = True
         new_layers[id(la)] = type(la).from_config(config)
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
-              for t in model.inputs]
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
     if isinstance(model, keras.Sequential):
         folded_model = keras.Sequential(
             [inputs[0], *(new_layers[id(la)] for la in model.layers if id(la) in new_layers)],
-            name=model.name)
+            name=model.name,
+        )
     else:
-        outputs = _replay(model, inputs, lambda op, args, kwargs: args[0] if id(op) in pairs
-                          else new_layers[id(op)](*args, **kwargs))
+        outputs = _replay(
+            model,
+            inputs,
+            lambda op, args, kwargs: (
+                args[0] if id(op) in pairs else new_layers[id(op)](*args, **kwargs)
+            ),
+        )
         folded_model = _as_model(model, inputs, outputs, None)
     for la in model.layers:
         new = new_layers.get(id(la))
@@ -555,8 +634,12 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, list[str]]:
 
 def _linear_part(layer, input_shape) -> keras.layers.Layer:
     """A copy of a producer without bias and activation: the linear map of its input."""
-    config = {**layer.get_config(), "use_bias": False, "activation": "linear",
-              "name": f"{layer.name}_linear"}
+    config = {
+        **layer.get_config(),
+        "use_bias": False,
+        "activation": "linear",
+        "name": f"{layer.name}_linear",
+    }
     linear = type(layer).from_config(config)
     linear.build(input_shape)
     weights = {w.name: w for w in layer.weights}
@@ -565,13 +648,15 @@ def _linear_part(layer, input_shape) -> keras.layers.Layer:
     return linear
 
 
-def _max_difference(a: keras.Model, b: keras.Model, batch: int,
-                    seed: int) -> tuple[float, float]:
+def _max_difference(a: keras.Model, b: keras.Model, batch: int, seed: int) -> tuple[float, float]:
     """The largest output difference on seeded normal inputs, and the largest output."""
     rng = np.random.default_rng(seed)
-    x = [rng.normal(size=(batch, *t.shape[1:])).astype(t.dtype)
-         if np.issubdtype(np.dtype(t.dtype), np.floating)
-         else np.zeros((batch, *t.shape[1:]), dtype=t.dtype) for t in a.inputs]
+    x = [
+        rng.normal(size=(batch, *t.shape[1:])).astype(t.dtype)
+        if np.issubdtype(np.dtype(t.dtype), np.floating)
+        else np.zeros((batch, *t.shape[1:]), dtype=t.dtype)
+        for t in a.inputs
+    ]
     x = x if len(x) > 1 else x[0]
     ya = [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(a(x, training=False))]
     yb = [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(b(x, training=False))]
@@ -588,5 +673,7 @@ def _check_plain(model, what, allow_masks: bool = False) -> None:
     wrapped = [la.name for la in _all_layers(model) if isinstance(la, PruneWrapper)]
     if wrapped or (activation_masks(model) and not allow_masks):
         names = ", ".join(wrapped) or "activation masks"
-        raise ValueError(f"{what}: model '{model.name}' still has pruning layers ({names}); "
-                         "call kp.strip(model) first.")
+        raise ValueError(
+            f"{what}: model '{model.name}' still has pruning layers ({names}); "
+            "call kp.strip(model) first."
+        )

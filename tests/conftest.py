@@ -38,9 +38,14 @@ def small_cnn(name="cnn") -> keras.Model:
 
 
 def mlp(name="mlp") -> keras.Model:
-    return keras.Sequential([keras.Input((16,)),
-                             keras.layers.Dense(32, activation="relu", name="fc1"),
-                             keras.layers.Dense(4, name="fc2")], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, activation="relu", name="fc1"),
+            keras.layers.Dense(4, name="fc2"),
+        ],
+        name=name,
+    )
 
 
 def data(shape=(8, 8, 3), n=64, out=10, seed=0):
@@ -63,7 +68,7 @@ def group_pruned(rng, rows: int, k: int, sparsity: float, contiguous: bool = Fal
         n = int(round(gpr * (1 - sparsity)))
         for r in range(rows):
             s = int(rng.integers(0, gpr - n + 1))
-            keep[r, s:s + n] = True
+            keep[r, s : s + n] = True
     else:
         keep = rng.random((rows, gpr)) >= sparsity
     mask = np.repeat(keep, 4, axis=1)[:, :k]
@@ -81,8 +86,9 @@ class PipeDriver:
 
     def _start(self) -> None:
         self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([str(self.exe)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.err)
+        self.proc = subprocess.Popen(
+            [str(self.exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err
+        )
 
     def run(self, case: bytes, out_len: int) -> tuple[int, np.ndarray]:
         if self.proc is None or self.proc.poll() is not None:

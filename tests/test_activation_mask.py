@@ -25,18 +25,24 @@ def reference_mask(x: np.ndarray, rate: float) -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 5),
-                                           st.integers(1, 4), st.integers(1, 3)),
-                    elements=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])),
-       rate=st.floats(0.01, 1.0))
+@given(
+    x=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4), st.integers(1, 3)),
+        elements=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.0]),
+    ),
+    rate=st.floats(0.01, 1.0),
+)
 def test_mask_equals_stable_topk_reference_with_ties(x, rate):
     out = np.asarray(kp.layers.ActivationMask(rate)(x))
     keep = reference_mask(x, rate)
     np.testing.assert_array_equal(out, np.where(keep, x, 0))
 
 
-@pytest.mark.parametrize("rate,n,k", [(0.3, 100, 30), (0.3, 10, 3), (0.25, 7, 2),
-                                      (0.001, 50, 1), (1.0, 13, 13), (0.7, 10, 7)])
+@pytest.mark.parametrize(
+    "rate,n,k",
+    [(0.3, 100, 30), (0.3, 10, 3), (0.25, 7, 2), (0.001, 50, 1), (1.0, 13, 13), (0.7, 10, 7)],
+)
 def test_exact_winner_counts(rate, n, k):
     assert winner_count(rate, n) == k == max(1, math.ceil(round(rate * n, 9)))
     x = np.random.default_rng(0).random((4, n)).astype(np.float32) + 0.1

@@ -28,8 +28,18 @@ from hypothesis import strategies as st
 from keras_prune.export import cbuild, int8_ops
 
 DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_kernel_driver.c"
-OP_CHECKS, OP_CONV, OP_DW_CONV, OP_FC, OP_MAX_POOL, OP_AVG_POOL, OP_MEAN, OP_ADD, \
-    OP_SOFTMAX, OP_PAD = range(10)
+(
+    OP_CHECKS,
+    OP_CONV,
+    OP_DW_CONV,
+    OP_FC,
+    OP_MAX_POOL,
+    OP_AVG_POOL,
+    OP_MEAN,
+    OP_ADD,
+    OP_SOFTMAX,
+    OP_PAD,
+) = range(10)
 KP_OK, KP_ERR_ARG = 0, -1
 GCC_HINT = "needs a host C compiler: sudo apt-get install gcc"
 # KP_FUZZ_SCALE=50 fuzzes 50 times longer (the default keeps the file within its budget)
@@ -37,10 +47,13 @@ FUZZ_SCALE = float(os.environ.get("KP_FUZZ_SCALE", "1"))
 
 
 def fuzz(n: int):
-    return settings(max_examples=max(1, int(n * FUZZ_SCALE)), deadline=None,
-                    derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=max(1, int(n * FUZZ_SCALE)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 # ------------------------------------------------------------------ the driver
@@ -48,9 +61,12 @@ def fuzz(n: int):
 def driver(tmp_path_factory):
     if cbuild.find_cc() is None:
         pytest.skip(GCC_HINT)
-    exe = cbuild.compile_host([*cbuild.kernel_sources(), DRIVER_SRC], [cbuild.KERNEL_DIR],
-                              tmp_path_factory.mktemp("kp_driver") / "kp_kernel_driver",
-                              sanitize=True)
+    exe = cbuild.compile_host(
+        [*cbuild.kernel_sources(), DRIVER_SRC],
+        [cbuild.KERNEL_DIR],
+        tmp_path_factory.mktemp("kp_driver") / "kp_kernel_driver",
+        sanitize=True,
+    )
     d = PipeDriver(exe)
     yield d
     d.close()
@@ -66,8 +82,11 @@ def _flat(value) -> list[int]:
 
 
 def encode(op: int, params: list[int], arrays: list[np.ndarray], out_len: int) -> bytes:
-    parts = [struct.pack("<ii", op, len(params)), struct.pack(f"<{len(params)}i", *params),
-             struct.pack("<i", len(arrays))]
+    parts = [
+        struct.pack("<ii", op, len(params)),
+        struct.pack(f"<{len(params)}i", *params),
+        struct.pack("<i", len(arrays)),
+    ]
     for a in arrays:
         parts.append(struct.pack("<ii", a.dtype.itemsize, a.size))
         parts.append(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
@@ -94,16 +113,16 @@ def _i32(a) -> np.ndarray:
 def c_conv(driver, x, w, bias, params, mult, shift, out_shape):
     eff = int8_ops.effective_bias(bias, w, params["input_offset"])
     ints = _flat(params) + [int(np.size(mult) > 1), *x.shape, *w.shape, *out_shape]
-    return run_c(driver, OP_CONV, ints, [_i8(x), _i8(w), eff, _i32(mult), _i32(shift)],
-                 out_shape)
+    return run_c(driver, OP_CONV, ints, [_i8(x), _i8(w), eff, _i32(mult), _i32(shift)], out_shape)
 
 
 def c_dw_conv(driver, x, w, bias, params, mult, shift, out_shape):
     rows = np.asarray(w).reshape(-1, w.shape[3]).T  # taps of each output channel
     eff = int8_ops.effective_bias(bias, rows, params["input_offset"])
     ints = _flat(params) + [int(np.size(mult) > 1), *x.shape, *w.shape, *out_shape]
-    return run_c(driver, OP_DW_CONV, ints, [_i8(x), _i8(w), eff, _i32(mult), _i32(shift)],
-                 out_shape)
+    return run_c(
+        driver, OP_DW_CONV, ints, [_i8(x), _i8(w), eff, _i32(mult), _i32(shift)], out_shape
+    )
 
 
 def c_fc(driver, x, w, bias, params, mult, shift):
@@ -119,24 +138,24 @@ def c_pool(driver, op, x, params, filter_hw, out_shape):
 
 
 def c_mean(driver, x, params):
-    return run_c(driver, OP_MEAN, _flat(params) + list(x.shape), [_i8(x)],
-                 (x.shape[0], x.shape[3]))
+    return run_c(driver, OP_MEAN, _flat(params) + list(x.shape), [_i8(x)], (x.shape[0], x.shape[3]))
 
 
 def c_add(driver, x1, x2, params):
-    return run_c(driver, OP_ADD, _flat(params) + [x1.size], [_i8(x1).ravel(), _i8(x2).ravel()],
-                 x1.shape)
+    return run_c(
+        driver, OP_ADD, _flat(params) + [x1.size], [_i8(x1).ravel(), _i8(x2).ravel()], x1.shape
+    )
 
 
 def c_softmax(driver, x, params):
     rows = x.reshape(-1, x.shape[-1])
-    return run_c(driver, OP_SOFTMAX, _flat(params) + list(rows.shape), [_i8(rows).ravel()],
-                 x.shape)
+    return run_c(driver, OP_SOFTMAX, _flat(params) + list(rows.shape), [_i8(rows).ravel()], x.shape)
 
 
 def c_pad(driver, x, params, out_shape):
-    return run_c(driver, OP_PAD, _flat(params) + [*x.shape, *out_shape], [_i8(x).ravel()],
-                 out_shape)
+    return run_c(
+        driver, OP_PAD, _flat(params) + [*x.shape, *out_shape], [_i8(x).ravel()], out_shape
+    )
 
 
 def expect(model, *args):
@@ -154,9 +173,11 @@ def assert_same(c_out, expected) -> None:
     assert c_out is not None, "the kernel refused a case TFLM runs"
     assert c_out.shape == expected.shape
     bad = np.flatnonzero(c_out != expected)
-    assert bad.size == 0, (f"{bad.size}/{expected.size} differ; first at "
-                           f"{np.unravel_index(bad[0], expected.shape)}: C "
-                           f"{c_out.flat[bad[0]]}, int8_ops {expected.flat[bad[0]]}")
+    assert bad.size == 0, (
+        f"{bad.size}/{expected.size} differ; first at "
+        f"{np.unravel_index(bad[0], expected.shape)}: C "
+        f"{c_out.flat[bad[0]]}, int8_ops {expected.flat[bad[0]]}"
+    )
 
 
 # ------------------------------------------------------------------ strategies
@@ -210,8 +231,7 @@ def conv_cases(draw, depthwise: bool):
     x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
     wshape = (1, kh, kw, o) if depthwise else (o, kh, kw, c)
     weights = rng.integers(-128, 128, wshape).astype(np.int8)
-    bias = (rng.integers(-(1 << 16), 1 << 16, o).astype(np.int32)
-            if draw(st.booleans()) else None)
+    bias = rng.integers(-(1 << 16), 1 << 16, o).astype(np.int32) if draw(st.booleans()) else None
     m, s = int8_ops.conv_quant(s_in, s_w, s_out)
     if depthwise:
         params = int8_ops.dw_conv_params(zin, zout, mult, (sh, sw), (ph, pw), (dh, dw), act)
@@ -239,8 +259,11 @@ def test_depthwise_conv_s8(driver, case):
 @given(st.data())
 @fuzz(30)
 def test_fully_connected_s8(driver, data):
-    b, k, o = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 48)), \
-        data.draw(st.integers(1, 12))
+    b, k, o = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 48)),
+        data.draw(st.integers(1, 12)),
+    )
     per_channel = data.draw(st.booleans())
     zin, zout, s_in, s_w, s_out, act = data.draw(quantization(k, o, per_channel))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -255,15 +278,20 @@ def test_fully_connected_s8(driver, data):
 
 @st.composite
 def pool_cases(draw):
-    n, h, w, c = (draw(st.integers(1, 2)), draw(st.integers(1, 8)), draw(st.integers(1, 8)),
-                  draw(st.integers(1, 6)))
+    n, h, w, c = (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 8)),
+        draw(st.integers(1, 8)),
+        draw(st.integers(1, 6)),
+    )
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     oh, ph = draw(window(h, kh, sh, 1))
     ow, pw = draw(window(w, kw, sw, 1))
     scale = float(np.float32(2.0 ** draw(st.floats(-8, 0))))
-    act = int8_ops.activation_range(draw(st.sampled_from(("NONE", "RELU", "RELU6"))), scale,
-                                    draw(st.integers(-128, 127)))
+    act = int8_ops.activation_range(
+        draw(st.sampled_from(("NONE", "RELU", "RELU6"))), scale, draw(st.integers(-128, 127))
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
     return x, int8_ops.pool_params((sh, sw), (ph, pw), act), (kh, kw), (n, oh, ow, c)
@@ -308,8 +336,9 @@ def test_elementwise_add_s8(driver, data):
     s1, s2 = (float(v) for v in _log_uniform(rng, 1e-3, 1.0, 2))
     s_out = float(np.float32(max(s1, s2) * 2.0 ** data.draw(st.floats(-1, 2))))
     z1, z2, zo = (data.draw(st.integers(-128, 127)) for _ in range(3))
-    act = int8_ops.activation_range(data.draw(st.sampled_from(("NONE", "RELU", "RELU6"))),
-                                    s_out, zo)
+    act = int8_ops.activation_range(
+        data.draw(st.sampled_from(("NONE", "RELU", "RELU6"))), s_out, zo
+    )
     params = int8_ops.add_params(s1, z1, s2, z2, s_out, zo, *act)
     x1 = rng.integers(-128, 128, size).astype(np.int8)
     x2 = rng.integers(-128, 128, size).astype(np.int8)
@@ -339,8 +368,11 @@ def test_pad_s8(driver, data):
     shape = tuple(data.draw(st.integers(1, 4)) for _ in range(4))
     paddings = [(data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(4)]
     params = int8_ops.pad_params(paddings, data.draw(st.integers(-128, 127)))
-    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).integers(
-        -128, 128, shape).astype(np.int8)
+    x = (
+        np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        .integers(-128, 128, shape)
+        .astype(np.int8)
+    )
     expected = int8_ops.pad(x, params)
     assert_same(c_pad(driver, x, params, expected.shape), expected)
 
@@ -357,8 +389,10 @@ def test_edges_match_tflm_semantics(driver):
     w = np.array([[[[127]]]], np.int8)
     m, s = int8_ops.conv_quant(0.5, [0.5], 0.25)
     p = int8_ops.conv_params(-128, 5, (1, 1), (0, 0), (1, 1), (-128, 127))
-    assert_same(c_conv(driver, x, w, [7], p, m, s, (1, 1, 1, 1)),
-                int8_ops.conv2d(x, w, [7], p, m, s, (1, 1)))
+    assert_same(
+        c_conv(driver, x, w, [7], p, m, s, (1, 1, 1, 1)),
+        int8_ops.conv2d(x, w, [7], p, m, s, (1, 1)),
+    )
     # an average-pool window wholly in the padding: TFLM fails, so must the kernel
     x = np.zeros((1, 2, 2, 1), np.int8)
     p = int8_ops.pool_params((1, 1), (3, 0))
@@ -381,22 +415,27 @@ def test_bad_arguments_are_refused(driver):
     m, s = np.array([1 << 30], np.int32), np.array([-1], np.int32)
     good = int8_ops.conv_params(0, 0, (1, 1), (0, 0), (1, 1), (-128, 127))
     assert c_conv(driver, x, w, None, good, m, s, (1, 3, 3, 2)) is not None
-    for key, value in (("stride", {"h": 0, "w": 1}), ("dilation", {"h": 1, "w": 0}),
-                       ("padding", {"h": -1, "w": 0}), ("activation", {"min": 5, "max": 4}),
-                       ("input_offset", 129), ("output_offset", 128)):
+    for key, value in (
+        ("stride", {"h": 0, "w": 1}),
+        ("dilation", {"h": 1, "w": 0}),
+        ("padding", {"h": -1, "w": 0}),
+        ("activation", {"min": 5, "max": 4}),
+        ("input_offset", 129),
+        ("output_offset", 128),
+    ):
         assert c_conv(driver, x, w, None, {**good, key: value}, m, s, (1, 3, 3, 2)) is None
     for shift in (-32, 31):
         assert c_conv(driver, x, w, None, good, m, [shift], (1, 3, 3, 2)) is None
     # filter depth != input depth (grouped) and output channels != filters
-    assert c_conv(driver, x, np.zeros((2, 1, 1, 1), np.int8), None, good, m, s,
-                  (1, 3, 3, 2)) is None
+    assert (
+        c_conv(driver, x, np.zeros((2, 1, 1, 1), np.int8), None, good, m, s, (1, 3, 3, 2)) is None
+    )
     assert c_conv(driver, x, w, None, good, m, s, (1, 3, 3, 3)) is None
     add = int8_ops.add_params(0.1, 0, 0.1, 0, 0.2, 0)
     for key, value in (("left_shift", 21), ("input1_shift", 1), ("output_shift", -32)):
         assert c_add(driver, x, x, {**add, key: value}) is None
     sm = int8_ops.softmax_params(1.0, 0.1)
-    for key, value in (("input_left_shift", 31), ("diff_min", 1),
-                       ("diff_min", -(1 << 31))):
+    for key, value in (("input_left_shift", 31), ("diff_min", 1), ("diff_min", -(1 << 31))):
         assert c_softmax(driver, x, {**sm, key: value}) is None
     pad = int8_ops.pad_params([(0, 0), (1, 0), (0, 0), (0, 0)], 0)
     assert c_pad(driver, x, pad, (1, 3, 3, 2)) is None  # output dims don't add up
@@ -407,19 +446,33 @@ def test_kernels_build_warning_free(tmp_path):
     if cbuild.find_cc() is None:
         pytest.skip(GCC_HINT)
     # -O2 (not the fuzz build's -O1) turns on the flow-dependent warnings
-    exe = cbuild.compile_host([*cbuild.kernel_sources(), DRIVER_SRC], [cbuild.KERNEL_DIR],
-                              tmp_path / "driver_o2")
+    exe = cbuild.compile_host(
+        [*cbuild.kernel_sources(), DRIVER_SRC], [cbuild.KERNEL_DIR], tmp_path / "driver_o2"
+    )
     done = subprocess.run([str(exe)], input=encode(OP_CHECKS, [], [], 0), capture_output=True)
     assert done.returncode == 0 and done.stdout[:4] == b"\0\0\0\0", done.stderr.decode()
     arm = shutil.which("arm-none-eabi-gcc")
     if arm is None:
         return
-    flags = ["-mcpu=cortex-m4", "-mthumb", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror",
-             "-c", f"-I{cbuild.KERNEL_DIR}"]
+    flags = [
+        "-mcpu=cortex-m4",
+        "-mthumb",
+        "-O2",
+        "-std=c99",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-c",
+        f"-I{cbuild.KERNEL_DIR}",
+    ]
     for extra, out in (([], "dsp"), (["-DKP_NO_DSP"], "portable")):
         (tmp_path / out).mkdir()
-        done = subprocess.run([arm, *flags, *extra, *map(str, cbuild.kernel_sources())],
-                              cwd=tmp_path / out, capture_output=True, text=True)
+        done = subprocess.run(
+            [arm, *flags, *extra, *map(str, cbuild.kernel_sources())],
+            cwd=tmp_path / out,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
 
 
@@ -444,8 +497,9 @@ def tflm_run():
     s = L.Add()([L.Add()([y, z]), d])
     m = L.MaxPooling2D(2, strides=1)(s)
     a = L.AveragePooling2D(3, strides=2, padding="same")(m)
-    g = L.Concatenate()([L.GlobalAveragePooling2D()(a),
-                         L.Flatten()(L.GlobalAveragePooling2D(keepdims=True)(m))])
+    g = L.Concatenate()(
+        [L.GlobalAveragePooling2D()(a), L.Flatten()(L.GlobalAveragePooling2D(keepdims=True)(m))]
+    )
     h = L.Dense(12, activation="relu")(g)
     probs = L.Softmax()(L.Dense(10)(h))
     # one output channel: per-tensor CONV_2D and FULLY_CONNECTED quantization
@@ -453,17 +507,28 @@ def tflm_run():
     model = keras.Model(inp, [probs, t])
     rng = np.random.default_rng(0)
     for layer in model.layers:  # nonzero biases and varied weights
-        layer.set_weights([rng.normal(0, 0.3, v.shape).astype(np.float32)
-                           for v in layer.get_weights()])
+        layer.set_weights(
+            [rng.normal(0, 0.3, v.shape).astype(np.float32) for v in layer.get_weights()]
+        )
     data = rng.normal(size=(64, 9, 9, 3)).astype(np.float32)
     model_bytes = tflite.convert_int8(model, data)
     graph = read_tflite(model_bytes)
     inp_t = graph.tensors[graph.inputs[0]]
-    xq = tflite.quantize_input(rng.normal(size=(16, 9, 9, 3)).astype(np.float32) * 1.5,
-                               float(inp_t.scale[0]), int(inp_t.zero_point[0]))
-    acts = sorted({i for op in graph.operators for i in (*op.inputs, *op.outputs)
-                   if i >= 0 and graph.tensors[i].data is None} - set(graph.inputs))
-    raw = tflite.run_tflm_raw(model_bytes, xq, extra=tuple(acts))[len(graph.outputs):]
+    xq = tflite.quantize_input(
+        rng.normal(size=(16, 9, 9, 3)).astype(np.float32) * 1.5,
+        float(inp_t.scale[0]),
+        int(inp_t.zero_point[0]),
+    )
+    acts = sorted(
+        {
+            i
+            for op in graph.operators
+            for i in (*op.inputs, *op.outputs)
+            if i >= 0 and graph.tensors[i].data is None
+        }
+        - set(graph.inputs)
+    )
+    raw = tflite.run_tflm_raw(model_bytes, xq, extra=tuple(acts))[len(graph.outputs) :]
     values = {graph.inputs[0]: xq}
     for i, r in zip(acts, raw, strict=True):
         values[i] = r.reshape(len(xq), *graph.tensors[i].shape[1:])
@@ -488,17 +553,21 @@ def _conv_like(graph, values, op, depthwise: bool, request) -> None:
     bias = t[op.inputs[2]].data if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     o = op.options
     kh, kw = w.shape[1:3]
-    stride, dil = (o["stride_h"], o["stride_w"]), (o["dilation_h_factor"],
-                                                   o["dilation_w_factor"])
-    geo = [int8_ops.padding(inp.shape[1 + a], (kh, kw)[a], stride[a], dil[a], o["padding"])
-           for a in range(2)]
+    stride, dil = (o["stride_h"], o["stride_w"]), (o["dilation_h_factor"], o["dilation_w_factor"])
+    geo = [
+        int8_ops.padding(inp.shape[1 + a], (kh, kw)[a], stride[a], dil[a], o["padding"])
+        for a in range(2)
+    ]
     assert tuple(g[0] for g in geo) == out.shape[1:3]
-    pad = [int8_ops.padding(inp.shape[1 + a], (kh, kw)[a], stride[a], dil[a],
-                            out.shape[1 + a]) for a in range(2)]
+    pad = [
+        int8_ops.padding(inp.shape[1 + a], (kh, kw)[a], stride[a], dil[a], out.shape[1 + a])
+        for a in range(2)
+    ]
     assert pad == [g[1] for g in geo]
     m, s = int8_ops.conv_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))
-    act = int8_ops.activation_range(o["fused_activation_function"], float(out.scale[0]),
-                                    int(out.zero_point[0]))
+    act = int8_ops.activation_range(
+        o["fused_activation_function"], float(out.scale[0]), int(out.zero_point[0])
+    )
     zin, zout = int(inp.zero_point[0]), int(out.zero_point[0])
     x, want = values[op.inputs[0]], values[op.outputs[0]]
     if depthwise:
@@ -517,8 +586,15 @@ def _conv_like(graph, values, op, depthwise: bool, request) -> None:
 def test_tflm_conv_2d(tflm_run, request):
     graph, values = tflm_run
     ops = _ops(graph, "CONV_2D")
-    options = {(o.options["stride_h"], o.options["dilation_h_factor"], o.options["padding"],
-                graph.tensors[o.inputs[1]].scale.size > 1) for o in ops}
+    options = {
+        (
+            o.options["stride_h"],
+            o.options["dilation_h_factor"],
+            o.options["padding"],
+            graph.tensors[o.inputs[1]].scale.size > 1,
+        )
+        for o in ops
+    }
     assert {(2, 1, "SAME", True), (1, 2, "SAME", True), (3, 1, "VALID", False)} <= options
     for op in ops:
         _conv_like(graph, values, op, False, request)
@@ -539,8 +615,9 @@ def test_tflm_fully_connected(tflm_run, request):
         inp, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
         bias = graph.tensors[op.inputs[2]].data if op.inputs[2] >= 0 else None
         m, s = int8_ops.fc_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))
-        act = int8_ops.activation_range(op.options["fused_activation_function"],
-                                        float(out.scale[0]), int(out.zero_point[0]))
+        act = int8_ops.activation_range(
+            op.options["fused_activation_function"], float(out.scale[0]), int(out.zero_point[0])
+        )
         p = int8_ops.fc_params(int(inp.zero_point[0]), int(out.zero_point[0]), act)
         x = values[op.inputs[0]].reshape(-1, w.shape[1])
         want = values[op.outputs[0]].reshape(len(x), -1)
@@ -557,17 +634,26 @@ def test_tflm_pooling(tflm_run, request, name):
         inp, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
         o = op.options
         k, stride = (o["filter_height"], o["filter_width"]), (o["stride_h"], o["stride_w"])
-        geo = [int8_ops.padding(inp.shape[1 + a], k[a], stride[a], 1, o["padding"])
-               for a in range(2)]
+        geo = [
+            int8_ops.padding(inp.shape[1 + a], k[a], stride[a], 1, o["padding"]) for a in range(2)
+        ]
         assert tuple(g[0] for g in geo) == out.shape[1:3]
-        act = int8_ops.activation_range(o["fused_activation_function"], float(out.scale[0]),
-                                        int(out.zero_point[0]))
+        act = int8_ops.activation_range(
+            o["fused_activation_function"], float(out.scale[0]), int(out.zero_point[0])
+        )
         p = int8_ops.pool_params(stride, [g[1] for g in geo], act)
         x, want = values[op.inputs[0]], values[op.outputs[0]]
         model = int8_ops.max_pool2d if name == "MAX_POOL_2D" else int8_ops.avg_pool2d
         np.testing.assert_array_equal(model(x, p, k, out.shape[1:3]), want)
-        c = _maybe_c(request, c_pool, OP_MAX_POOL if name == "MAX_POOL_2D" else OP_AVG_POOL,
-                     x, p, k, want.shape)
+        c = _maybe_c(
+            request,
+            c_pool,
+            OP_MAX_POOL if name == "MAX_POOL_2D" else OP_AVG_POOL,
+            x,
+            p,
+            k,
+            want.shape,
+        )
         if c is not None:
             np.testing.assert_array_equal(c, want)
 
@@ -579,8 +665,13 @@ def test_tflm_mean(tflm_run, request):
     for op in ops:
         inp, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
         assert sorted(graph.tensors[op.inputs[1]].data.tolist()) == [1, 2]
-        p = int8_ops.mean_params(inp.shape, float(inp.scale[0]), int(inp.zero_point[0]),
-                                 float(out.scale[0]), int(out.zero_point[0]))
+        p = int8_ops.mean_params(
+            inp.shape,
+            float(inp.scale[0]),
+            int(inp.zero_point[0]),
+            float(out.scale[0]),
+            int(out.zero_point[0]),
+        )
         x = values[op.inputs[0]]
         want = values[op.outputs[0]].reshape(len(x), -1)
         np.testing.assert_array_equal(int8_ops.mean_hw(x, p), want)
@@ -593,11 +684,18 @@ def test_tflm_add(tflm_run, request):
     graph, values = tflm_run
     for op in _ops(graph, "ADD"):
         a, b, out = (graph.tensors[i] for i in (*op.inputs[:2], op.outputs[0]))
-        act = int8_ops.activation_range(op.options["fused_activation_function"],
-                                        float(out.scale[0]), int(out.zero_point[0]))
-        p = int8_ops.add_params(float(a.scale[0]), int(a.zero_point[0]), float(b.scale[0]),
-                                int(b.zero_point[0]), float(out.scale[0]),
-                                int(out.zero_point[0]), *act)
+        act = int8_ops.activation_range(
+            op.options["fused_activation_function"], float(out.scale[0]), int(out.zero_point[0])
+        )
+        p = int8_ops.add_params(
+            float(a.scale[0]),
+            int(a.zero_point[0]),
+            float(b.scale[0]),
+            int(b.zero_point[0]),
+            float(out.scale[0]),
+            int(out.zero_point[0]),
+            *act,
+        )
         x1, x2, want = (values[i] for i in (*op.inputs[:2], op.outputs[0]))
         np.testing.assert_array_equal(int8_ops.add(x1, x2, p), want)
         c = _maybe_c(request, c_add, x1, x2, p)

@@ -20,8 +20,14 @@ def _fit(model, callbacks, epochs=3):
 def test_sparsity_logger_feeds_history_csv_and_tensorboard(tmp_path):
     model = compile_mse(kp.prune(mlp(), SCHED, kp.granularity.SIMDGroups(4)))
     logger = kp.callbacks.SparsityLogger(log_dir=tmp_path / "tb", update_freq=2)
-    hist = _fit(model, [kp.callbacks.PruningScheduler(), logger,
-                        keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))])
+    hist = _fit(
+        model,
+        [
+            kp.callbacks.PruningScheduler(),
+            logger,
+            keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+        ],
+    )
     assert set(hist.history) >= {"loss", "sparsity", "sparsity/fc1", "sparsity/fc2"}
     assert hist.history["sparsity/fc1"][-1] == pytest.approx(0.5)
     assert hist.history["sparsity"][0] < hist.history["sparsity"][-1]
@@ -40,8 +46,13 @@ def test_sparsity_logger_feeds_history_csv_and_tensorboard(tmp_path):
 def test_sparsity_logger_shows_in_progress_bar(capsys):
     model = compile_mse(kp.prune(mlp(), SCHED))
     x, y = np.random.rand(16, 16), np.random.rand(16, 4)
-    model.fit(x, y, epochs=1, verbose=2, callbacks=[kp.callbacks.PruningScheduler(),
-                                                    kp.callbacks.SparsityLogger()])
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        verbose=2,
+        callbacks=[kp.callbacks.PruningScheduler(), kp.callbacks.SparsityLogger()],
+    )
     assert "sparsity/fc1" in capsys.readouterr().out
 
 
@@ -62,6 +73,5 @@ def test_step_continues_across_fit_calls_and_new_optimizers():
     _fit(model, [kp.callbacks.PruningScheduler()], epochs=1)
     assert [int(w.pruning_step.numpy()) for w in kp.pruning.wrappers(model)] == [8, 8]
     # The last update ran at step 6 (frequency 2, end_step 8 not reached): s(6) = 0.4921875
-    assert kp.callbacks.measure_sparsity(model)["sparsity/fc1"] == pytest.approx(
-        float(SCHED(6)[1]))
+    assert kp.callbacks.measure_sparsity(model)["sparsity/fc1"] == pytest.approx(float(SCHED(6)[1]))
     assert float(SCHED(6)[1]) == pytest.approx(0.4921875)

@@ -13,8 +13,12 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     (result,) = demo.run(tmp_path, models=("lenet_300_100",))
     assert result.sparsity >= 0.90
     assert result.pruned_accuracy >= result.dense_accuracy - 0.005
-    for name in ("sparsity.png", "results.json", "lenet_300_100_dense.keras",
-                 "lenet_300_100_pruned.keras"):
+    for name in (
+        "sparsity.png",
+        "results.json",
+        "lenet_300_100_dense.keras",
+        "lenet_300_100_pruned.keras",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -43,8 +47,11 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     c = result.cortex_m4
     pruned = c["pruned"]["manifest"]
     assert pruned["verification"]["host"]["bit_exact"]
-    kernels = {la["keras_layers"][-1]: la["kernel"] for la in pruned["layers"]
-               if la["op"] == "FULLY_CONNECTED"}
+    kernels = {
+        la["keras_layers"][-1]: la["kernel"]
+        for la in pruned["layers"]
+        if la["op"] == "FULLY_CONNECTED"
+    }
     assert kernels["fc1"] == kernels["fc2"] == "kp_sparse_fully_connected_s8"
     assert pruned["sizes"]["const_bytes"] < 0.25 * c["manifest"]["sizes"]["const_bytes"]
     if c.get("cycles") and c["pruned"].get("cycles"):
@@ -89,9 +96,25 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
 
 
 def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path), "--models", "lenet5", "--dense-epochs", "1",
-            "--prune-epochs", "1", "--finetune-epochs", "1", "--masks-epochs", "1",
-            "--legr-generations", "2", "--legr-epochs", "1"]
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--models",
+        "lenet5",
+        "--dense-epochs",
+        "1",
+        "--prune-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--masks-epochs",
+        "1",
+        "--legr-generations",
+        "2",
+        "--legr-epochs",
+        "1",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "lenet5" in out and "groups of 4 aligned: yes" in out and "pruned acc" in out
@@ -112,7 +135,8 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     assert (tmp_path / "legr_lenet5" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [p["method"] for p in saved[0]["legr"]] == ["original"] + ["learned"] * 2 + [
-        "l2"] * 2 + ["uniform"] * 2
+        "l2"
+    ] * 2 + ["uniform"] * 2
     stamp = (tmp_path / "lenet5_pruned.keras").stat().st_mtime_ns
     assert cli.main(args) == 2
     assert "--force" in capsys.readouterr().err
@@ -132,8 +156,12 @@ def test_quickstart_example_runs(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
     out = tmp_path / "pruned.keras"
-    proc = subprocess.run([sys.executable, str(script), "--epochs", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [sys.executable, str(script), "--epochs", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "groups of 4 aligned: yes" in proc.stdout and out.stat().st_size > 0

@@ -54,8 +54,13 @@ def test_mirrored_strategy_gives_the_same_masks(tmp_path):
     results = {}
     for mode in ("single", "mirrored"):
         out = tmp_path / f"{mode}.npz"
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(out)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, mode, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[mode] = np.load(out)
     one, two = results["single"], results["mirrored"]

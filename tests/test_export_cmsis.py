@@ -20,8 +20,9 @@ import keras_prune as kp
 from keras_prune.export import cbuild, cortex_m, m4
 
 pytest.importorskip("tflite_micro")
-needs_cc = pytest.mark.skipif(cbuild.find_cc() is None,
-                              reason="gcc not installed (make test installs it as root)")
+needs_cc = pytest.mark.skipif(
+    cbuild.find_cc() is None, reason="gcc not installed (make test installs it as root)"
+)
 HAVE_M4 = m4.find_cross_toolchain() is not None and m4.find_qemu() is not None
 
 L = keras.layers
@@ -45,8 +46,13 @@ def gap_pad_model():
     return keras.Model(inp, L.Dense(4, name="head")(x), name="gap_pad")
 
 
-BUILDERS = {"lenet5": kp.models.lenet5, "lenet_300_100": kp.models.lenet_300_100,
-            "resnet8": resnet_small, "ds_cnn": ds_cnn_small, "gap_pad": gap_pad_model}
+BUILDERS = {
+    "lenet5": kp.models.lenet5,
+    "lenet_300_100": kp.models.lenet_300_100,
+    "resnet8": resnet_small,
+    "ds_cnn": ds_cnn_small,
+    "gap_pad": gap_pad_model,
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +66,15 @@ def exports(tmp_path_factory):
         model = build()
         x = rng.random((150, *model.inputs[0].shape[1:])).astype("float32")
         path = tmp_path_factory.mktemp("c") / name
-        report = kp.export.cmsis(model, path, x[:100], validation_data=x[50:150],
-                                 samples=100, print_fn=None, progress=False)
+        report = kp.export.cmsis(
+            model,
+            path,
+            x[:100],
+            validation_data=x[50:150],
+            samples=100,
+            print_fn=None,
+            progress=False,
+        )
         out[name] = (model, path, report)
     return out
 
@@ -74,8 +87,15 @@ def test_host_build_is_bit_exact_with_tflm(exports, name):
     assert host["samples"] == 100
     assert host["bit_exact"], host
     files = {p.name for p in path.iterdir()}
-    assert {"kp_model.h", "kp_model.c", "kp_weights.c", "kernels", "model.tflite",
-            "manifest.json", "README.md"} <= files
+    assert {
+        "kp_model.h",
+        "kp_model.c",
+        "kp_weights.c",
+        "kernels",
+        "model.tflite",
+        "manifest.json",
+        "README.md",
+    } <= files
     assert json.loads((path / "manifest.json").read_text())["verification"]["host"] == host
 
 
@@ -98,10 +118,11 @@ def test_static_arena_is_no_larger_than_tflm(exports, name):
     # buffers alive at the same time never overlap
     bufs = mem["buffers"]
     for i, a in enumerate(bufs):
-        for b in bufs[i + 1:]:
+        for b in bufs[i + 1 :]:
             live = a["layers"][0] <= b["layers"][1] and b["layers"][0] <= a["layers"][1]
-            apart = (a["offset"] + a["bytes"] <= b["offset"]
-                     or b["offset"] + b["bytes"] <= a["offset"])
+            apart = (
+                a["offset"] + a["bytes"] <= b["offset"] or b["offset"] + b["bytes"] <= a["offset"]
+            )
             assert not live or apart, (a, b)
 
 
@@ -113,8 +134,11 @@ def test_sanitizer_build_runs_clean_and_agrees(exports, tmp_path):
         exe = cortex_m.build_host(path, tmp_path / f"{name}_asan", sanitize=True)
         size = int(np.prod(report.manifest["io"]["input"]["shape"]))
         xq = rng.integers(-128, 128, (20, size), dtype=np.int8)
-        plain = cortex_m.run_host(cortex_m.build_host(path, tmp_path / name), xq,
-                                  int(np.prod(report.manifest["io"]["output"]["shape"])))
+        plain = cortex_m.run_host(
+            cortex_m.build_host(path, tmp_path / name),
+            xq,
+            int(np.prod(report.manifest["io"]["output"]["shape"])),
+        )
         checked = cortex_m.run_host(exe, xq, plain.shape[1])
         np.testing.assert_array_equal(checked, plain, err_msg=name)
 
@@ -125,8 +149,13 @@ def test_unsupported_op_names_op_and_layer(tmp_path):
     x = L.LeakyReLU(negative_slope=0.2, name="leaky")(x)
     model = keras.Model(inp, L.Dense(3, name="out")(x))
     with pytest.raises(kp.export.CExportError, match=r"LEAKY_RELU.*'leaky'"):
-        kp.export.cmsis(model, tmp_path / "c", np.random.rand(20, 8).astype("float32"),
-                        print_fn=None, progress=False)
+        kp.export.cmsis(
+            model,
+            tmp_path / "c",
+            np.random.rand(20, 8).astype("float32"),
+            print_fn=None,
+            progress=False,
+        )
     assert not (tmp_path / "c").exists()
     assert not list(tmp_path.iterdir())  # no temporary left behind
 
@@ -136,8 +165,7 @@ def test_existing_directory_needs_force(tmp_path):
     (tmp_path / "c" / "keep.txt").write_text("mine")
     model = kp.models.lenet_300_100()
     with pytest.raises(FileExistsError, match="force"):
-        kp.export.cmsis(model, tmp_path / "c", np.zeros((4, 28, 28, 1), "float32"),
-                        print_fn=None)
+        kp.export.cmsis(model, tmp_path / "c", np.zeros((4, 28, 28, 1), "float32"), print_fn=None)
     assert (tmp_path / "c" / "keep.txt").read_text() == "mine"
 
 
@@ -155,8 +183,13 @@ def test_kernel_limits_are_refused(tmp_path):
     inp = keras.Input((40000,))
     model = keras.Model(inp, L.Dense(2, name="wide")(inp))
     with pytest.raises(kp.export.CExportError, match=r"'wide'.*limit"):
-        kp.export.cmsis(model, tmp_path / "c", np.random.rand(8, 40000).astype("float32"),
-                        print_fn=None, progress=False)
+        kp.export.cmsis(
+            model,
+            tmp_path / "c",
+            np.random.rand(8, 40000).astype("float32"),
+            print_fn=None,
+            progress=False,
+        )
     assert not (tmp_path / "c").exists()
 
 
@@ -173,16 +206,20 @@ def test_asymmetric_weights_are_refused(exports):
         lower(graph, {fc.index: ("fc1",)})
 
 
-@pytest.mark.skipif(not os.environ.get("KP_CMSIS_NN_DIR"),
-                    reason="set KP_CMSIS_NN_DIR to a CMSIS-NN checkout to check that path")
+@pytest.mark.skipif(
+    not os.environ.get("KP_CMSIS_NN_DIR"),
+    reason="set KP_CMSIS_NN_DIR to a CMSIS-NN checkout to check that path",
+)
 def test_cmsis_nn_path_agrees(exports, tmp_path):  # pragma: no cover - needs CMSIS-NN
     root = os.environ["KP_CMSIS_NN_DIR"]
     rng = np.random.default_rng(2)
     for name, (_, path, report) in exports.items():
         size = int(np.prod(report.manifest["io"]["input"]["shape"]))
         xq = rng.integers(-128, 128, (20, size), dtype=np.int8)
-        ours = cortex_m.run_host(cortex_m.build_host(path, tmp_path / name), xq,
-                                 int(np.prod(report.manifest["io"]["output"]["shape"])))
+        ours = cortex_m.run_host(
+            cortex_m.build_host(path, tmp_path / name),
+            xq,
+            int(np.prod(report.manifest["io"]["output"]["shape"])),
+        )
         exe = cortex_m.build_host(path, tmp_path / f"{name}_cmsis", cmsis_nn=root)
-        np.testing.assert_array_equal(cortex_m.run_host(exe, xq, ours.shape[1]), ours,
-                                      err_msg=name)
+        np.testing.assert_array_equal(cortex_m.run_host(exe, xq, ours.shape[1]), ours, err_msg=name)

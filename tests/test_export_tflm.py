@@ -50,14 +50,19 @@ def ds_resnet(name="ds_resnet", head=True):
     if not head:
         return keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="gap")(x), name=name)
     x = keras.layers.Flatten(name="flat")(x)
-    return keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="head")(x),
-                       name=name)
+    return keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="head")(x), name=name)
 
 
 def mlp(name="mlp"):
-    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="flatten"),
-                             keras.layers.Dense(64, activation="relu", name="fc1"),
-                             keras.layers.Dense(10, name="logits")], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name=name,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,15 @@ def exported(digits, tmp_path_factory):
         keras.utils.set_random_seed(0)
         model = _trained(build(), digits) if build is not mlp else _trained_logits(digits)
         path = tmp_path_factory.mktemp("tflm") / build.__name__
-        report = kp.export.tflm(model, path, x[:300], validation_data=(xt, yt),
-                                samples=300, print_fn=None, progress=False)
+        report = kp.export.tflm(
+            model,
+            path,
+            x[:300],
+            validation_data=(xt, yt),
+            samples=300,
+            print_fn=None,
+            progress=False,
+        )
         out[build.__name__] = (model, path, report)
     return out
 
@@ -113,8 +125,15 @@ def test_without_fully_connected_layers_tflm_and_litert_are_bit_exact(digits, tm
     x, _, xt, _ = digits
     keras.utils.set_random_seed(0)
     model = ds_resnet(head=False)
-    report = kp.export.tflm(model, tmp_path / "out", x[:300], validation_data=xt,
-                            samples=300, print_fn=None, progress=False)
+    report = kp.export.tflm(
+        model,
+        tmp_path / "out",
+        x[:300],
+        validation_data=xt,
+        samples=300,
+        print_fn=None,
+        progress=False,
+    )
     assert "MEAN" in {o["op"] for o in report.manifest["ops"]}
     assert report.agreement.tolerance_lsb == 0
     assert report.agreement.exact_match == 1.0 and report.agreement.ok
@@ -125,8 +144,15 @@ def test_the_ops_are_named_with_their_layers_and_the_resolver_has_exactly_them(e
     _, path, report = exported["ds_resnet"]
     manifest = json.loads((path / "manifest.json").read_text())
     ops = {o["op"]: o for o in manifest["ops"]}
-    assert set(ops) == {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "RESHAPE",
-                        "FULLY_CONNECTED", "SOFTMAX"}
+    assert set(ops) == {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+    }
     assert ops["CONV_2D"]["count"] == 2 and {"stem", "pw"} <= set(ops["CONV_2D"]["layers"])
     assert "dw" in ops["DEPTHWISE_CONV_2D"]["layers"]
     assert ops["AVERAGE_POOL_2D"]["layers"] == ["avg"] and ops["ADD"]["layers"] == ["add"]
@@ -140,11 +166,19 @@ def test_the_ops_are_named_with_their_layers_and_the_resolver_has_exactly_them(e
 def test_files_c_array_matches_the_tflite_and_settings_match_the_manifest(exported):
     _, path, report = exported["lenet5"]
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        ["model.tflite", "model_data.h", "model_data.cc", "op_resolver.h",
-         "model_settings.h", "manifest.json", "README.md"])
+        [
+            "model.tflite",
+            "model_data.h",
+            "model_data.cc",
+            "op_resolver.h",
+            "model_settings.h",
+            "manifest.json",
+            "README.md",
+        ]
+    )
     data = (path / "model.tflite").read_bytes()
     cc = (path / "model_data.cc").read_text()
-    body = cc[cc.index("{", cc.index("g_model[")) + 1:cc.rindex("}")]
+    body = cc[cc.index("{", cc.index("g_model[")) + 1 : cc.rindex("}")]
     assert bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", body)) == data
     assert f"g_model_len = {len(data)}" in (path / "model_data.h").read_text()
     m = json.loads((path / "manifest.json").read_text())
@@ -167,13 +201,16 @@ def test_files_c_array_matches_the_tflite_and_settings_match_the_manifest(export
 def _tool(name):
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} not installed; run `make test` as root, or "
-                    "`sudo apt-get install --no-install-recommends gcc g++ gcc-arm-none-eabi`")
+        pytest.skip(
+            f"{name} not installed; run `make test` as root, or "
+            "`sudo apt-get install --no-install-recommends gcc g++ gcc-arm-none-eabi`"
+        )
     return path
 
 
-@pytest.mark.parametrize("lang,std", [("c", "c99"), ("c", "c11"), ("c++", "c++11"),
-                                      ("c++", "c++17")])
+@pytest.mark.parametrize(
+    "lang,std", [("c", "c99"), ("c", "c11"), ("c++", "c++11"), ("c++", "c++17")]
+)
 def test_c_array_and_headers_compile_and_link_on_the_host(exported, tmp_path, lang, std):
     _, path, _ = exported["lenet5"]
     cc = _tool("gcc" if lang == "c" else "g++")
@@ -186,19 +223,31 @@ def test_c_array_and_headers_compile_and_link_on_the_host(exported, tmp_path, la
         "  for (i = 0; i < g_model_len; ++i) sum = sum * 31u + g_model[i];\n"
         '  printf("%d %lu %u %d %d %d\\n", (int)g_model_len, sum, '
         "(unsigned)((uintptr_t)g_model % 16u), KP_ARENA_SIZE, shape[1] * KP_OUTPUT_SIZE, "
-        "(int)(KP_INPUT_SCALE > 0.0f));\n  return 0;\n}\n")
-    flags = ["-x", lang, f"-std={std}", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1",
-             f"-I{path}"]
+        "(int)(KP_INPUT_SCALE > 0.0f));\n  return 0;\n}\n"
+    )
+    flags = [
+        "-x",
+        lang,
+        f"-std={std}",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-O1",
+        f"-I{path}",
+    ]
     objs = []
     for src in (main, path / "model_data.cc"):
         obj = tmp_path / (src.stem + ".o")
-        subprocess.run([cc, *flags, "-c", str(src), "-o", str(obj)], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [cc, *flags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True
+        )
         objs.append(str(obj))
     exe = tmp_path / "a.out"
     subprocess.run([cc, *objs, "-o", str(exe)], check=True, capture_output=True)
     n, digest, align, arena, prod, scale_ok = subprocess.run(
-        [str(exe)], check=True, capture_output=True, text=True).stdout.split()
+        [str(exe)], check=True, capture_output=True, text=True
+    ).stdout.split()
     data = (path / "model.tflite").read_bytes()
     expect = 0
     for b in data:
@@ -214,14 +263,36 @@ def test_cortex_m4_object_holds_exactly_the_model_bytes_in_rodata(exported, tmp_
     size = len((path / "model.tflite").read_bytes())
     for lang, std in (("c", "c11"), ("c++", "c++17")):
         obj = tmp_path / f"model_data_{lang}.o"
-        subprocess.run([gcc, "-mcpu=cortex-m4", "-mthumb", "-O2", "-x", lang, f"-std={std}",
-                        "-Wall", "-Wextra", "-Werror", "-c", str(path / "model_data.cc"),
-                        "-o", str(obj)], check=True, capture_output=True, text=True)
-        sections = subprocess.run([_tool("arm-none-eabi-readelf"), "-SW", str(obj)],
-                                  check=True, capture_output=True, text=True).stdout
+        subprocess.run(
+            [
+                gcc,
+                "-mcpu=cortex-m4",
+                "-mthumb",
+                "-O2",
+                "-x",
+                lang,
+                f"-std={std}",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-c",
+                str(path / "model_data.cc"),
+                "-o",
+                str(obj),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        sections = subprocess.run(
+            [_tool("arm-none-eabi-readelf"), "-SW", str(obj)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rodata = [line.split() for line in sections.splitlines() if " .rodata" in line]
         assert len(rodata) == 1, sections
-        fields = rodata[0][rodata[0].index(".rodata"):]
+        fields = rodata[0][rodata[0].index(".rodata") :]
         assert int(fields[4], 16) == size  # Name Type Addr Off Size ES Flg Lk Inf Al
         assert fields[-1] == "16"  # alignment
 
@@ -231,13 +302,30 @@ def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits,
     keras.utils.set_random_seed(1)
     model = _trained(ds_resnet(), digits, epochs=1)
     schedule = kp.schedules.ConstantSparsity(0.75, begin_step=0, frequency=1)
-    pruned = kp.prune(model, schedule=schedule, granularity=kp.granularity.SIMDGroups(4),
-                      layers=["stem", "pw", "head"])
+    pruned = kp.prune(
+        model,
+        schedule=schedule,
+        granularity=kp.granularity.SIMDGroups(4),
+        layers=["stem", "pw", "head"],
+    )
     pruned.compile("adam", "sparse_categorical_crossentropy")
-    pruned.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
-    report = kp.export.tflm(pruned, tmp_path / "out", x[:200], validation_data=(xt, yt),
-                            samples=100, print_fn=None, progress=False)
+    pruned.fit(
+        x[:256],
+        y[:256],
+        epochs=1,
+        batch_size=64,
+        verbose=0,
+        callbacks=[kp.callbacks.PruningScheduler()],
+    )
+    report = kp.export.tflm(
+        pruned,
+        tmp_path / "out",
+        x[:200],
+        validation_data=(xt, yt),
+        samples=100,
+        print_fn=None,
+        progress=False,
+    )
     checks = report.manifest["pruned_zeros"]
     assert {c["layer"] for c in checks} == {"stem", "pw", "head"}
     for c in checks:
@@ -245,8 +333,10 @@ def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits,
         assert c["int8_zeros"] >= c["keras_zeros"] > 0
     # independently: each int8 weight tensor has at least the Keras kernel's zeros
     plain = kp.strip(pruned)
-    keras_frac = {n: float(np.mean(np.asarray(plain.get_layer(n).kernel) == 0))
-                  for n in ("stem", "pw", "head")}
+    keras_frac = {
+        n: float(np.mean(np.asarray(plain.get_layer(n).kernel) == 0))
+        for n in ("stem", "pw", "head")
+    }
     assert all(v >= 0.6 for v in keras_frac.values()), keras_frac
     from ai_edge_litert.interpreter import Interpreter
 
@@ -255,8 +345,12 @@ def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits,
     zero_frac = {}
     for t in interp.get_tensor_details():
         for layer in ("stem", "pw", "head"):
-            if t["dtype"] == np.int8 and len(t["shape"]) >= 2 and f"/{layer}_1/" in \
-                    t["name"] + "/" and t["name"].count(";") == 0:
+            if (
+                t["dtype"] == np.int8
+                and len(t["shape"]) >= 2
+                and f"/{layer}_1/" in t["name"] + "/"
+                and t["name"].count(";") == 0
+            ):
                 w = interp.get_tensor(t["index"])
                 zero_frac[layer] = float(np.mean(w == 0))
     assert set(zero_frac) == {"stem", "pw", "head"}, zero_frac
@@ -267,8 +361,15 @@ def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits,
 def test_activation_masks_export_as_tflm_builtins(digits, tmp_path):
     x, _, xt, yt = digits
     masked = kp.add_activation_masks(_trained(lenet5(), digits, epochs=1), 0.5)
-    report = kp.export.tflm(masked, tmp_path / "out", x[:200], validation_data=(xt, yt),
-                            samples=100, print_fn=None, progress=False)
+    report = kp.export.tflm(
+        masked,
+        tmp_path / "out",
+        x[:200],
+        validation_data=(xt, yt),
+        samples=100,
+        print_fn=None,
+        progress=False,
+    )
     ops = [o["op"] for o in report.manifest["ops"]]
     assert "GREATER_EQUAL" in ops and "SELECT_V2" in ops
     assert report.agreement.ok
@@ -276,9 +377,16 @@ def test_activation_masks_export_as_tflm_builtins(digits, tmp_path):
 
 def test_float_io_export_runs_in_tflm(digits, tmp_path):
     x, _, xt, yt = digits
-    report = kp.export.tflm(_trained(mlp(), digits, epochs=1), tmp_path / "out", x[:200],
-                            int8_io=False, validation_data=(xt, yt), samples=100,
-                            print_fn=None, progress=False)
+    report = kp.export.tflm(
+        _trained(mlp(), digits, epochs=1),
+        tmp_path / "out",
+        x[:200],
+        int8_io=False,
+        validation_data=(xt, yt),
+        samples=100,
+        print_fn=None,
+        progress=False,
+    )
     q = report.manifest["quantization"]
     assert q["input"]["dtype"] == "float32" and q["outputs"][0]["dtype"] == "float32"
     assert {"QUANTIZE", "DEQUANTIZE"} <= {o["op"] for o in report.manifest["ops"]}
@@ -290,10 +398,23 @@ def test_export_is_deterministic(digits, tmp_path):
     x, _, xt, yt = digits
     model = _trained(mlp(), digits, epochs=1)
     for name in ("a", "b"):
-        kp.export.tflm(model, tmp_path / name, x[:200], validation_data=(xt, yt),
-                       samples=50, print_fn=None, progress=False)
-    for f in ("model.tflite", "model_data.cc", "op_resolver.h", "model_settings.h",
-              "manifest.json", "README.md"):
+        kp.export.tflm(
+            model,
+            tmp_path / name,
+            x[:200],
+            validation_data=(xt, yt),
+            samples=50,
+            print_fn=None,
+            progress=False,
+        )
+    for f in (
+        "model.tflite",
+        "model_data.cc",
+        "op_resolver.h",
+        "model_settings.h",
+        "manifest.json",
+        "README.md",
+    ):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
@@ -332,8 +453,7 @@ def test_bad_representative_data_is_refused_and_nothing_written(small, tmp_path)
     with pytest.raises(TypeError, match="dtype <U1"):
         kp.export.tflm(model, out, np.full((150, 28, 28, 1), "a"), print_fn=None)
     with pytest.raises(ValueError, match="NaN"):
-        kp.export.tflm(model, out, np.full((150, 28, 28, 1), np.nan, np.float32),
-                       print_fn=None)
+        kp.export.tflm(model, out, np.full((150, 28, 28, 1), np.nan, np.float32), print_fn=None)
     with pytest.raises(ValueError, match=r"labels hold classes 0\.\.12.*10 output units"):
         kp.export.tflm(model, out, data, labels=np.arange(150) % 13, print_fn=None)
     assert list(tmp_path.iterdir()) == []
@@ -342,8 +462,9 @@ def test_bad_representative_data_is_refused_and_nothing_written(small, tmp_path)
 def test_few_calibration_samples_warn_with_the_count(small, tmp_path):
     model, data = small
     with pytest.warns(UserWarning, match="only 20 samples"):
-        kp.export.tflm(model, tmp_path / "out", data[:20], samples=10, print_fn=None,
-                       progress=False)
+        kp.export.tflm(
+            model, tmp_path / "out", data[:20], samples=10, print_fn=None, progress=False
+        )
     assert (tmp_path / "out" / "model.tflite").exists()
 
 
@@ -357,8 +478,7 @@ def test_existing_directory_is_kept_unless_force(small, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # 150 samples: no warning
-        kp.export.tflm(model, out, data, samples=20, force=True, print_fn=None,
-                       progress=False)
+        kp.export.tflm(model, out, data, samples=20, force=True, print_fn=None, progress=False)
     assert not (out / "mine.txt").exists() and (out / "model.tflite").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -366,8 +486,7 @@ def test_existing_directory_is_kept_unless_force(small, tmp_path):
 def test_unbuilt_model_is_refused(tmp_path):
     model = keras.Sequential([keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="not built"):
-        kp.export.tflm(model, tmp_path / "out", np.zeros((150, 3), np.float32),
-                       print_fn=None)
+        kp.export.tflm(model, tmp_path / "out", np.zeros((150, 3), np.float32), print_fn=None)
     assert not (tmp_path / "out").exists()
 
 
@@ -375,26 +494,50 @@ def test_multi_input_model_is_refused(tmp_path):
     a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
     model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
     with pytest.raises(ValueError, match="2 inputs"):
-        kp.export.tflm(model, tmp_path / "out", np.zeros((150, 4), np.float32),
-                       print_fn=None)
+        kp.export.tflm(model, tmp_path / "out", np.zeros((150, 4), np.float32), print_fn=None)
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_export_tflm(small, tmp_path, capsys):
     model, data = small
     model.save(tmp_path / "m.h5")
-    np.savez(tmp_path / "d.npz", x_train=data[:120], y_train=np.arange(120) % 10,
-             x_val=data[120:], y_val=np.arange(30) % 10)
-    args = ["export", "tflm", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
-            "--out", str(tmp_path / "out"), "--samples", "30"]
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=data[:120],
+        y_train=np.arange(120) % 10,
+        x_val=data[120:],
+        y_val=np.arange(30) % 10,
+    )
+    args = [
+        "export",
+        "tflm",
+        str(tmp_path / "m.h5"),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--out",
+        str(tmp_path / "out"),
+        "--samples",
+        "30",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "TFLM export of" in out and "TFLM/LiteRT" in out and "accuracy" in out
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["accuracy"][
-        "samples"] == 30
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["accuracy"]["samples"] == 30
     assert cli.main(args) == 2
     assert "already exists" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", x=data)
-    assert cli.main(["export", "tflm", str(tmp_path / "m.h5"), "--data",
-                     str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o2")]) == 2
+    assert (
+        cli.main(
+            [
+                "export",
+                "tflm",
+                str(tmp_path / "m.h5"),
+                "--data",
+                str(tmp_path / "bad.npz"),
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     assert "x_train" in capsys.readouterr().err

@@ -65,12 +65,15 @@ def test_every_layer_kind_against_a_brute_force_count():
     rows = {r.name: r for r in report.rows}
     assert list(rows) == ["conv", "dw", "sep", "convt", "conv1d", "dense"]
     inputs = keras.Model(model.inputs, [model.get_layer(n).input for n in rows]).predict(
-        x, verbose=0)
+        x, verbose=0
+    )
     for (name, row), feat in zip(rows.items(), inputs, strict=True):
         layer = model.get_layer(name)
         if name == "sep":
-            dw_cfg = {k: layer.get_config()[k] for k in ("kernel_size", "strides", "padding",
-                                                         "dilation_rate", "depth_multiplier")}
+            dw_cfg = {
+                k: layer.get_config()[k]
+                for k in ("kernel_size", "strides", "padding", "dilation_rate", "depth_multiplier")
+            }
             dw = keras.layers.DepthwiseConv2D(**dw_cfg, use_bias=False)
             dw.build(feat.shape)
             dw.set_weights([layer.depthwise_kernel.numpy()])
@@ -83,14 +86,19 @@ def test_every_layer_kind_against_a_brute_force_count():
         assert row.effective == pytest.approx(expected / len(x)), name
         assert row.effective <= row.weight <= row.dense, name
         kernels = [w for w in layer.get_weights() if w.ndim > 1]
-        assert row.weight / row.dense == pytest.approx(
-            sum(np.count_nonzero(k) for k in kernels) / sum(k.size for k in kernels)
-        ) or name == "sep"
+        assert (
+            row.weight / row.dense
+            == pytest.approx(
+                sum(np.count_nonzero(k) for k in kernels) / sum(k.size for k in kernels)
+            )
+            or name == "sep"
+        )
 
 
 def test_pruned_wrappers_count_like_their_stripped_model_and_nested_models_count():
-    inner = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu",
-                                                                     name="a")], name="inner")
+    inner = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(8, activation="relu", name="a")], name="inner"
+    )
     inp = keras.Input((16,))
     out = keras.layers.Dense(4, name="b")(inner(inp))
     model = keras.Model(inp, out)

@@ -28,8 +28,13 @@ def expected_count(s, units):
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.integers(1, 9), cols=st.integers(1, 23), width=st.integers(1, 8),
-       s=st.floats(0, 0.99), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 23),
+    width=st.integers(1, 8),
+    s=st.floats(0, 0.99),
+    seed=st.integers(0, 2**16),
+)
 def test_simd_groups_exact_count_and_whole_groups(rows, cols, width, s, seed):
     w = np.random.default_rng(seed).normal(size=(cols, rows)).astype(np.float32)  # Dense (in, out)
     g = gr.SIMDGroups(width)
@@ -43,11 +48,15 @@ def test_simd_groups_exact_count_and_whole_groups(rows, cols, width, s, seed):
         assert real.min() == real.max(), "a group is kept or removed whole"
         kept.append(real[0] == 1)
     kept = np.array(kept)
-    assert (~kept).sum() == expected_count(s, rows * groups) == g.units(w.shape, gr.DENSE)\
-        - kept.sum()
+    assert (
+        (~kept).sum() == expected_count(s, rows * groups) == g.units(w.shape, gr.DENSE) - kept.sum()
+    )
     # The removed groups are the lowest-norm ones (ties aside).
-    norms = np.sqrt(np.square(np.pad(w.T, ((0, 0), (0, groups * width - cols))))
-                    .reshape(rows, groups, width).sum(-1)).reshape(-1)
+    norms = np.sqrt(
+        np.square(np.pad(w.T, ((0, 0), (0, groups * width - cols))))
+        .reshape(rows, groups, width)
+        .sum(-1)
+    ).reshape(-1)
     if kept.any() and (~kept).any():
         assert norms[~kept].max() <= norms[kept].min()
 
@@ -123,7 +132,7 @@ def test_n_of_m_per_block_quota(cols, s, seed):
     rows = m.T
     for r in range(rows.shape[0]):
         for b in range(0, cols, 4):
-            block = rows[r, b:b + 4]
+            block = rows[r, b : b + 4]
             pad = 4 - block.size
             assert (block == 0).sum() == max(0, quota - pad)
     ok, label = g.check_pattern(w * m, gr.DENSE)
@@ -163,9 +172,14 @@ def test_granularity_lookup_and_errors():
 
 
 @settings(max_examples=80, deadline=None)
-@given(scores=st.lists(st.one_of(st.sampled_from([-1.0, 0.0, 1e-30, 1.0, 2.0, 3e38]),
-                                 st.floats(0, 1e6, width=32)), min_size=1, max_size=200),
-       k_frac=st.floats(0, 1))
+@given(
+    scores=st.lists(
+        st.one_of(st.sampled_from([-1.0, 0.0, 1e-30, 1.0, 2.0, 3e38]), st.floats(0, 1e6, width=32)),
+        min_size=1,
+        max_size=200,
+    ),
+    k_frac=st.floats(0, 1),
+)
 def test_selection_equals_a_stable_sort(scores, k_frac):
     """The radix select removes exactly what a stable argsort would (ties: lower index)."""
     from keras_prune.masks import keep_after_pruning_lowest

@@ -43,8 +43,9 @@ def test_insertion_keeps_weights_and_outputs_at_rate_one():
     x = np.random.default_rng(0).random((5, 12, 12, 1)).astype(np.float32)
     before = weights_of(model)
     masked = kp.add_activation_masks(model, winner_rate=1.0)
-    np.testing.assert_allclose(masked.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        masked.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
     for a, b in zip(before, weights_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -62,29 +63,33 @@ def test_masks_combine_with_weight_pruning_and_train():
     x = np.random.default_rng(2).random((64, 16)).astype(np.float32)
     y = np.random.default_rng(3).random((64, 4)).astype(np.float32)
     pruned = kp.prune(mlp(), kp.schedules.ConstantSparsity(0.5, 0, frequency=1))
-    compile_mse(pruned).fit(x, y, epochs=1, verbose=0,
-                            callbacks=[kp.callbacks.PruningScheduler()])
+    compile_mse(pruned).fit(x, y, epochs=1, verbose=0, callbacks=[kp.callbacks.PruningScheduler()])
     masked = kp.add_activation_masks(pruned, winner_rate=0.25)
-    assert [type(la).__name__ for la in masked.layers] == ["PruneWrapper", "ActivationMask",
-                                                           "PruneWrapper"]
+    assert [type(la).__name__ for la in masked.layers] == [
+        "PruneWrapper",
+        "ActivationMask",
+        "PruneWrapper",
+    ]
     np.testing.assert_array_equal(masked.layers[0].masks[0], pruned.layers[0].masks[0])
-    compile_mse(masked).fit(x, y, epochs=2, verbose=0,
-                            callbacks=[kp.callbacks.PruningScheduler()])
+    compile_mse(masked).fit(x, y, epochs=2, verbose=0, callbacks=[kp.callbacks.PruningScheduler()])
     plain = kp.strip(masked, representative_data=x)
     assert type(plain.layers[1]).__name__ == "ActivationThreshold"
     assert np.mean(plain.layers[0].kernel.numpy() == 0) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"winner_rate": 0.0}, r"\(0, 1\]"),
-    ({"winner_rate": 1.2}, r"\(0, 1\]"),
-    ({"winner_rate": {"fc1": -0.5}}, r"winner_rate\['fc1'\]"),
-    ({"winner_rate": 0.3, "after": ["nope"]}, "no layer named 'nope'.*Its layers"),
-    ({"winner_rate": {"nope": 0.3}}, "no layer named 'nope'"),
-    ({"winner_rate": 0.3, "after": ["fc2"]}, "tanh.*negative values"),
-    ({"winner_rate": 0.3, "after": ["conv2"]}, r"after=\['relu2'\]"),
-    ({"winner_rate": {"fc1": 0.3}, "after": ["fc1"]}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"winner_rate": 0.0}, r"\(0, 1\]"),
+        ({"winner_rate": 1.2}, r"\(0, 1\]"),
+        ({"winner_rate": {"fc1": -0.5}}, r"winner_rate\['fc1'\]"),
+        ({"winner_rate": 0.3, "after": ["nope"]}, "no layer named 'nope'.*Its layers"),
+        ({"winner_rate": {"nope": 0.3}}, "no layer named 'nope'"),
+        ({"winner_rate": 0.3, "after": ["fc2"]}, "tanh.*negative values"),
+        ({"winner_rate": 0.3, "after": ["conv2"]}, r"after=\['relu2'\]"),
+        ({"winner_rate": {"fc1": 0.3}, "after": ["fc1"]}, "not both"),
+    ],
+)
 def test_bad_input_is_refused_and_model_untouched(kwargs, match):
     model = lenet5_like()
     before = weights_of(model)
@@ -111,24 +116,27 @@ def trained_mlp():
     keras.utils.set_random_seed(0)
     x, y, xt, yt = demo.mnist_5k()
     model = demo.lenet_300_100()
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
     model.fit(x[:2000], y[:2000], epochs=3, batch_size=64, verbose=0)
     return model, (x[:2000], y[:2000], x[3500:], y[3500:], xt[:500], yt[:500])
 
 
 def test_scan_table_plot_and_choice_within_budget(trained_mlp, tmp_path):
     model, (x, y, xv, yv, _, _) = trained_mlp
-    scan = integral.sensitivity_scan(model, xv, yv, rates=(0.05, 0.2, 0.5),
-                                     plot=tmp_path / "s.png", progress=False)
+    scan = integral.sensitivity_scan(
+        model, xv, yv, rates=(0.05, 0.2, 0.5), plot=tmp_path / "s.png", progress=False
+    )
     assert list(scan.accuracy) == ["fc1", "fc2"]
     assert scan.baseline == pytest.approx(integral.accuracy(yv, model.predict(xv, verbose=0)))
     assert all(len(a) == 3 for a in scan.accuracy.values())
     assert scan.accuracy["fc1"][0] < scan.accuracy["fc1"][2]  # 5% hurts more than 50%
     assert "fc1" in scan.table() and "50%" in scan.table()
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
-    rates = integral.choose_winner_rates(model, xv, yv, max_loss=0.01, scan=scan,
-                                         progress=False)
+    rates = integral.choose_winner_rates(model, xv, yv, max_loss=0.01, scan=scan, progress=False)
     assert rates.accuracy >= rates.baseline - 0.01
     assert set(rates) <= {"fc1", "fc2"} and all(r in (0.05, 0.2, 0.5) for r in rates.values())
     masked = kp.add_activation_masks(model, winner_rate=rates)
@@ -139,13 +147,13 @@ def test_scan_table_plot_and_choice_within_budget(trained_mlp, tmp_path):
 
 def test_choice_backs_off_until_the_combination_fits(trained_mlp):
     model, (_, _, xv, yv, _, _) = trained_mlp
-    scan = integral.SensitivityScan(model.name, 0.9, (0.05, 0.5),
-                                    accuracy={"fc1": [0.9, 0.9], "fc2": [0.9, 0.9]})
+    scan = integral.SensitivityScan(
+        model.name, 0.9, (0.05, 0.5), accuracy={"fc1": [0.9, 0.9], "fc2": [0.9, 0.9]}
+    )
     # a fake scan claims 5% is free everywhere; the real combination disagrees
     scan.baseline = integral.accuracy(yv, model.predict(xv, verbose=0))
     scan.accuracy = {"fc1": [scan.baseline] * 2, "fc2": [scan.baseline] * 2}
-    rates = integral.choose_winner_rates(model, xv, yv, max_loss=0.005, scan=scan,
-                                         progress=False)
+    rates = integral.choose_winner_rates(model, xv, yv, max_loss=0.005, scan=scan, progress=False)
     assert rates.steps, "the 5%/5% combination must have been backed off"
     assert rates.accuracy >= rates.baseline - 0.005 or not rates
 
@@ -207,8 +215,7 @@ def test_int8_threshold_form_in_tflm_matches_the_trained_density(trained_mlp):
     pytest.importorskip("tflite_micro")
     model, (x, _, _, _, xt, yt) = trained_mlp
     masked = kp.add_activation_masks(model, winner_rate={"fc1": 0.2, "fc2": 0.3})
-    check = integral.check_thresholds_int8(masked, x[:300], xt[:200], yt[:200],
-                                           progress=False)
+    check = integral.check_thresholds_int8(masked, x[:300], xt[:200], yt[:200], progress=False)
     assert check.ok, check.table()
     densities = {r["name"]: r for r in check.layers}
     assert densities["fc1_mask"]["density_topk"] == pytest.approx(0.2, abs=1e-9)

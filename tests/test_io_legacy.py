@@ -21,22 +21,44 @@ X = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
 V = np.random.default_rng(0).random((4, 6), dtype=np.float32)
 
 # `lambda t: t * 2` marshalled by Python 3.7, base64-encoded: how Keras 2.4 stored a Lambda.
-PY37_LAMBDA = ("4wEAAAAAAAAAAQAAAAIAAABDAAAAcwgAAAB8AGQBFABTACkCTukCAAAAqQApAdoBdHICAAAA"
-               "cgIAAADaCDxzdHJpbmc+2gg8bGFtYmRhPgMAAADzAAAAAA==")
+PY37_LAMBDA = (
+    "4wEAAAAAAAAAAQAAAAIAAABDAAAAcwgAAAB8AGQBFABTACkCTukCAAAAqQApAdoBdHICAAAA"
+    "cgIAAADaCDxzdHJpbmc+2gg8bGFtYmRhPgMAAADzAAAAAA=="
+)
 
 KERAS24_TRAINING = {  # compile(Adam(0.01), "mse", metrics=["mae"]) as tf.keras 2.4 saved it
-    "loss": "mse", "metrics": ["mae"], "weighted_metrics": None, "loss_weights": None,
+    "loss": "mse",
+    "metrics": ["mae"],
+    "weighted_metrics": None,
+    "loss_weights": None,
     "sample_weight_mode": None,
-    "optimizer_config": {"class_name": "Adam", "config": {
-        "name": "Adam", "learning_rate": 0.01, "decay": 0.0, "beta_1": 0.9, "beta_2": 0.999,
-        "epsilon": 1e-07, "amsgrad": False}}}
+    "optimizer_config": {
+        "class_name": "Adam",
+        "config": {
+            "name": "Adam",
+            "learning_rate": 0.01,
+            "decay": 0.0,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+            "amsgrad": False,
+        },
+    },
+}
 
 KERAS20_TRAINING = {  # `lr` (Keras 2.0-2.2) and a loss object with tf.keras' "auto" reduction
-    "loss": {"class_name": "MeanSquaredError",
-             "config": {"reduction": "auto", "name": "mean_squared_error"}},
-    "metrics": ["acc"], "sample_weight_mode": None, "loss_weights": None,
-    "optimizer_config": {"class_name": "SGD", "config": {
-        "lr": 0.05, "momentum": 0.0, "decay": 0.0, "nesterov": False}}}
+    "loss": {
+        "class_name": "MeanSquaredError",
+        "config": {"reduction": "auto", "name": "mean_squared_error"},
+    },
+    "metrics": ["acc"],
+    "sample_weight_mode": None,
+    "loss_weights": None,
+    "optimizer_config": {
+        "class_name": "SGD",
+        "config": {"lr": 0.05, "momentum": 0.0, "decay": 0.0, "nesterov": False},
+    },
+}
 
 
 class Scale(keras.layers.Layer):
@@ -49,8 +71,7 @@ class Scale(keras.layers.Layer):
 def _randomise(model):
     # Positive weights: outputs far from zero, and a valid BatchNormalization variance.
     rng = np.random.default_rng(1)
-    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
-                       for w in model.get_weights()])
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in model.get_weights()])
     return model
 
 
@@ -65,9 +86,16 @@ def _functional():
 
 
 def _sequential(*extra):
-    return _randomise(keras.Sequential([keras.Input((6,)),
-                                        keras.layers.Dense(5, activation="relu", name="fc1"),
-                                        keras.layers.Dense(2, name="fc2"), *extra]))
+    return _randomise(
+        keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(5, activation="relu", name="fc1"),
+                keras.layers.Dense(2, name="fc2"),
+                *extra,
+            ]
+        )
+    )
 
 
 def _edit_h5(path, edit=None, keras_version="2.4.0", training_config=None):
@@ -89,8 +117,9 @@ def _keras2_objects(obj):
     if isinstance(obj, dict):
         if obj.get("class_name") == "DTypePolicy":
             return obj["config"]["name"]
-        return {k: _keras2_objects(v) for k, v in obj.items()
-                if k not in ("module", "registered_name")}
+        return {
+            k: _keras2_objects(v) for k, v in obj.items() if k not in ("module", "registered_name")
+        }
     if isinstance(obj, list):
         return [_keras2_objects(v) for v in obj]
     return obj
@@ -181,10 +210,14 @@ def test_load_leaves_keras_global_state_alone(tmp_path):
         return False
 
     def state():
-        return (rejects_groups(), keras.layers.DepthwiseConv2D.__init__,
-                keras.layers.DepthwiseConv2D.from_config, dict(keras.saving.get_custom_objects()),
-                serialization_lib.in_safe_mode(),
-                global_state.get_global_attribute("use_legacy_config"))
+        return (
+            rejects_groups(),
+            keras.layers.DepthwiseConv2D.__init__,
+            keras.layers.DepthwiseConv2D.from_config,
+            dict(keras.saving.get_custom_objects()),
+            serialization_lib.in_safe_mode(),
+            global_state.get_global_attribute("use_legacy_config"),
+        )
 
     before = state()
     _, path = _keras2_functional_file(tmp_path)
@@ -197,8 +230,11 @@ def test_load_leaves_keras_global_state_alone(tmp_path):
 def test_damaged_files_give_a_clear_error(tmp_path, suffix, damage):
     path = kp.io.save(_sequential(), tmp_path / f"m{suffix}")
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2] if damage == "truncated"
-                     else np.random.default_rng(0).bytes(len(data)))
+    path.write_bytes(
+        data[: len(data) // 2]
+        if damage == "truncated"
+        else np.random.default_rng(0).bytes(len(data))
+    )
     with pytest.raises(kp.io.LoadError, match="is not a valid, complete Keras model file") as err:
         kp.io.load(path)
     assert str(path) in str(err.value)
@@ -263,10 +299,12 @@ def test_keras2_registered_custom_layer_is_keyed_by_its_registered_name(tmp_path
 
 
 def test_keras2_tensorflow_op_layer_says_to_rebuild_the_model(tmp_path):
-    path = _rename_class(kp.io.save(_functional_with_scale(), tmp_path / "m.h5"), "scale",
-                         "TFOpLambda")
-    with pytest.raises(kp.io.LoadError,
-                       match=r"layer 'scale' is a TensorFlow operation.*load_weights"):
+    path = _rename_class(
+        kp.io.save(_functional_with_scale(), tmp_path / "m.h5"), "scale", "TFOpLambda"
+    )
+    with pytest.raises(
+        kp.io.LoadError, match=r"layer 'scale' is a TensorFlow operation.*load_weights"
+    ):
         kp.io.load(path)
 
 
@@ -274,22 +312,30 @@ def test_keras2_tensorflow_op_layer_says_to_rebuild_the_model(tmp_path):
 def test_lambda_is_refused_in_safe_mode_and_loads_when_trusted(tmp_path, suffix):
     model = _sequential(keras.layers.Lambda(lambda t: t * 2.0, name="double"))
     path = kp.io.save(model, tmp_path / f"m{suffix}")
-    with pytest.raises(kp.io.LoadError,
-                       match=r"layer 'double' is a Lambda.*would execute code.*safe_mode=False"):
+    with pytest.raises(
+        kp.io.LoadError, match=r"layer 'double' is a Lambda.*would execute code.*safe_mode=False"
+    ):
         kp.io.load(path)
     loaded = kp.io.load(path, safe_mode=False)
     np.testing.assert_array_equal(loaded.predict(V, verbose=0), model.predict(V, verbose=0))
 
 
 def test_keras2_bytecode_lambda_gives_a_clear_error(tmp_path):
-    path = kp.io.save(_sequential(keras.layers.Lambda(lambda t: t * 2.0, name="double")),
-                      tmp_path / "m.h5")
+    path = kp.io.save(
+        _sequential(keras.layers.Lambda(lambda t: t * 2.0, name="double")), tmp_path / "m.h5"
+    )
 
     def keras2_lambda(config):
         lam = config["config"]["layers"][-1]["config"]
-        lam.update(function=[PY37_LAMBDA, None, None], function_type="lambda",
-                   module="__main__", output_shape=None, output_shape_type="raw",
-                   output_shape_module=None, arguments={})
+        lam.update(
+            function=[PY37_LAMBDA, None, None],
+            function_type="lambda",
+            module="__main__",
+            output_shape=None,
+            output_shape_type="raw",
+            output_shape_module=None,
+            arguments={},
+        )
 
     _edit_h5(path, keras2_lambda)
     with pytest.raises(kp.io.LoadError, match=r"layer 'double'.*safe_mode=True refuses.*Keras 2"):

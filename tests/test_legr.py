@@ -29,8 +29,9 @@ def small_cnn():
 def data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(192, 8, 8, 1)).astype("float32")
-    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype("int64") + (x[:, 4:, :4].mean(
-        axis=(1, 2, 3)) > 0).astype("int64")
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype("int64") + (
+        x[:, 4:, :4].mean(axis=(1, 2, 3)) > 0
+    ).astype("int64")
     return x[:128], y[:128], x[128:], y[128:]
 
 
@@ -41,7 +42,7 @@ def model():
 
 
 def test_identity_cut_is_global_l2_ranking(model):
-    legr = LeGR(model)                        # no data: prune right away
+    legr = LeGR(model)  # no data: prune right away
     r = legr.ranking
     assert [g.name for g in r.groups] == ["c1", "c3", "fc"]
     masks = legr.masks(0.5)
@@ -59,8 +60,9 @@ def test_identity_cut_is_global_l2_ranking(model):
     # c1 is coupled to c2 through the residual add: its norm sums both filters
     c1 = model.get_layer("c1").kernel.numpy()
     c2 = model.get_layer("c2").kernel.numpy()
-    np.testing.assert_allclose(r.norms[0], (c1 ** 2).sum(axis=(0, 1, 2))
-                               + (c2 ** 2).sum(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        r.norms[0], (c1**2).sum(axis=(0, 1, 2)) + (c2**2).sum(axis=(0, 1, 2)), rtol=1e-6
+    )
     small = legr.prune(0.5)
     flops = kp.count_flops(small, print_fn=None).total
     assert flops <= 0.5 * r.total
@@ -91,24 +93,25 @@ def test_bad_models_and_data(model, data):
 def test_evolution_rules():
     evo = Evolution(np.array([1.0, 2.0]), generations=10, population=3, sample=2, seed=0)
     a, k = evo.propose()
-    np.testing.assert_array_equal(a, [1, 1])   # the identity comes first
+    np.testing.assert_array_equal(a, [1, 1])  # the identity comes first
     np.testing.assert_array_equal(k, [0, 0])
     evo.add(a, k, 5.0)
     for fitness in (4.0, 6.0, 7.0):
         evo.add(*evo.propose(), fitness)
-    assert [m.born for m in evo.population] == [1, 2, 3]   # the oldest left, not the worst
+    assert [m.born for m in evo.population] == [1, 2, 3]  # the oldest left, not the worst
     assert evo.best.fitness == 4.0
     assert evo.sigma_at(0) == 1.0 and evo.sigma_at(9) == pytest.approx(0.2)
-    a, k = evo.propose()   # tournament child: one of two groups (10%, at least 1) mutated
+    a, k = evo.propose()  # tournament child: one of two groups (10%, at least 1) mutated
     parent = evo.population[0]
     changed = (np.array(parent.alpha) != a) | (np.array(parent.kappa) != k)
     assert changed.sum() == 1
     # with the norms' means, generation 1 standardizes each group (near-uniform cuts)
-    evo = Evolution(np.array([2.0, 0.0]), generations=5, population=3, sample=2,
-                    norm_mean=np.array([6.0, 1.0]))
+    evo = Evolution(
+        np.array([2.0, 0.0]), generations=5, population=3, sample=2, norm_mean=np.array([6.0, 1.0])
+    )
     evo.add(*evo.propose(), 1.0)
     a, k = evo.propose()
-    np.testing.assert_allclose(a, [0.5, 1.0])   # a group of equal norms keeps the identity
+    np.testing.assert_allclose(a, [0.5, 1.0])  # a group of equal norms keeps the identity
     np.testing.assert_allclose(k, [-3.0, 0.0])
 
 
@@ -170,16 +173,42 @@ def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     npz = tmp_path / "d.npz"
     np.savez(npz, x_train=x, y_train=y, x_val=xv, y_val=yv)
     out = tmp_path / "out"
-    args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.4", "--out",
-            str(out), "--generations", "3", "--tau", "1", "--population", "2", "--sample",
-            "1", "--finetune-epochs", "1"]
+    args = [
+        "legr",
+        str(model_path),
+        "--data",
+        str(npz),
+        "--flops",
+        "0.4",
+        "--out",
+        str(out),
+        "--generations",
+        "3",
+        "--tau",
+        "1",
+        "--population",
+        "2",
+        "--sample",
+        "1",
+        "--finetune-epochs",
+        "1",
+    ]
     assert cli.main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["legr_0p4.h5", "legr_0p4.keras", "legr_state.json", "pareto.png",
-                     "results.csv"]
+    assert names == [
+        "legr_0p4.h5",
+        "legr_0p4.keras",
+        "legr_state.json",
+        "pareto.png",
+        "results.csv",
+    ]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["method"], r["target"]) for r in rows] == [
-        ("original", "1"), ("learned", "0.4"), ("l2", "0.4"), ("uniform", "0.4")]
+        ("original", "1"),
+        ("learned", "0.4"),
+        ("l2", "0.4"),
+        ("uniform", "0.4"),
+    ]
     for r in rows[1:]:
         assert float(r["macs_ratio"]) <= float(r["target"])
     assert float(rows[0]["val_acc_after_finetune"]) == float(rows[0]["val_acc_before_finetune"])
@@ -199,7 +228,7 @@ def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     np.savez(npz, x_train=x, y_train=y + 3, x_val=xv, y_val=yv)
     assert cli.main([*args[:6], "--out", str(bad)]) == 2
     assert "classes" in capsys.readouterr().err and not bad.exists()
-    assert cli.main(args) == 2   # exists, no --force
+    assert cli.main(args) == 2  # exists, no --force
     assert "already exists" in capsys.readouterr().err
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -234,11 +263,13 @@ def test_round_to_keeps_channel_counts_in_multiples(model, data, tmp_path):
             order = np.argsort(r.norms[gi], kind="stable")
             assert not m[order[: (~m).sum()]].any()
     # round_to=1 is the channel-by-channel cut, and the constructor sets the default
-    np.testing.assert_array_equal(np.concatenate(legr.masks(0.5, "l2", round_to=1)),
-                                  np.concatenate(legr.masks(0.5, "l2")))
+    np.testing.assert_array_equal(
+        np.concatenate(legr.masks(0.5, "l2", round_to=1)), np.concatenate(legr.masks(0.5, "l2"))
+    )
     by4 = LeGR(model, learn_at=0.5, round_to=4)
-    np.testing.assert_array_equal(np.concatenate(by4.masks(0.5, "l2")),
-                                  np.concatenate(legr.masks(0.5, "l2", round_to=4)))
+    np.testing.assert_array_equal(
+        np.concatenate(by4.masks(0.5, "l2")), np.concatenate(legr.masks(0.5, "l2", round_to=4))
+    )
     small = by4.prune(0.4)
     assert all(small.get_layer(n).filters % 4 == 0 for n in ("c1", "c2", "c3"))
     assert small.get_layer("fc").units % 4 == 0
@@ -255,7 +286,6 @@ def test_round_to_keeps_channel_counts_in_multiples(model, data, tmp_path):
     # learning records round_to in its checkpoint config
     learner = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.5, round_to=4)
     ckpt = tmp_path / "state.json"
-    learner.learn(generations=2, tau=1, population=2, sample=2, progress=False,
-                  checkpoint=ckpt)
+    learner.learn(generations=2, tau=1, population=2, sample=2, progress=False, checkpoint=ckpt)
     assert learner.learned and json.loads(ckpt.read_text())["config"]["round_to"] == 4
     assert all(int(m.sum()) % 4 == 0 for m in learner.masks(0.5))

@@ -13,7 +13,8 @@ IN, OUT = 12, 20
 
 needs_m4 = pytest.mark.skipif(
     m4.find_cross_toolchain() is None or m4.find_qemu() is None,
-    reason=f"arm-none-eabi-gcc, newlib or qemu-system-arm missing: {m4.INSTALL_HINT}")
+    reason=f"arm-none-eabi-gcc, newlib or qemu-system-arm missing: {m4.INSTALL_HINT}",
+)
 
 MODEL_H = f"""\
 #ifndef KP_MODEL_H
@@ -132,7 +133,7 @@ def toy_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inputs():
     x = np.random.default_rng(0).integers(-128, 128, (5, IN), dtype=np.int8)
-    x[0], x[1] = -128, 127                  # the ends of int8 wrap differently
+    x[0], x[1] = -128, 127  # the ends of int8 wrap differently
     return x
 
 
@@ -149,13 +150,28 @@ def host_outputs(toy_dir, x, tmp_path):
         return None
     exe = tmp_path / "toy_host"
     host_main = m4.FIRMWARE_DIR.parent / "host" / "kp_host_main.c"
-    subprocess.run([gcc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", f"-I{toy_dir}",
-                    f"-I{toy_dir / 'kernels'}", str(toy_dir / "kp_model.c"),
-                    str(toy_dir / "kernels" / "toy_scale.c"),
-                    str(toy_dir / "kernels" / "toy_scale_dsp.c"), str(host_main), "-o", str(exe)],
-                   check=True)
-    done = subprocess.run([str(exe), str(len(x))], input=x.tobytes(), capture_output=True,
-                          check=True)
+    subprocess.run(
+        [
+            gcc,
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            f"-I{toy_dir}",
+            f"-I{toy_dir / 'kernels'}",
+            str(toy_dir / "kp_model.c"),
+            str(toy_dir / "kernels" / "toy_scale.c"),
+            str(toy_dir / "kernels" / "toy_scale_dsp.c"),
+            str(host_main),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+    )
+    done = subprocess.run(
+        [str(exe), str(len(x))], input=x.tobytes(), capture_output=True, check=True
+    )
     return np.frombuffer(done.stdout, np.int8).reshape(len(x), OUT)
 
 
@@ -203,9 +219,9 @@ def test_size_report_adds_up(firmware, inputs):
     assert r["overhead_flash"] == r["flash"] - r["model_flash"] > 0
     assert any(lib.endswith("memcpy.o)") for lib in r["libraries"])
     objects = {o["object"]: o for o in r["objects"] if o["category"] == "model"}
-    assert objects["kernels/toy_scale_dsp.o"]["code"] > 0      # the DSP variant was built
-    assert "kernels/toy_scale.o" not in objects                 # the portable one is empty
-    assert objects["kp_model.o"]["bss"] >= IN + OUT             # the arena
+    assert objects["kernels/toy_scale_dsp.o"]["code"] > 0  # the DSP variant was built
+    assert "kernels/toy_scale.o" not in objects  # the portable one is empty
+    assert objects["kp_model.o"]["bss"] >= IN + OUT  # the arena
     assert r["largest"] and all(s["bytes"] > 0 for s in r["largest"])
 
 
@@ -219,10 +235,13 @@ def test_compile_error_names_the_file(toy_dir, inputs, tmp_path):
 
 
 @needs_m4
-@pytest.mark.parametrize("define, status, says", [
-    ("TOY_FAIL_AT=2", 3, r"kp_model_invoke returned an error(.|\n)*KP_ERROR input=2 status=-7"),
-    ("TOY_FAULT_AT=1", 4, r"the CPU faulted(.|\n)*KP_FAULT exception=3"),
-])
+@pytest.mark.parametrize(
+    "define, status, says",
+    [
+        ("TOY_FAIL_AT=2", 3, r"kp_model_invoke returned an error(.|\n)*KP_ERROR input=2 status=-7"),
+        ("TOY_FAULT_AT=1", 4, r"the CPU faulted(.|\n)*KP_FAULT exception=3"),
+    ],
+)
 def test_firmware_failure_is_an_error(toy_dir, inputs, tmp_path, define, status, says):
     elf = m4.build_firmware(toy_dir, inputs, tmp_path, defines=[define])
     with pytest.raises(m4.M4Error, match=rf"exited {status} \(" + says):

@@ -15,8 +15,9 @@ def _trained(granularity=None, epochs=2):
     granularity = granularity or kp.granularity.SIMDGroups(4)
     model = compile_mse(kp.prune(small_cnn(), SCHED, granularity))
     x, y = data()
-    model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
-              callbacks=[kp.callbacks.PruningScheduler()])
+    model.fit(
+        x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[kp.callbacks.PruningScheduler()]
+    )
     return model, x, y
 
 
@@ -34,11 +35,13 @@ def test_save_load_keeps_masks_step_and_trains_on(tmp_path, suffix, granularity)
         np.testing.assert_array_equal(a, b)
     assert [int(w.pruning_step.numpy()) for w in wrappers(loaded)] == [8] * 6
     assert wrappers(loaded)[0].schedule == SCHED and wrappers(loaded)[0].granularity == granularity
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
     # .h5 + fit hits a Keras 3.15 optimizer bug unless kp.io.load recompiles; both must train.
-    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    loaded.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[kp.callbacks.PruningScheduler()]
+    )
     assert [int(w.pruning_step.numpy()) for w in wrappers(loaded)] == [12] * 6
     for before, after in zip(_masks(model), _masks(loaded), strict=True):
         assert np.all(after <= before)
@@ -78,12 +81,21 @@ def _run(tmp_path, interrupt_at=None):
     keras.utils.set_random_seed(0)
     model = compile_mse(kp.prune(small_cnn(), SCHED, kp.granularity.SIMDGroups(4)))
     x, y = data()
-    cbs = [kp.callbacks.PruningScheduler(),
-           keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+    cbs = [
+        kp.callbacks.PruningScheduler(),
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+    ]
     if interrupt_at is not None:
         with pytest.raises(KeyboardInterrupt):
-            model.fit(x, y, epochs=6, batch_size=8, verbose=0, shuffle=False,
-                      callbacks=cbs + [_Interrupt(interrupt_at)])
+            model.fit(
+                x,
+                y,
+                epochs=6,
+                batch_size=8,
+                verbose=0,
+                shuffle=False,
+                callbacks=cbs + [_Interrupt(interrupt_at)],
+            )
         # A new process would rebuild the model from scratch, then resume.
         keras.utils.set_random_seed(123)
         model = compile_mse(kp.prune(small_cnn(), SCHED, kp.granularity.SIMDGroups(4)))

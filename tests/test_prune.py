@@ -24,13 +24,21 @@ def test_prune_returns_new_model_and_leaves_input_untouched():
     assert pruned is not model
     assert [type(la).__name__ for la in model.layers].count("PruneWrapper") == 0
     names = {w.name: type(w.layer).__name__ for w in wrappers(pruned)}
-    assert names == {"conv": "Conv2D", "dw": "DepthwiseConv2D", "sep": "SeparableConv2D",
-                     "convt": "Conv2DTranspose", "conv1d": "Conv1D", "dense": "Dense"}
+    assert names == {
+        "conv": "Conv2D",
+        "dw": "DepthwiseConv2D",
+        "sep": "SeparableConv2D",
+        "convt": "Conv2DTranspose",
+        "conv1d": "Conv1D",
+        "dense": "Dense",
+    }
     x, y = data()
-    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
-    compile_mse(pruned).fit(x, y, epochs=2, batch_size=16, verbose=0,
-                            callbacks=[kp.callbacks.PruningScheduler()])
+    np.testing.assert_allclose(
+        pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    compile_mse(pruned).fit(
+        x, y, epochs=2, batch_size=16, verbose=0, callbacks=[kp.callbacks.PruningScheduler()]
+    )
     for a, b in zip(before, weights_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -38,8 +46,10 @@ def test_prune_returns_new_model_and_leaves_input_untouched():
 def test_separable_conv_prunes_both_kernels():
     pruned = kp.prune(small_cnn(), SCHED, "unstructured", layers=["sep"])
     (sep,) = wrappers(pruned)
-    assert [m.path.split("/")[-1] for m in sep.masks] == ["depthwise_kernel_mask",
-                                                          "pointwise_kernel_mask"]
+    assert [m.path.split("/")[-1] for m in sep.masks] == [
+        "depthwise_kernel_mask",
+        "pointwise_kernel_mask",
+    ]
 
 
 def test_nested_and_sequential_models():
@@ -56,26 +66,37 @@ def test_nested_and_sequential_models():
 
 def test_layer_filters():
     m = small_cnn()
-    assert [w.name for w in wrappers(kp.prune(m, SCHED, layers=["dense", "conv"]))] == \
-        ["conv", "dense"]
+    assert [w.name for w in wrappers(kp.prune(m, SCHED, layers=["dense", "conv"]))] == [
+        "conv",
+        "dense",
+    ]
     assert [w.name for w in wrappers(kp.prune(m, SCHED, layers=keras.layers.Conv2D))] == ["conv"]
-    assert [w.name for w in wrappers(
-        kp.prune(m, SCHED, layers=lambda la: la.name.startswith("conv")))] == \
-        ["conv", "convt", "conv1d"]
+    assert [
+        w.name for w in wrappers(kp.prune(m, SCHED, layers=lambda la: la.name.startswith("conv")))
+    ] == ["conv", "convt", "conv1d"]
 
 
-@pytest.mark.parametrize("call,err,match", [
-    (lambda m: kp.prune("model.h5", SCHED), TypeError, "Keras 3 model.*str"),
-    (lambda m: kp.prune(keras.Sequential([keras.Input((4,)), keras.layers.ReLU()]), SCHED),
-     ValueError, "no prunable layers.*ReLU"),
-    (lambda m: kp.prune(m, SCHED, layers=keras.layers.LSTM), ValueError, "matches none.*conv"),
-    (lambda m: kp.prune(m, SCHED, layers=["dense", "nope"]), ValueError, "nope"),
-    (lambda m: kp.prune(kp.prune(m, SCHED), SCHED), ValueError, "already pruned.*conv"),
-    (lambda m: kp.prune(m, SCHED, granularity="blocky"), ValueError, "Unknown granularity"),
-    (lambda m: kp.prune(m, schedule=None), TypeError, "schedule"),
-    (lambda m: kp.prune(keras.Sequential([keras.layers.Dense(3)]), SCHED), ValueError,
-     "not built"),
-])
+@pytest.mark.parametrize(
+    "call,err,match",
+    [
+        (lambda m: kp.prune("model.h5", SCHED), TypeError, "Keras 3 model.*str"),
+        (
+            lambda m: kp.prune(keras.Sequential([keras.Input((4,)), keras.layers.ReLU()]), SCHED),
+            ValueError,
+            "no prunable layers.*ReLU",
+        ),
+        (lambda m: kp.prune(m, SCHED, layers=keras.layers.LSTM), ValueError, "matches none.*conv"),
+        (lambda m: kp.prune(m, SCHED, layers=["dense", "nope"]), ValueError, "nope"),
+        (lambda m: kp.prune(kp.prune(m, SCHED), SCHED), ValueError, "already pruned.*conv"),
+        (lambda m: kp.prune(m, SCHED, granularity="blocky"), ValueError, "Unknown granularity"),
+        (lambda m: kp.prune(m, schedule=None), TypeError, "schedule"),
+        (
+            lambda m: kp.prune(keras.Sequential([keras.layers.Dense(3)]), SCHED),
+            ValueError,
+            "not built",
+        ),
+    ],
+)
 def test_bad_input(call, err, match):
     m = small_cnn()
     before = weights_of(m)
@@ -97,8 +118,9 @@ class _Watch(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         masks = []
         for w in wrappers(self.model):
-            for (_, eff), mask, layout in zip(w.effective_weights(), w.masks, w.layouts,
-                                                strict=False):
+            for (_, eff), mask, layout in zip(
+                w.effective_weights(), w.masks, w.layouts, strict=False
+            ):
                 eff, mask = np.asarray(eff), mask.numpy()
                 assert np.all(eff[mask == 0] == 0)
                 step = int(w.pruning_step.numpy()) - 1
@@ -115,15 +137,23 @@ class _Watch(keras.callbacks.Callback):
         self.checked += 1
 
 
-@pytest.mark.parametrize("granularity", [kp.granularity.Channels(), kp.granularity.SIMDGroups(4),
-                                         kp.granularity.NofM(2, 4), "unstructured"])
+@pytest.mark.parametrize(
+    "granularity",
+    [
+        kp.granularity.Channels(),
+        kp.granularity.SIMDGroups(4),
+        kp.granularity.NofM(2, 4),
+        "unstructured",
+    ],
+)
 def test_training_keeps_pruned_weights_zero(granularity):
     g = kp.granularity.get(granularity)
     pruned = compile_mse(kp.prune(small_cnn(), SCHED, g))
     x, y = data()
     watch = _Watch(g)
-    pruned.fit(x, y, epochs=4, batch_size=16, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler(), watch])
+    pruned.fit(
+        x, y, epochs=4, batch_size=16, verbose=0, callbacks=[kp.callbacks.PruningScheduler(), watch]
+    )
     assert watch.checked == 16
     for w in wrappers(pruned):
         assert int(w.pruning_step.numpy()) == 16
@@ -165,11 +195,19 @@ def test_training_without_the_scheduler_is_a_clear_error():
 
 def _train_masks(spe, epochs=3):
     keras.utils.set_random_seed(0)
-    pruned = compile_mse(kp.prune(small_cnn(), SCHED, kp.granularity.SIMDGroups(4)),
-                         steps_per_execution=spe)
+    pruned = compile_mse(
+        kp.prune(small_cnn(), SCHED, kp.granularity.SIMDGroups(4)), steps_per_execution=spe
+    )
     x, y = data()
-    pruned.fit(x, y, epochs=epochs, batch_size=8, verbose=0, shuffle=False,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    pruned.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        verbose=0,
+        shuffle=False,
+        callbacks=[kp.callbacks.PruningScheduler()],
+    )
     return pruned, [m.numpy() for w in wrappers(pruned) for m in w.masks]
 
 
@@ -186,19 +224,22 @@ def test_strip_bakes_zeros_into_plain_layers():
     original = small_cnn()
     pruned = compile_mse(kp.prune(original, SCHED, kp.granularity.SIMDGroups(4)))
     x, y = data()
-    pruned.fit(x, y, epochs=4, batch_size=16, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    pruned.fit(
+        x, y, epochs=4, batch_size=16, verbose=0, callbacks=[kp.callbacks.PruningScheduler()]
+    )
     plain = kp.strip(pruned)
     assert not wrappers(plain)
     assert [la.name for la in plain.layers] == [la.name for la in original.layers]
     assert [type(la) for la in plain.layers] == [type(la) for la in original.layers]
-    np.testing.assert_allclose(plain.predict(x, verbose=0), pruned.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), pruned.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     for w in wrappers(pruned):
         stripped = plain.get_layer(w.name)
         for spec_mask, attr in zip(w.masks, [s.attr for s in w._specs], strict=True):
-            np.testing.assert_array_equal(getattr(stripped, attr).numpy() == 0,
-                                          spec_mask.numpy() == 0)
+            np.testing.assert_array_equal(
+                getattr(stripped, attr).numpy() == 0, spec_mask.numpy() == 0
+            )
     rows = kp.summary(plain, print_fn=lambda s: None)
     assert all(r.pattern == "groups of 4 aligned: yes" for r in rows)
     assert wrappers(pruned)  # strip did not touch its input
@@ -214,10 +255,17 @@ def test_strip_of_an_unpruned_model_is_an_equal_copy():
 
 
 def test_summary_reports_counts_patterns_and_sizes():
-    pruned = compile_mse(kp.prune(mlp(), kp.schedules.ConstantSparsity(0.75, 0, frequency=1),
-                                  kp.granularity.SIMDGroups(4)))
-    pruned.fit(np.random.rand(8, 16), np.random.rand(8, 4), verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    pruned = compile_mse(
+        kp.prune(
+            mlp(), kp.schedules.ConstantSparsity(0.75, 0, frequency=1), kp.granularity.SIMDGroups(4)
+        )
+    )
+    pruned.fit(
+        np.random.rand(8, 16),
+        np.random.rand(8, 4),
+        verbose=0,
+        callbacks=[kp.callbacks.PruningScheduler()],
+    )
     printed = []
     rows = kp.summary(pruned, print_fn=printed.append)
     assert [(r.name, r.params, r.nonzeros) for r in rows] == [("fc1", 512, 128), ("fc2", 128, 32)]
@@ -252,8 +300,10 @@ def test_wrapper_rejects_unprunable_layers():
         PruneWrapper(keras.layers.LSTM(3), schedule=SCHED)
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", kp.granularity.SIMDGroups(4),
-                                         kp.granularity.NofM(2, 4), "channels"])
+@pytest.mark.parametrize(
+    "granularity",
+    ["unstructured", kp.granularity.SIMDGroups(4), kp.granularity.NofM(2, 4), "channels"],
+)
 def test_xla_custom_loop_and_mixed_precision(granularity):
     """An XLA-compiled custom training loop (jit_compile is the default on GPUs) and
     mixed_float16 both prune exactly."""
@@ -275,7 +325,7 @@ def test_xla_custom_loop_and_mixed_precision(granularity):
         return loss
 
     for i in range(0, 64, 16):
-        train_step(x[i:i + 16], y[i:i + 16])
+        train_step(x[i : i + 16], y[i : i + 16])
     assert [int(w.pruning_step.numpy()) for w in wrappers(pruned)] == [4, 4]
     assert kp.callbacks.measure_sparsity(pruned)["sparsity/fc1"] == pytest.approx(0.5)
 
@@ -311,7 +361,13 @@ def test_a_shared_layer_counts_each_step_once():
     model = keras.Model([inp_a, inp_b], keras.layers.Dense(2, name="head")(out))
     pruned = compile_mse(kp.prune(model, kp.schedules.ConstantSparsity(0.5, 0, frequency=2)))
     x = np.random.rand(32, 16).astype("float32")
-    pruned.fit([x, x[::-1]], np.random.rand(32, 2), batch_size=8, epochs=2, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    pruned.fit(
+        [x, x[::-1]],
+        np.random.rand(32, 2),
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[kp.callbacks.PruningScheduler()],
+    )
     assert [int(w.pruning_step.numpy()) for w in wrappers(pruned)] == [8, 8]
     assert kp.callbacks.measure_sparsity(pruned)["sparsity/shared"] == pytest.approx(0.5)

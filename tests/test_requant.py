@@ -34,8 +34,9 @@ def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
 
     x, y, xt, _ = mnist_5k()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, name="fc")])
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="fc")]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:1000], y[:1000], epochs=1, verbose=0)
     data = tflite.convert_int8(model, x[:200])
@@ -49,8 +50,14 @@ def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
     scale = requant.effective_scale(qin["scales"][0], qw["scales"], qout["scales"][0])
     xq = tflite.quantize_input(xt, qin["scales"][0], int(qin["zero_points"][0]))
     flat = xq.reshape(len(xq), -1)
-    args = (flat, interp.get_tensor(w["index"]), interp.get_tensor(b["index"]),
-            int(qin["zero_points"][0]), int(qout["zero_points"][0]), scale)
+    args = (
+        flat,
+        interp.get_tensor(w["index"]),
+        interp.get_tensor(b["index"]),
+        int(qin["zero_points"][0]),
+        int(qout["zero_points"][0]),
+        scale,
+    )
     double = requant.fully_connected_int8(*args, rounding="double")
     single = requant.fully_connected_int8(*args, rounding="float")
     tflm_out = tflite.run_tflm_raw(data, xq, 1 << 20)[0]

@@ -19,8 +19,11 @@ def bn_resnet():
     a residual Add, a 1x1 and a 'valid' conv (bias folds), a fused-ReLU 3x3 'same' conv
     (a ConstantOffset), and Flatten -> Dense."""
     x = i = keras.Input((10, 10, 3), name="img")
-    x = L.ReLU()(L.BatchNormalization(name="bn0")(L.Conv2D(8, 3, padding="same",
-                                                           use_bias=False, name="stem")(x)))
+    x = L.ReLU()(
+        L.BatchNormalization(name="bn0")(
+            L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(x)
+        )
+    )
     y = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(x)
     y = L.BatchNormalization(name="bn2")(L.Conv2D(8, 3, padding="same", name="c2")(y))
     x = L.ReLU()(L.Add()([x, y]))
@@ -51,8 +54,7 @@ def _zero(model, name, channels):
 
 def test_compact_removes_zero_filters_and_folds_their_constants():
     model = bn_resnet()
-    for name, ch in (("stem", [1, 5]), ("c2", [1, 5]), ("c1", [0, 3]), ("c3", [2]),
-                     ("c4", [0])):
+    for name, ch in (("stem", [1, 5]), ("c2", [1, 5]), ("c1", [0, 3]), ("c3", [2]), ("c4", [0])):
         _zero(model, name, ch)
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(6, 10, 10, 3)).astype("float32")
@@ -87,10 +89,16 @@ def test_compact_keeps_channels_of_shared_consumers_and_sequential_stays():
     _, report = compact(model)
     assert report.removed == {} and "called 2 times" in report.kept["a"]
 
-    seq = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(6, 3, name="a"),
-                            L.BatchNormalization(name="bn"),
-                            L.Conv2D(4, 3, padding="same", name="b"), L.Flatten(),
-                            L.Dense(3, name="d")])
+    seq = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(6, 3, name="a"),
+            L.BatchNormalization(name="bn"),
+            L.Conv2D(4, 3, padding="same", name="b"),
+            L.Flatten(),
+            L.Dense(3, name="d"),
+        ]
+    )
     seq.get_layer("bn").beta.assign(np.linspace(-1, 1, 6))
     _zero(seq, "a", [0, 2])
     small, report = compact(seq)
@@ -102,13 +110,23 @@ def test_compact_keeps_channels_of_shared_consumers_and_sequential_stays():
 def _channel_pruned():
     """The user's flow: Channels() pruning in model.fit, then export with the wrappers on."""
     model = bn_resnet()
-    pruned = kp.prune(model, kp.schedules.ConstantSparsity(0.5, begin_step=0, frequency=1),
-                      granularity=kp.granularity.Channels(), layers=["c1", "c3", "c4"])
+    pruned = kp.prune(
+        model,
+        kp.schedules.ConstantSparsity(0.5, begin_step=0, frequency=1),
+        granularity=kp.granularity.Channels(),
+        layers=["c1", "c3", "c4"],
+    )
     pruned.compile("adam", "mse")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 10, 10, 3)).astype("float32")
-    pruned.fit(x, rng.normal(size=(32, 5)), epochs=1, batch_size=16, verbose=0,
-               callbacks=[kp.callbacks.PruningScheduler()])
+    pruned.fit(
+        x,
+        rng.normal(size=(32, 5)),
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[kp.callbacks.PruningScheduler()],
+    )
     return pruned, x
 
 
@@ -116,8 +134,14 @@ def test_saved_model_export_layout_reload_and_dynamic_batch(tmp_path):
     pruned, x = _channel_pruned()
     expected = kp.strip(pruned)(x)
     printed = []
-    report = kp.export.saved_model(pruned, tmp_path / "serving", version=2,
-                                   representative_data=x, print_fn=printed.append, show=False)
+    report = kp.export.saved_model(
+        pruned,
+        tmp_path / "serving",
+        version=2,
+        representative_data=x,
+        print_fn=printed.append,
+        show=False,
+    )
     version = tmp_path / "serving" / "2"
     assert report.path == version and (version / "saved_model.pb").is_file()
     assert (version / "variables").is_dir()
@@ -126,8 +150,7 @@ def test_saved_model_export_layout_reload_and_dynamic_batch(tmp_path):
     assert meta["signature_name"] == "serving_default"
     assert meta["inputs"] == {"img": {"shape": [None, 10, 10, 3], "dtype": "float32"}}
     assert meta["outputs"] == {"output_0": {"shape": [None, 5], "dtype": "float32"}}
-    assert meta["keras_prune"]["channels_removed"] == {"c1": [4, 8], "c3": [3, 6],
-                                                       "c4": [2, 4]}
+    assert meta["keras_prune"]["channels_removed"] == {"c1": [4, 8], "c3": [3, 6], "c4": [2, 4]}
     assert report.compact.macs[1] < 0.7 * report.compact.macs[0]
     assert max(report.reload_error.values()) < 1e-4
     # BatchNorms are folded: no Rsqrt/Mul/Sub passes left in the served graph
@@ -141,8 +164,7 @@ def test_saved_model_export_layout_reload_and_dynamic_batch(tmp_path):
     # dynamic batch, both loaders, against the Keras model before any surgery
     fn = tf.saved_model.load(str(version)).signatures["serving_default"]
     for n in (1, 7):
-        np.testing.assert_allclose(fn(img=tf.constant(x[:n]))["output_0"], expected[:n],
-                                   atol=1e-4)
+        np.testing.assert_allclose(fn(img=tf.constant(x[:n]))["output_0"], expected[:n], atol=1e-4)
     layer = keras.layers.TFSMLayer(str(version), call_endpoint="serving_default")
     np.testing.assert_allclose(layer(x)["output_0"], expected, atol=1e-4)
 
@@ -173,16 +195,22 @@ def test_failed_export_leaves_no_version_directory(tmp_path, monkeypatch):
 
 
 def test_top_k_masks_stay_and_unstructured_zeros_are_flagged(tmp_path):
-    model = keras.Sequential([keras.Input((12,), name="x"), L.Dense(16, activation="relu",
-                                                                    name="fc1"),
-                              L.Dense(3, name="fc2")], name="mlp")
+    model = keras.Sequential(
+        [
+            keras.Input((12,), name="x"),
+            L.Dense(16, activation="relu", name="fc1"),
+            L.Dense(3, name="fc2"),
+        ],
+        name="mlp",
+    )
     k = model.get_layer("fc1").kernel.numpy()
     k[np.random.default_rng(0).random(k.shape) < 0.6] = 0
     model.get_layer("fc1").kernel.assign(k)
     masked = kp.add_activation_masks(model, winner_rate=0.25)
     x = np.random.default_rng(1).normal(size=(9, 12)).astype("float32")
-    report = kp.export.saved_model(masked, tmp_path / "m", print_fn=None,
-                                   representative_data=x, show=False)
+    report = kp.export.saved_model(
+        masked, tmp_path / "m", print_fn=None, representative_data=x, show=False
+    )
     assert any("no speedup on a CPU or GPU server" in n for n in report.notes)
     graph = tf.saved_model.load(str(report.path)).signatures["serving_default"].graph
     ops = {n.op for f in graph.as_graph_def().library.function for n in f.node_def}
@@ -198,8 +226,7 @@ def test_cli_export_savedmodel(tmp_path, capsys):
     kp.strip(pruned).save(path)
     np.savez(tmp_path / "d.npz", x_train=x)
     out = tmp_path / "serving"
-    args = ["export", "savedmodel", str(path), "--out", str(out), "--data",
-            str(tmp_path / "d.npz")]
+    args = ["export", "savedmodel", str(path), "--out", str(out), "--data", str(tmp_path / "d.npz")]
     assert cli.main([*args, "--version", "1", "--batch", "4", "--keep-batchnorm"]) == 0
     printed = capsys.readouterr().out
     meta = json.loads((out / "1" / "signature.json").read_text())
@@ -230,12 +257,18 @@ def test_fold_batchnorm_merges_bn_into_the_layer_before():
     # in a Sequential (which stays one): the BN after a linear depthwise conv folds, the
     # BN after a ReLU-fused conv stays; a BN whose producer feeds another layer stays
     rng = np.random.default_rng(2)
-    seq = keras.Sequential([keras.Input((6, 6, 2), name="x"),
-                            L.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
-                            L.BatchNormalization(name="bn_dw"),
-                            L.Conv2D(4, 1, activation="relu", name="pw"),
-                            L.BatchNormalization(name="bn_relu"), L.Flatten(name="flat"),
-                            L.Dense(3, name="fc")], name="seq")
+    seq = keras.Sequential(
+        [
+            keras.Input((6, 6, 2), name="x"),
+            L.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+            L.BatchNormalization(name="bn_dw"),
+            L.Conv2D(4, 1, activation="relu", name="pw"),
+            L.BatchNormalization(name="bn_relu"),
+            L.Flatten(name="flat"),
+            L.Dense(3, name="fc"),
+        ],
+        name="seq",
+    )
     for layer in seq.layers:
         if isinstance(layer, L.BatchNormalization):
             n = layer.gamma.shape[0]

@@ -11,14 +11,43 @@ import keras_prune as kp
 from keras_prune import schedules
 
 CASES = [
-    ("PolynomialDecay", dict(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0,
-                             end_step=2000, frequency=100)),
-    ("PolynomialDecay", dict(initial_sparsity=0.2, final_sparsity=0.8, begin_step=7,
-                             end_step=93, power=2, frequency=3)),
-    ("PolynomialDecay", dict(initial_sparsity=0.5, final_sparsity=0.55, begin_step=10,
-                             end_step=11, power=1, frequency=1)),
-    ("PolynomialDecay", dict(initial_sparsity=0.0, final_sparsity=0.97, begin_step=100,
-                             end_step=250, power=5, frequency=10)),
+    (
+        "PolynomialDecay",
+        dict(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0, end_step=2000, frequency=100),
+    ),
+    (
+        "PolynomialDecay",
+        dict(
+            initial_sparsity=0.2,
+            final_sparsity=0.8,
+            begin_step=7,
+            end_step=93,
+            power=2,
+            frequency=3,
+        ),
+    ),
+    (
+        "PolynomialDecay",
+        dict(
+            initial_sparsity=0.5,
+            final_sparsity=0.55,
+            begin_step=10,
+            end_step=11,
+            power=1,
+            frequency=1,
+        ),
+    ),
+    (
+        "PolynomialDecay",
+        dict(
+            initial_sparsity=0.0,
+            final_sparsity=0.97,
+            begin_step=100,
+            end_step=250,
+            power=5,
+            frequency=10,
+        ),
+    ),
     ("ConstantSparsity", dict(target_sparsity=0.5, begin_step=0, frequency=1)),
     ("ConstantSparsity", dict(target_sparsity=0.3, begin_step=13, end_step=60, frequency=7)),
     ("ConstantSparsity", dict(target_sparsity=0.0, begin_step=5, end_step=5, frequency=4)),
@@ -44,8 +73,14 @@ print(json.dumps(out))
 def test_schedules_match_tfmot_at_every_step():
     """Same arguments -> same (should_prune, sparsity), bit for bit, as tfmot 0.8."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", TFMOT_SCRIPT], input=json.dumps([CASES, STEPS]),
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", TFMOT_SCRIPT],
+        input=json.dumps([CASES, STEPS]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if proc.returncode != 0 and "No module named 'tensorflow_model_optimization'" in proc.stderr:
         pytest.skip("tfmot extra not installed (pip install 'keras-prune[tfmot]')")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -70,35 +105,67 @@ def test_constant_sparsity_forever():
     assert [bool(s(t)[0]) for t in (9, 10, 12, 15, 10**7)] == [False, True, False, True, True]
 
 
-@pytest.mark.parametrize("cls,kwargs,match", [
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=1.0, begin_step=0,
-                                     end_step=10), "final_sparsity.*\\[0, 1\\)"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=-0.1, final_sparsity=0.5, begin_step=0,
-                                     end_step=10), "initial_sparsity"),
-    (schedules.ConstantSparsity, dict(target_sparsity=1.5, begin_step=0), "target_sparsity"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=10,
-                                     end_step=5), "end_step.*before.*begin_step"),
-    (schedules.ConstantSparsity, dict(target_sparsity=0.5, begin_step=10, end_step=5),
-     "end_step.*before.*begin_step"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0,
-                                     end_step=10, frequency=0), "frequency.*positive"),
-    (schedules.ConstantSparsity, dict(target_sparsity=0.5, begin_step=0, frequency=-3),
-     "frequency.*positive"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=4,
-                                     end_step=4), "greater than"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=-1,
-                                     end_step=4), "begin_step"),
-    (schedules.PolynomialDecay, dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0,
-                                     end_step=-1), "end_step"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=1.0, begin_step=0, end_step=10),
+            "final_sparsity.*\\[0, 1\\)",
+        ),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=-0.1, final_sparsity=0.5, begin_step=0, end_step=10),
+            "initial_sparsity",
+        ),
+        (schedules.ConstantSparsity, dict(target_sparsity=1.5, begin_step=0), "target_sparsity"),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=10, end_step=5),
+            "end_step.*before.*begin_step",
+        ),
+        (
+            schedules.ConstantSparsity,
+            dict(target_sparsity=0.5, begin_step=10, end_step=5),
+            "end_step.*before.*begin_step",
+        ),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=10, frequency=0),
+            "frequency.*positive",
+        ),
+        (
+            schedules.ConstantSparsity,
+            dict(target_sparsity=0.5, begin_step=0, frequency=-3),
+            "frequency.*positive",
+        ),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=4, end_step=4),
+            "greater than",
+        ),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=-1, end_step=4),
+            "begin_step",
+        ),
+        (
+            schedules.PolynomialDecay,
+            dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=-1),
+            "end_step",
+        ),
+    ],
+)
 def test_bad_schedule_arguments(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
 
 
 def test_config_round_trip():
-    for s in (kp.schedules.PolynomialDecay(0.1, 0.8, 3, 50, power=2, frequency=7),
-              kp.schedules.ConstantSparsity(0.25, 4, 40, 2)):
+    for s in (
+        kp.schedules.PolynomialDecay(0.1, 0.8, 3, 50, power=2, frequency=7),
+        kp.schedules.ConstantSparsity(0.25, 4, 40, 2),
+    ):
         assert type(s).from_config(s.get_config()) == s
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
         assert again == s and again is not s

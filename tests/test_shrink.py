@@ -70,16 +70,19 @@ def inception():
 
 
 def conv_flatten_dense():
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        L.Conv2D(6, 3, activation="relu", name="conv1"),
-        L.MaxPooling2D(),
-        L.Conv2D(5, 3, padding="same", activation="tanh", name="conv2"),
-        L.Flatten(),
-        L.Dense(20, activation="sigmoid", name="fc1"),
-        L.Dropout(0.1),
-        L.Dense(4, name="fc2"),
-    ], name="lenet")
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(6, 3, activation="relu", name="conv1"),
+            L.MaxPooling2D(),
+            L.Conv2D(5, 3, padding="same", activation="tanh", name="conv2"),
+            L.Flatten(),
+            L.Dense(20, activation="sigmoid", name="fc1"),
+            L.Dropout(0.1),
+            L.Dense(4, name="fc2"),
+        ],
+        name="lenet",
+    )
 
 
 def conv1d():
@@ -94,8 +97,9 @@ def conv1d():
 def nested_shared():
     """A nested block called twice (shared weights) and a transposed conv."""
     bi = keras.Input((6, 6, 8))
-    block = keras.Model(bi, L.ReLU()(L.Conv2D(8, 3, padding="same", name="inner")(bi)),
-                        name="block")
+    block = keras.Model(
+        bi, L.ReLU()(L.Conv2D(8, 3, padding="same", name="inner")(bi)), name="block"
+    )
     x = i = keras.Input((6, 6, 2))
     x = L.Conv2D(8, 1, name="stem")(x)
     x = block(block(x))
@@ -114,8 +118,14 @@ def _randomize_bn(model, seed):
             _randomize_bn(layer, seed + 1)
         elif isinstance(layer, L.BatchNormalization):
             g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.normal(1, 0.3, g.shape), rng.normal(0, 0.3, b.shape),
-                               rng.normal(0, 0.3, m.shape), rng.uniform(0.5, 2, v.shape)])
+            layer.set_weights(
+                [
+                    rng.normal(1, 0.3, g.shape),
+                    rng.normal(0, 0.3, b.shape),
+                    rng.normal(0, 0.3, m.shape),
+                    rng.uniform(0.5, 2, v.shape),
+                ]
+            )
 
 
 def _random_keep(graph, rng):
@@ -153,15 +163,17 @@ def test_shrink_equals_mask(build):
 
 def test_groups_follow_the_coupling():
     g = kp.graph.build(resnet())
-    assert g.group("c2").producers == ["stem", "c2"]          # identity shortcut
+    assert g.group("c2").producers == ["stem", "c2"]  # identity shortcut
     assert g.group("c4").producers == ["c4", "proj"] or g.group("c4").producers == [
-        "proj", "c4"]                                          # projection shortcut
+        "proj",
+        "c4",
+    ]  # projection shortcut
     assert g.group("c1").producers == ["c1"]
     assert not g.group("out").prunable
     m = mobilenet()
     g = kp.graph.build(m)
-    assert {"dw1", "bn_dw1"} <= set(g.group("stem").members)   # depthwise tied to its input
-    assert g.group("pw1").producers == ["pw1", "project"]      # inverted residual
+    assert {"dw1", "bn_dw1"} <= set(g.group("stem").members)  # depthwise tied to its input
+    assert g.group("pw1").producers == ["pw1", "project"]  # inverted residual
     assert g.group("expand").channels == 24
 
 
@@ -189,8 +201,9 @@ def test_concat_offsets():
     small = kp.shrink(model, {"b2b": [0, 4], "b3": [1]}, graph=g)
     assert small.get_layer("after").kernel.shape == (1, 1, 6 + 2 + 1, 8)
     after = model.get_layer("after").kernel.numpy()
-    np.testing.assert_array_equal(small.get_layer("after").kernel.numpy(),
-                                  after[:, :, [0, 1, 2, 3, 4, 5, 6, 10, 12], :])
+    np.testing.assert_array_equal(
+        small.get_layer("after").kernel.numpy(), after[:, :, [0, 1, 2, 3, 4, 5, 6, 10, 12], :]
+    )
 
 
 def test_unknown_layer_blocks_instead_of_guessing():
@@ -220,13 +233,13 @@ def test_bad_keep_is_explained():
 def test_count_flops_matches_hand_counts():
     report = kp.count_flops(conv_flatten_dense(), print_fn=None)
     by = {r.name: r.macs for r in report.rows}
-    assert by["conv1"] == 6 * 6 * 9 * 1 * 6       # 6x6 outputs, 3x3x1 taps, 6 filters
-    assert by["conv2"] == 3 * 3 * 9 * 6 * 5       # after 2x2 pooling: 3x3, 'same'
+    assert by["conv1"] == 6 * 6 * 9 * 1 * 6  # 6x6 outputs, 3x3x1 taps, 6 filters
+    assert by["conv2"] == 3 * 3 * 9 * 6 * 5  # after 2x2 pooling: 3x3, 'same'
     assert by["fc1"] == 3 * 3 * 5 * 20 and by["fc2"] == 20 * 4
     assert report.total == sum(by.values())
     m = mobilenet()
     by = {r.name: r.macs for r in kp.count_flops(m, print_fn=None).rows}
-    assert by["dw1"] == 6 * 6 * 9 * 16                  # 8 channels x depth_multiplier 2
+    assert by["dw1"] == 6 * 6 * 9 * 16  # 8 channels x depth_multiplier 2
     assert by["sep"] == 4 * 4 * (9 * 12 * 2 + 24 * 10)  # depthwise + pointwise
     dense = kp.count_macs(m, print_fn=None)
     assert kp.count_flops(m, print_fn=None).total == dense.dense

@@ -58,20 +58,28 @@ def data():
 def sparse_export(tmp_path_factory, data):
     model = _group_prune(_cnn(), 0.9)
     out = tmp_path_factory.mktemp("sparse") / "c"
-    rep = kp.export.cmsis(model, out, data, samples=60, sparse="always", print_fn=None,
-                          progress=False)
+    rep = kp.export.cmsis(
+        model, out, data, samples=60, sparse="always", print_fn=None, progress=False
+    )
     return model, out, rep
 
 
 def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_export):
     _, out, rep = sparse_export
-    kernels = {(la["keras_layers"] or ["?"])[-1]: la["kernel"] for la in rep.manifest["layers"]
-               if la["op"] in ("CONV_2D", "FULLY_CONNECTED")}
-    assert kernels == {"c5": "kp_sparse_convolve_s8", "c3s2": "kp_sparse_convolve_s8",
-                       "c1x1": "kp_sparse_convolve_s8", "c3dil": "kp_sparse_convolve_s8",
-                       "c3valid": "kp_sparse_convolve_s8",
-                       "fc_a": "kp_sparse_fully_connected_s8",
-                       "fc_b": "kp_sparse_fully_connected_s8"}
+    kernels = {
+        (la["keras_layers"] or ["?"])[-1]: la["kernel"]
+        for la in rep.manifest["layers"]
+        if la["op"] in ("CONV_2D", "FULLY_CONNECTED")
+    }
+    assert kernels == {
+        "c5": "kp_sparse_convolve_s8",
+        "c3s2": "kp_sparse_convolve_s8",
+        "c1x1": "kp_sparse_convolve_s8",
+        "c3dil": "kp_sparse_convolve_s8",
+        "c3valid": "kp_sparse_convolve_s8",
+        "fc_a": "kp_sparse_fully_connected_s8",
+        "fc_b": "kp_sparse_fully_connected_s8",
+    }
     v = rep.manifest["verification"]
     assert v["host"]["bit_exact"] and v["host"]["samples"] == 60
     if m4.find_cross_toolchain() is not None and m4.find_qemu() is not None:
@@ -91,25 +99,33 @@ def test_sparse_build_is_clean_under_asan_and_ubsan(sparse_export, tmp_path, dat
     inp = rep.manifest["io"]["input"]
     xq = tflite.quantize_input(data[:20], inp["scale"], inp["zero_point"])
     plain = cortex_m.run_host(cortex_m.build_host(out, tmp_path / "plain"), xq, 10)
-    checked = cortex_m.run_host(cortex_m.build_host(out, tmp_path / "asan", sanitize=True),
-                                xq, 10)
+    checked = cortex_m.run_host(cortex_m.build_host(out, tmp_path / "asan", sanitize=True), xq, 10)
     np.testing.assert_array_equal(plain, checked)
 
 
 def test_sparse_export_is_smaller_than_dense(sparse_export, tmp_path, data):
     model, _, rep = sparse_export
-    dense = kp.export.cmsis(model, tmp_path / "dense", data, samples=5, sparse="never",
-                            verify_m4=False, print_fn=None, progress=False)
-    assert all("sparse" not in la or la["sparse"]["kernel"] == "dense"
-               for la in dense.manifest["layers"])
+    dense = kp.export.cmsis(
+        model,
+        tmp_path / "dense",
+        data,
+        samples=5,
+        sparse="never",
+        verify_m4=False,
+        print_fn=None,
+        progress=False,
+    )
+    assert all(
+        "sparse" not in la or la["sparse"]["kernel"] == "dense" for la in dense.manifest["layers"]
+    )
     assert rep.manifest["sizes"]["const_bytes"] < 0.6 * dense.manifest["sizes"]["const_bytes"]
 
 
 def test_auto_follows_the_estimates_on_a_dense_model(tmp_path, data, capsys):
-    rep = kp.export.cmsis(_cnn(), tmp_path / "c", data, samples=5, verify_m4=False,
-                          progress=False)
-    choices = {la["keras_layers"][-1]: la["sparse"] for la in rep.manifest["layers"]
-               if "sparse" in la}
+    rep = kp.export.cmsis(_cnn(), tmp_path / "c", data, samples=5, verify_m4=False, progress=False)
+    choices = {
+        la["keras_layers"][-1]: la["sparse"] for la in rep.manifest["layers"] if "sparse" in la
+    }
     assert len(choices) == 7
     for c in choices.values():
         faster = c["est_sparse_cycles"] < c["est_dense_cycles"]
@@ -150,8 +166,9 @@ def test_choice_follows_the_estimates():
 def test_cost_model_estimates_are_close_to_unicorns_count(sparse_export, data):
     _, out, rep = sparse_export
     inp = rep.manifest["io"]["input"]
-    cost = m4_cycles.profile_model(out, tflite.quantize_input(data[:1], inp["scale"],
-                                                              inp["zero_point"]))
+    cost = m4_cycles.profile_model(
+        out, tflite.quantize_input(data[:1], inp["scale"], inp["zero_point"])
+    )
     by_index = {la.index: la for la in cost.layers}
     for la in rep.manifest["layers"]:
         if "sparse" in la:
@@ -217,22 +234,39 @@ def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
 
     if cbuild.find_cc() is None:
         pytest.skip("no host C compiler")
-    rows = ", ".join("{" + ", ".join(map(str, (s.kh, s.kw, s.cin, s.out_h, s.out_w, *s.stride,
-                                                *s.dilation))) + "}" for s in SCRATCH_SHAPES)
+    rows = ", ".join(
+        "{"
+        + ", ".join(map(str, (s.kh, s.kw, s.cin, s.out_h, s.out_w, *s.stride, *s.dilation)))
+        + "}"
+        for s in SCRATCH_SHAPES
+    )
     src = tmp_path / "limit.c"
     src.write_text(_LIMIT_C.replace("{SHAPES}", "{" + rows + "}"))
     exe = cbuild.compile_host(
-        [src, *(cbuild.KERNEL_DIR / n for n in ("kp_sparse_conv_s8.c", "kp_nn_sparse_vec_s8.c",
-                                                "kp_nn_sparse_vec_s8_dsp.c"))],
-        [cbuild.KERNEL_DIR], tmp_path / "limit")
+        [
+            src,
+            *(
+                cbuild.KERNEL_DIR / n
+                for n in (
+                    "kp_sparse_conv_s8.c",
+                    "kp_nn_sparse_vec_s8.c",
+                    "kp_nn_sparse_vec_s8_dsp.c",
+                )
+            ),
+        ],
+        [cbuild.KERNEL_DIR],
+        tmp_path / "limit",
+    )
     lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert [int(v) for v in lines[:-2]] == [sparse_cost.conv_scratch_bytes(s)
-                                            for s in SCRATCH_SHAPES]
+    assert [int(v) for v in lines[:-2]] == [
+        sparse_cost.conv_scratch_bytes(s) for s in SCRATCH_SHAPES
+    ]
     assert lines[-2:] == ["0", "-1"]
     w = np.ones((2, 9 * 128), np.int8)
     big = sparse_cost.ConvShape(3, 200, 3, 3, 128, (1, 1), (1, 1), (1, 1))
     assert sparse_cost.conv_rows_bytes(big) > sparse_cost.CONV_MAX_ROWS_BYTES
     choice = sparse_cost.choose("conv", w, big, "always")
     assert choice.kernel == "dense" and "exceed" in choice.reason
-    assert sparse_cost.choose("conv", w[:, :9 * 64], SCRATCH_SHAPES[-1], "always").kernel == \
-        "sparse"
+    assert (
+        sparse_cost.choose("conv", w[:, : 9 * 64], SCRATCH_SHAPES[-1], "always").kernel == "sparse"
+    )

@@ -22,15 +22,26 @@ from keras_prune.export.sparse_format import INDEX_KINDS, decode, encode_groups
 from keras_prune.granularity import SIMDGroups
 
 DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_sparse_driver.c"
-SPARSE_SOURCES = [cbuild.KERNEL_DIR / n for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c",
-                                                  "kp_nn_sparse_vec_s8_dsp.c")]
+SPARSE_SOURCES = [
+    cbuild.KERNEL_DIR / n
+    for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
+]
 
 
 # ------------------------------------------------------------------ the encoder
-@pytest.mark.parametrize("rows,k,sparsity,contiguous", [
-    (5, 16, 0.0, False), (7, 30, 0.5, False), (9, 64, 0.9, False), (4, 13, 1.0, False),
-    (3, 1, 0.0, False), (6, 4 * 700 + 3, 0.6, True), (3, 4 * 1100 + 1, 0.999, False),
-    (11, 41, 0.3, False)])
+@pytest.mark.parametrize(
+    "rows,k,sparsity,contiguous",
+    [
+        (5, 16, 0.0, False),
+        (7, 30, 0.5, False),
+        (9, 64, 0.9, False),
+        (4, 13, 1.0, False),
+        (3, 1, 0.0, False),
+        (6, 4 * 700 + 3, 0.6, True),
+        (3, 4 * 1100 + 1, 0.999, False),
+        (11, 41, 0.3, False),
+    ],
+)
 def test_round_trip(rows, k, sparsity, contiguous):
     rng = np.random.default_rng(rows * 1000 + k)
     w = pruned(rng, rows, k, sparsity, contiguous)
@@ -39,8 +50,9 @@ def test_round_trip(rows, k, sparsity, contiguous):
     for kind in INDEX_KINDS:
         s = encode_groups(w, index=kind)
         np.testing.assert_array_equal(decode(s), w)
-        assert s.n_groups == int(np.any(np.pad(w, ((0, 0), (0, -k % 4))).reshape(
-            rows, -1, 4) != 0, axis=-1).sum())
+        assert s.n_groups == int(
+            np.any(np.pad(w, ((0, 0), (0, -k % 4))).reshape(rows, -1, 4) != 0, axis=-1).sum()
+        )
         assert s.nbytes == 4 * s.n_groups + s.index.size + 2 * rows
         sizes[kind] = s.index.size
     # the rule: the smallest stream, ties in INDEX_KINDS order
@@ -58,7 +70,7 @@ def test_each_encoding_chosen_and_escapes():
         encode_groups(pruned(rng, 8, 256, 0.8)).index_kind,  # scattered groups
     }
     w = np.zeros((2, 4 * 1200), np.int8)  # one group far out: delta8 needs escapes
-    w[0, 4 * 1100:4 * 1100 + 4] = [1, 0, 0, -1]
+    w[0, 4 * 1100 : 4 * 1100 + 4] = [1, 0, 0, -1]
     w[1, 4 * 300 + 1] = 3
     s = encode_groups(w)
     chosen.add(s.index_kind)
@@ -100,9 +112,12 @@ def test_encoder_rejects():
 def driver(tmp_path_factory):
     if cbuild.find_cc() is None:
         pytest.skip("needs a host C compiler: sudo apt-get install gcc")
-    exe = cbuild.compile_host([*SPARSE_SOURCES, DRIVER_SRC], [cbuild.KERNEL_DIR],
-                              tmp_path_factory.mktemp("sparse") / "kp_sparse_driver",
-                              sanitize=True)
+    exe = cbuild.compile_host(
+        [*SPARSE_SOURCES, DRIVER_SRC],
+        [cbuild.KERNEL_DIR],
+        tmp_path_factory.mktemp("sparse") / "kp_sparse_driver",
+        sanitize=True,
+    )
     d = PipeDriver(exe)
     yield d
     d.close()
@@ -114,8 +129,7 @@ def make_case(rng, b, k, o, sparsity, per_channel, kind=None):
     s_in = np.float32(10 ** rng.uniform(-3, -1))
     s_w = (10 ** rng.uniform(-4, -1.3, o if per_channel else 1)).astype(np.float32)
     s_out = np.float32(s_in * float(np.mean(s_w)) * np.sqrt(k) * 40 * 2.0 ** rng.uniform(-3, 3))
-    act = int8_ops.activation_range(["NONE", "RELU", "RELU6"][int(rng.integers(3))], s_out,
-                                    zout)
+    act = int8_ops.activation_range(["NONE", "RELU", "RELU6"][int(rng.integers(3))], s_out, zout)
     m, s = int8_ops.fc_quant(s_in, s_w, s_out)
     params = int8_ops.fc_params(zin, zout, act)
     x = rng.integers(-128, 128, (b, k)).astype(np.int8)
@@ -129,29 +143,56 @@ def make_case(rng, b, k, o, sparsity, per_channel, kind=None):
 def host_run(driver, x, sg, eff, params, m, s, kind_code=None):
     b, k = x.shape
     per_channel = int(m.size > 1)
-    header = [b, k, sg.rows, params["input_offset"], params["output_offset"],
-              params["activation"]["min"], params["activation"]["max"], per_channel,
-              INDEX_KINDS[sg.index_kind] if kind_code is None else kind_code, sg.n_groups,
-              sg.index.size, m.size]
-    case = b"".join([struct.pack("<12i", *header), x.tobytes(),
-                     sg.counts.astype("<u2").tobytes(), sg.words.astype("<u4").tobytes(),
-                     sg.index.tobytes(), eff.astype("<i4").tobytes(), m.astype("<i4").tobytes(),
-                     s.astype("<i4").tobytes()])
+    header = [
+        b,
+        k,
+        sg.rows,
+        params["input_offset"],
+        params["output_offset"],
+        params["activation"]["min"],
+        params["activation"]["max"],
+        per_channel,
+        INDEX_KINDS[sg.index_kind] if kind_code is None else kind_code,
+        sg.n_groups,
+        sg.index.size,
+        m.size,
+    ]
+    case = b"".join(
+        [
+            struct.pack("<12i", *header),
+            x.tobytes(),
+            sg.counts.astype("<u2").tobytes(),
+            sg.words.astype("<u4").tobytes(),
+            sg.index.tobytes(),
+            eff.astype("<i4").tobytes(),
+            m.astype("<i4").tobytes(),
+            s.astype("<i4").tobytes(),
+        ]
+    )
     status, out = driver.run(case, b * sg.rows)
     return status, out.reshape(b, sg.rows)
 
 
 @given(st.data())
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 def test_portable_kernel_equals_int8_ops(driver, data):
-    b, k, o = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 70)), \
-        data.draw(st.integers(1, 12))
+    b, k, o = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 70)),
+        data.draw(st.integers(1, 12)),
+    )
     sparsity = data.draw(st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]))
     kind = data.draw(st.sampled_from([None, *INDEX_KINDS]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    x, sg, eff, params, m, s, expected = make_case(rng, b, k, o, sparsity,
-                                                   data.draw(st.booleans()), kind)
+    x, sg, eff, params, m, s, expected = make_case(
+        rng, b, k, o, sparsity, data.draw(st.booleans()), kind
+    )
     status, out = host_run(driver, x, sg, eff, params, m, s)
     assert status == 0
     np.testing.assert_array_equal(out, expected)
@@ -169,9 +210,16 @@ def test_portable_kernel_rejects(driver):
 
 
 # ------------------------------------------------------------------ the DSP kernel
-M4_SHAPES = [(1, 784, 30, 0.9, None), (2, 33, 7, 0.5, "runs"), (1, 70, 9, 0.5, "delta8"),
-             (3, 21, 5, 0.3, "abs16"), (1, 4 * 1100 + 2, 3, 0.99, None),
-             (2, 64, 8, 0.0, None), (1, 15, 4, 1.0, None), (1, 1, 2, 0.0, "delta8")]
+M4_SHAPES = [
+    (1, 784, 30, 0.9, None),
+    (2, 33, 7, 0.5, "runs"),
+    (1, 70, 9, 0.5, "delta8"),
+    (3, 21, 5, 0.3, "abs16"),
+    (1, 4 * 1100 + 2, 3, 0.99, None),
+    (2, 64, 8, 0.0, None),
+    (1, 15, 4, 1.0, None),
+    (1, 1, 2, 0.0, "delta8"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +227,9 @@ def m4(tmp_path_factory):
     if not m4_profile.available():
         pytest.skip(f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}")
     d = tmp_path_factory.mktemp("sparse_m4")
-    elf = m4_profile.build_library_elf(SPARSE_SOURCES, d / "kp_sparse.elf",
-                                       include_dirs=[cbuild.KERNEL_DIR])
+    elf = m4_profile.build_library_elf(
+        SPARSE_SOURCES, d / "kp_sparse.elf", include_dirs=[cbuild.KERNEL_DIR]
+    )
     return m4_profile.M4Emulator(elf)
 
 
@@ -189,16 +238,26 @@ def m4_run(emu, x, sg, eff, params, m, s, skew=0):
     emu.reset_heap()
     xa = emu.alloc(x.size + 4) + skew  # the input at any byte address
     emu.write(xa, x)
-    w = emu.put_words(sg.rows, sg.k, INDEX_KINDS[sg.index_kind], sg.n_groups,
-                      emu.put(sg.counts.astype("<u2")) if sg.rows else 0,
-                      emu.put(sg.words.astype("<u4")) if sg.n_groups else 0,
-                      emu.put(sg.index) if sg.index.size else 0)
-    p = emu.put_words(params["input_offset"], params["output_offset"],
-                      params["activation"]["min"], params["activation"]["max"])
+    w = emu.put_words(
+        sg.rows,
+        sg.k,
+        INDEX_KINDS[sg.index_kind],
+        sg.n_groups,
+        emu.put(sg.counts.astype("<u2")) if sg.rows else 0,
+        emu.put(sg.words.astype("<u4")) if sg.n_groups else 0,
+        emu.put(sg.index) if sg.index.size else 0,
+    )
+    p = emu.put_words(
+        params["input_offset"],
+        params["output_offset"],
+        params["activation"]["min"],
+        params["activation"]["max"],
+    )
     q = emu.put_words(emu.put(m), emu.put(s), int(m.size > 1))
     out = emu.alloc(b * sg.rows)
-    status, prof = emu.call("kp_sparse_fully_connected_s8", p, q, b, k, sg.rows, xa, w,
-                            emu.put(eff), out)
+    status, prof = emu.call(
+        "kp_sparse_fully_connected_s8", p, q, b, k, sg.rows, xa, w, emu.put(eff), out
+    )
     return status, emu.read_array(out, np.int8, b * sg.rows).reshape(b, sg.rows), prof
 
 
@@ -224,18 +283,27 @@ def test_dsp_kernel_reads_no_input_past_in_len(m4, kind):
     for k in (5, 30, 63):
         x, sg, eff, params, m, s, expected = make_case(rng, 1, k, 6, 0.0, True, kind)
         m4.reset_heap()
-        w = m4.put_words(sg.rows, sg.k, INDEX_KINDS[sg.index_kind], sg.n_groups,
-                         m4.put(sg.counts.astype("<u2")), m4.put(sg.words.astype("<u4")),
-                         m4.put(sg.index))
-        p = m4.put_words(params["input_offset"], params["output_offset"],
-                         params["activation"]["min"], params["activation"]["max"])
+        w = m4.put_words(
+            sg.rows,
+            sg.k,
+            INDEX_KINDS[sg.index_kind],
+            sg.n_groups,
+            m4.put(sg.counts.astype("<u2")),
+            m4.put(sg.words.astype("<u4")),
+            m4.put(sg.index),
+        )
+        p = m4.put_words(
+            params["input_offset"],
+            params["output_offset"],
+            params["activation"]["min"],
+            params["activation"]["max"],
+        )
         q = m4.put_words(m4.put(m), m4.put(s), 1)
         ea, out = m4.put(eff), m4.alloc(sg.rows)
         m4.alloc(m4._heap_end - m4._heap_next - x.size, align=1)  # up to the mapped end
         xa = m4.alloc(x.size, align=1)
         assert xa + x.size == m4._heap_end
         m4.write(xa, x)
-        status, _ = m4.call("kp_sparse_fully_connected_s8", p, q, 1, k, sg.rows, xa, w, ea,
-                            out)
+        status, _ = m4.call("kp_sparse_fully_connected_s8", p, q, 1, k, sg.rows, xa, w, ea, out)
         assert status == 0
         np.testing.assert_array_equal(m4.read_array(out, np.int8, sg.rows), expected[0])

@@ -15,11 +15,17 @@ from hypothesis import strategies as st
 from keras_prune.export import cbuild, int8_ops, m4_profile
 from keras_prune.export.sparse_format import encode_input_groups
 
-SOURCES = [cbuild.KERNEL_DIR / n for n in ("kp_activation_mask_s8.c", "kp_zero_skip_fc_s8.c",
-                                           "kp_zero_skip_fc_s8_dsp.c")]
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow,
-                                       HealthCheck.function_scoped_fixture])
+SOURCES = [
+    cbuild.KERNEL_DIR / n
+    for n in ("kp_activation_mask_s8.c", "kp_zero_skip_fc_s8.c", "kp_zero_skip_fc_s8_dsp.c")
+]
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(scope="module", params=["dsp", "portable"])
@@ -28,14 +34,19 @@ def emu(request, tmp_path_factory):
         pytest.skip(f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}")
     d = tmp_path_factory.mktemp(f"zero_skip_{request.param}")
     elf = m4_profile.build_library_elf(
-        SOURCES, d / "kp_zero_skip.elf", include_dirs=[cbuild.KERNEL_DIR],
-        defines=("KP_NO_DSP",) if request.param == "portable" else ())
+        SOURCES,
+        d / "kp_zero_skip.elf",
+        include_dirs=[cbuild.KERNEL_DIR],
+        defines=("KP_NO_DSP",) if request.param == "portable" else (),
+    )
     return m4_profile.M4Emulator(elf)
 
 
 # ------------------------------------------------------------------ encoding
-@pytest.mark.parametrize("rows,k,sparsity", [(1, 1, 0.0), (3, 6, 0.5), (300, 100, 0.9),
-                                             (257, 13, 0.7), (5, 9, 1.0), (4, 8, 0.0)])
+@pytest.mark.parametrize(
+    "rows,k,sparsity",
+    [(1, 1, 0.0), (3, 6, 0.5), (300, 100, 0.9), (257, 13, 0.7), (5, 9, 1.0), (4, 8, 0.0)],
+)
 def test_input_groups_round_trip(rows, k, sparsity):
     w = group_pruned(np.random.default_rng(rows + k), rows, k, sparsity)
     enc = encode_input_groups(w)
@@ -57,16 +68,26 @@ def test_input_groups_rejects():
 # ------------------------------------------------------------------ TFLite's compare
 def _tflite_greater_equal(x, xs, xz, ts, tz, t):
     """TFLite's int8 GREATER_EQUAL with scaling, written out per value."""
+
     def scaled(v, scale, zp):
         m, s = int8_ops.quantize_multiplier(float(np.float32(scale)))
         return int(int8_ops.requantize(np.array([(int(v) - zp) << 8]), m, s)[0])
+
     rhs = scaled(t, ts, tz)
     return np.array([scaled(v, xs, xz) >= rhs for v in x])
 
 
-@pytest.mark.parametrize("xs,xz,ts,tz,t", [
-    (0.0078, -128, 0.00096, -128, 127), (0.05, 3, 0.05, 3, 10), (0.01, -128, 1e-5, -128, 127),
-    (0.02, 0, 0.3, -128, -128), (0.004, -128, 0.9, 0, 127), (0.1, 20, 0.0123, -7, 55)])
+@pytest.mark.parametrize(
+    "xs,xz,ts,tz,t",
+    [
+        (0.0078, -128, 0.00096, -128, 127),
+        (0.05, 3, 0.05, 3, 10),
+        (0.01, -128, 1e-5, -128, 127),
+        (0.02, 0, 0.3, -128, -128),
+        (0.004, -128, 0.9, 0, 127),
+        (0.1, 20, 0.0123, -7, 55),
+    ],
+)
 def test_threshold_min_kept_is_tflites_compare(xs, xz, ts, tz, t):
     x = np.arange(-128, 128)
     first = int8_ops.threshold_min_kept(xs, xz, ts, tz, t)
@@ -75,8 +96,7 @@ def test_threshold_min_kept_is_tflites_compare(xs, xz, ts, tz, t):
 
 def test_topk_mask_semantics():
     x = np.array([[5, 1, 5, 3, 5, -2]], np.int8)
-    np.testing.assert_array_equal(int8_ops.topk_mask(x, 2, -128),
-                                  [[5, -128, 5, -128, -128, -128]])
+    np.testing.assert_array_equal(int8_ops.topk_mask(x, 2, -128), [[5, -128, 5, -128, -128, -128]])
     np.testing.assert_array_equal(int8_ops.topk_mask(x, 4, 0), [[5, 0, 5, 3, 5, 0]])
     np.testing.assert_array_equal(int8_ops.topk_mask(x, 9, 0), x)
 
@@ -88,8 +108,11 @@ def test_masks_equal_int8_ops(emu, data):
     n = data.draw(st.integers(1, 300))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     # few distinct values: ties at the k-th place
-    x = rng.integers(-128, 128, n).astype(np.int8) if data.draw(st.booleans()) else \
-        rng.choice(np.array([-128, -5, 0, 7, 127], np.int8), n)
+    x = (
+        rng.integers(-128, 128, n).astype(np.int8)
+        if data.draw(st.booleans())
+        else rng.choice(np.array([-128, -5, 0, 7, 127], np.int8), n)
+    )
     fill = int(rng.integers(-128, 128))
     k = data.draw(st.integers(1, n + 2))
     in_place = data.draw(st.booleans())
@@ -98,15 +121,17 @@ def test_masks_equal_int8_ops(emu, data):
     out = xa if in_place else emu.alloc(n)
     status, _ = emu.call("kp_topk_s8", xa, n, k, fill, out, emu.alloc(512))
     assert status == 0
-    np.testing.assert_array_equal(emu.read_array(out, np.int8, n),
-                                  int8_ops.topk_mask(x[None], k, fill)[0])
+    np.testing.assert_array_equal(
+        emu.read_array(out, np.int8, n), int8_ops.topk_mask(x[None], k, fill)[0]
+    )
     min_kept = data.draw(st.integers(-128, 128))
     xa = emu.put(x)
     out = xa if in_place else emu.alloc(n)
     status, _ = emu.call("kp_threshold_s8", xa, n, min_kept, fill, out)
     assert status == 0
-    np.testing.assert_array_equal(emu.read_array(out, np.int8, n),
-                                  int8_ops.threshold_mask(x, min_kept, fill))
+    np.testing.assert_array_equal(
+        emu.read_array(out, np.int8, n), int8_ops.threshold_mask(x, min_kept, fill)
+    )
 
 
 def _zero_skip_case(rng, b, k, o, sparsity, density, per_channel):
@@ -134,33 +159,45 @@ def _run_zero_skip(emu, x, w, bias, params, m, s, at_end=False):
     if enc.row_index is not None and enc.row_index.size:
         ra = emu.put(enc.row_index)
         row8, row16 = (ra, 0) if enc.row_index.dtype == np.uint8 else (0, ra)
-    wa = emu.put_words(o, k, emu.put(enc.starts.astype("<i4")),
-                       emu.put(enc.words.astype("<u4")) if enc.entries else 0, row8, row16)
-    p = emu.put_words(params["input_offset"], params["output_offset"],
-                      params["activation"]["min"], params["activation"]["max"])
+    wa = emu.put_words(
+        o,
+        k,
+        emu.put(enc.starts.astype("<i4")),
+        emu.put(enc.words.astype("<u4")) if enc.entries else 0,
+        row8,
+        row16,
+    )
+    p = emu.put_words(
+        params["input_offset"],
+        params["output_offset"],
+        params["activation"]["min"],
+        params["activation"]["max"],
+    )
     q = emu.put_words(emu.put(m), emu.put(s), int(m.size > 1))
     ba, out, acc = emu.put(bias.astype("<i4")), emu.alloc(b * o), emu.alloc(4 * o)
     if at_end:  # the input's last byte is the last mapped byte: no read past in_len
         emu.alloc(emu._heap_end - emu._heap_next - x.size, align=1)
     xa = emu.alloc(x.size, align=1)
     emu.write(xa, x)
-    status, prof = emu.call("kp_zero_skip_fully_connected_s8", p, q, b, k, o, xa, wa, ba, out,
-                            acc)
+    status, prof = emu.call("kp_zero_skip_fully_connected_s8", p, q, b, k, o, xa, wa, ba, out, acc)
     return status, emu.read_array(out, np.int8, b * o).reshape(b, o), prof
 
 
 @given(st.data())
 @FUZZ
 def test_zero_skip_fc_equals_int8_ops(emu, data):
-    b, k, o = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 70)), \
-        data.draw(st.sampled_from([1, 3, 12, 40, 300]))
+    b, k, o = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 70)),
+        data.draw(st.sampled_from([1, 3, 12, 40, 300])),
+    )
     sparsity = data.draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
     density = data.draw(st.sampled_from([0.0, 0.1, 0.3, 1.0]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    x, w, bias, params, m, s, expected = _zero_skip_case(rng, b, k, o, sparsity, density,
-                                                         data.draw(st.booleans()))
-    status, got, _ = _run_zero_skip(emu, x, w, bias, params, m, s,
-                                    at_end=data.draw(st.booleans()))
+    x, w, bias, params, m, s, expected = _zero_skip_case(
+        rng, b, k, o, sparsity, density, data.draw(st.booleans())
+    )
+    status, got, _ = _run_zero_skip(emu, x, w, bias, params, m, s, at_end=data.draw(st.booleans()))
     assert status == 0
     np.testing.assert_array_equal(got, expected)
 
@@ -170,8 +207,7 @@ def test_zero_skip_fc_skips_zero_groups(emu):
     rng = np.random.default_rng(3)
     cycles = []
     for density in (1.0, 0.1, 0.0):
-        x, w, bias, params, m, s, expected = _zero_skip_case(rng, 1, 300, 100, 0.0, density,
-                                                             False)
+        x, w, bias, params, m, s, expected = _zero_skip_case(rng, 1, 300, 100, 0.0, density, False)
         status, got, prof = _run_zero_skip(emu, x, w, bias, params, m, s)
         assert status == 0
         np.testing.assert_array_equal(got, expected)
@@ -204,7 +240,7 @@ def _masked_model():
     h = kp.layers.ActivationMask(0.3, name="m1")(h)
     h = keras.layers.Conv2D(12, 1, activation="relu", name="c1x1")(h)  # fed by a mask
     h = kp.layers.ActivationMask(0.4, name="m2")(h)
-    h = keras.layers.Flatten(name="flat")(h)                        # a RESHAPE between
+    h = keras.layers.Flatten(name="flat")(h)  # a RESHAPE between
     h = keras.layers.Dense(16, activation="relu", name="fc1")(h)
     h = kp.layers.ActivationMask(0.25, name="m3")(h)
     return keras.Model(i, keras.layers.Dense(5, name="fc2")(h), name="masked")
@@ -225,8 +261,16 @@ def test_masked_model_exports_bit_exact_with_zero_skipping(tmp_path, masked_data
 
     x, y = masked_data
     model = _masked_model()
-    rep = kp.export.cmsis(model, tmp_path / "c", x, labels=y, sparse="always", samples=40,
-                          print_fn=None, progress=False)
+    rep = kp.export.cmsis(
+        model,
+        tmp_path / "c",
+        x,
+        labels=y,
+        sparse="always",
+        samples=40,
+        print_fn=None,
+        progress=False,
+    )
     k = _kernels(rep)
     assert [k[m] for m in ("m1", "m2", "m3")] == ["kp_threshold_s8"] * 3
     assert k["c1x1"] == k["fc1"] == k["fc2"] == "kp_zero_skip_fully_connected_s8"
@@ -241,11 +285,18 @@ def test_masked_model_exports_bit_exact_with_zero_skipping(tmp_path, masked_data
         from keras_prune.export import m4_cycles
 
         cost = m4_cycles.profile_model(tmp_path / "c", np.zeros(6 * 6 * 3, np.int8))
-        assert [la.kernel for la in cost.layers] == [la["kernel"]
-                                                      for la in rep.manifest["layers"]]
+        assert [la.kernel for la in cost.layers] == [la["kernel"] for la in rep.manifest["layers"]]
     # never: the same masks, dense kernels, still bit-exact
-    rep = kp.export.cmsis(model, tmp_path / "d", x, labels=y, sparse="never", samples=40,
-                          print_fn=None, progress=False)
+    rep = kp.export.cmsis(
+        model,
+        tmp_path / "d",
+        x,
+        labels=y,
+        sparse="never",
+        samples=40,
+        print_fn=None,
+        progress=False,
+    )
     assert _kernels(rep)["fc1"] == "kp_fully_connected_s8"
     assert rep.manifest["verification"]["host"]["bit_exact"]
 
@@ -254,14 +305,18 @@ def test_auto_skips_zeros_where_the_estimate_says_so(tmp_path, masked_data):
     import keras_prune as kp
 
     x, y = masked_data
-    rep = kp.export.cmsis(_masked_model(), tmp_path / "c", x, labels=y, samples=20,
-                          print_fn=None, progress=False)
+    rep = kp.export.cmsis(
+        _masked_model(), tmp_path / "c", x, labels=y, samples=20, print_fn=None, progress=False
+    )
     for la in rep.manifest["layers"]:
         s = la.get("sparse")
         if s is None or "input_density" not in s:
             continue
-        est = {"dense": s["est_dense_cycles"], "sparse": s["est_sparse_cycles"],
-               "zero_skip": s["est_zero_skip_cycles"]}
+        est = {
+            "dense": s["est_dense_cycles"],
+            "sparse": s["est_sparse_cycles"],
+            "zero_skip": s["est_zero_skip_cycles"],
+        }
         assert s["kernel"] == min((v, k) for k, v in est.items() if v is not None)[1]
         assert "non-zero (mask)" in s["reason"]
     assert rep.manifest["verification"]["host"]["bit_exact"]
@@ -272,8 +327,17 @@ def test_topk_masks_in_c(tmp_path, masked_data):
     from keras_prune.layers.activation_mask import winner_count
 
     x, y = masked_data
-    rep = kp.export.cmsis(_masked_model(), tmp_path / "c", x, labels=y, sparse="always",
-                          masks="topk", samples=40, print_fn=None, progress=False)
+    rep = kp.export.cmsis(
+        _masked_model(),
+        tmp_path / "c",
+        x,
+        labels=y,
+        sparse="always",
+        masks="topk",
+        samples=40,
+        print_fn=None,
+        progress=False,
+    )
     masks = [la for la in rep.manifest["layers"] if la.get("mask")]
     assert {la["kernel"] for la in masks} == {"kp_topk_s8"}
     for la in masks:
@@ -302,8 +366,7 @@ def test_topk_needs_the_winner_rate(tmp_path, masked_data):
     h = kp.layers.ActivationThreshold(0.05, name="thr")(h)  # no winner rate recorded
     model = keras.Model(i, keras.layers.Dense(3, name="out")(h))
     with pytest.raises(CExportError, match="winner rate"):
-        kp.export.cmsis(model, tmp_path / "c", x, masks="topk", print_fn=None,
-                        progress=False)
+        kp.export.cmsis(model, tmp_path / "c", x, masks="topk", print_fn=None, progress=False)
     assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match="masks must be one of"):
         kp.export.cmsis(model, tmp_path / "c", x, masks="top-k", print_fn=None)
@@ -318,8 +381,19 @@ def test_cli_export_cmsis_with_topk_masks(tmp_path, masked_data, capsys):
     x, y = masked_data
     kp.io.save(_masked_model(), tmp_path / "m.keras")
     np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_val=x[:30], y_val=y[:30])
-    args = ["export", "cmsis", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
-            "--out", str(tmp_path / "c"), "--samples", "30", "--masks", "topk"]
+    args = [
+        "export",
+        "cmsis",
+        str(tmp_path / "m.keras"),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--out",
+        str(tmp_path / "c"),
+        "--samples",
+        "30",
+        "--masks",
+        "topk",
+    ]
     assert cli.main(args) == 0
     assert "top-k winners at run time" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
@@ -364,8 +438,9 @@ def test_mask_lowering_refuses_what_it_cannot_copy_exactly():
         c_lowering.lower(bad)
     # GREATER_EQUAL or SELECT_V2 outside the mask pattern (select between x and x)
     cond, x, _ = sel.inputs
-    ops = [dataclasses.replace(op, inputs=(cond, x, x)) if op is sel else op
-           for op in graph.operators]
+    ops = [
+        dataclasses.replace(op, inputs=(cond, x, x)) if op is sel else op for op in graph.operators
+    ]
     with pytest.raises(CExportError, match="GREATER_EQUAL runs in the C export only"):
         c_lowering.lower(dataclasses.replace(graph, operators=ops))
     # top-k counts at most 65,535 values per map

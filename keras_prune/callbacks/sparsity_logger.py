@@ -51,8 +51,9 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def __init__(self, log_dir: str | os.PathLike | None = None, update_freq="epoch"):
         super().__init__()
-        if update_freq != "epoch" and (isinstance(update_freq, bool)
-                                       or not isinstance(update_freq, int) or update_freq < 1):
+        if update_freq != "epoch" and (
+            isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1
+        ):
             raise ValueError(
                 f"SparsityLogger: `update_freq` must be 'epoch' or a positive integer, "
                 f"got {update_freq!r}."

@@ -22,5 +22,13 @@ from keras_prune.export.cortex_m import CExport, CExportError, cmsis
 from keras_prune.export.serving import SavedModelExport, saved_model
 from keras_prune.export.tflite_micro import TflmExport, UnsupportedOpsError, tflm
 
-__all__ = ["tflm", "TflmExport", "UnsupportedOpsError", "saved_model", "SavedModelExport",
-           "cmsis", "CExport", "CExportError"]
+__all__ = [
+    "tflm",
+    "TflmExport",
+    "UnsupportedOpsError",
+    "saved_model",
+    "SavedModelExport",
+    "cmsis",
+    "CExport",
+    "CExportError",
+]

@@ -117,12 +117,12 @@ TFLM_OPS: dict[str, str] = {
 # Ops the converter emits for common Keras layers that TFLM lacks, and what to do instead.
 _REMEDIES = {
     "TILE": "UpSampling2D(interpolation='nearest') lowers to TILE; use "
-            "interpolation='bilinear' (RESIZE_BILINEAR) or a Conv2DTranspose instead.",
+    "interpolation='bilinear' (RESIZE_BILINEAR) or a Conv2DTranspose instead.",
     "GELU": "TFLM has no GELU kernel; use activation='relu', 'relu6' or 'hard_swish'.",
     "DENSIFY": "DENSIFY comes from converting with EXPERIMENTAL_SPARSITY; convert without it "
-               "(kp.export.tflm never sets it).",
+    "(kp.export.tflm never sets it).",
     "TOPK_V2": "a top-k (e.g. a kp.layers.ActivationMask kept as 'keep') has no TFLM kernel; "
-               "kp.strip(..., activation_masks='threshold') turns masks into thresholds.",
+    "kp.strip(..., activation_masks='threshold') turns masks into thresholds.",
     "SELECT": "use SELECT_V2 (tf.where with broadcasting) or keras.ops.where.",
 }
 
@@ -132,8 +132,12 @@ def remedy(op: str, layer_class: str | None = None) -> str:
     if _REMEDIES.get(op):
         return _REMEDIES[op]
     if op.startswith("Flex") or op == "CUSTOM":
-        return ("a TensorFlow op with no TFLite built-in (Select TF ops); rewrite the layer "
-                "with built-in ops.")
+        return (
+            "a TensorFlow op with no TFLite built-in (Select TF ops); rewrite the layer "
+            "with built-in ops."
+        )
     what = f"the {layer_class} layer" if layer_class else "the layer"
-    return (f"replace {what} with one that converts to TFLM built-ins "
-            "(e.g. Conv2D, DepthwiseConv2D, Dense, pooling, Add, ReLU/ReLU6, Softmax).")
+    return (
+        f"replace {what} with one that converts to TFLM built-ins "
+        "(e.g. Conv2D, DepthwiseConv2D, Dense, pooling, Add, ReLU/ReLU6, Softmax)."
+    )

@@ -13,8 +13,15 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["WARN_FLAGS", "SANITIZE_FLAGS", "KERNEL_DIR", "find_cc", "compile_host",
-           "kernel_sources", "CompileError"]
+__all__ = [
+    "WARN_FLAGS",
+    "SANITIZE_FLAGS",
+    "KERNEL_DIR",
+    "find_cc",
+    "compile_host",
+    "kernel_sources",
+    "CompileError",
+]
 
 KERNEL_DIR = Path(__file__).parent / "csrc" / "kernels"
 WARN_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
@@ -36,9 +43,14 @@ def kernel_sources() -> list[Path]:
     return sorted(KERNEL_DIR.glob("*.c"))
 
 
-def compile_host(sources: Iterable[str | os.PathLike], include_dirs: Iterable[str | os.PathLike],
-                 out_path: str | os.PathLike, sanitize: bool = False,
-                 defines: Sequence[str] = (), werror: bool = True) -> Path:
+def compile_host(
+    sources: Iterable[str | os.PathLike],
+    include_dirs: Iterable[str | os.PathLike],
+    out_path: str | os.PathLike,
+    sanitize: bool = False,
+    defines: Sequence[str] = (),
+    werror: bool = True,
+) -> Path:
     """Compile and link ``sources`` into the executable ``out_path`` with ``WARN_FLAGS``
     (the sanitizer flags replace ``-O2`` when ``sanitize``). ``defines`` are ``NAME`` or
     ``NAME=VALUE``; ``werror=False`` drops ``-Werror``, for code that is not ours.
@@ -46,16 +58,28 @@ def compile_host(sources: Iterable[str | os.PathLike], include_dirs: Iterable[st
     cc = find_cc()
     if cc is None:
         raise CompileError("no host C compiler found (gcc): sudo apt-get install gcc")
-    flags = [f for f in WARN_FLAGS if not (sanitize and f == "-O2")
-             and not (not werror and f == "-Werror")]
+    flags = [
+        f
+        for f in WARN_FLAGS
+        if not (sanitize and f == "-O2") and not (not werror and f == "-Werror")
+    ]
     if sanitize:
         flags += SANITIZE_FLAGS
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [cc, *flags, *(f"-D{d}" for d in defines), *(f"-I{d}" for d in include_dirs),
-           *(str(s) for s in sources), "-o", str(out)]
+    cmd = [
+        cc,
+        *flags,
+        *(f"-D{d}" for d in defines),
+        *(f"-I{d}" for d in include_dirs),
+        *(str(s) for s in sources),
+        "-o",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise CompileError(f"C compilation failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
-                           f"{done.stdout}{done.stderr}")
+        raise CompileError(
+            f"C compilation failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
+            f"{done.stdout}{done.stderr}"
+        )
     return out

@@ -58,8 +58,16 @@ from keras_prune.export.c_model import MemoryPlan, emit, plan_memory
 from keras_prune.export.sparse_cost import SPARSE_MODES
 from keras_prune.export.tflite_graph import Graph, read_tflite
 
-__all__ = ["cmsis", "CExport", "CExportError", "generate", "GeneratedModel",
-           "build_host", "run_host", "SUPPORTED_OPS"]
+__all__ = [
+    "cmsis",
+    "CExport",
+    "CExportError",
+    "generate",
+    "GeneratedModel",
+    "build_host",
+    "run_host",
+    "SUPPORTED_OPS",
+]
 
 TARGETS = ("cortex-m4",)
 CSRC = Path(__file__).parent / "csrc"
@@ -85,13 +93,21 @@ class GeneratedModel:
 
 
 def _kernel_files() -> dict[str, bytes]:
-    return {f"kernels/{p.name}": p.read_bytes()
-            for p in sorted((CSRC / "kernels").iterdir()) if p.suffix in (".c", ".h")}
+    return {
+        f"kernels/{p.name}": p.read_bytes()
+        for p in sorted((CSRC / "kernels").iterdir())
+        if p.suffix in (".c", ".h")
+    }
 
 
-def generate(model_bytes: bytes, names: dict[int, tuple[str, ...]] | None = None,
-             model_name: str = "model", sparse: str = "auto", masks: str = "threshold",
-             mask_rates: dict[str, float] | None = None) -> GeneratedModel:
+def generate(
+    model_bytes: bytes,
+    names: dict[int, tuple[str, ...]] | None = None,
+    model_name: str = "model",
+    sparse: str = "auto",
+    masks: str = "threshold",
+    mask_rates: dict[str, float] | None = None,
+) -> GeneratedModel:
     """Lower an int8 ``.tflite`` to C sources (nothing is written or compiled).
     ``sparse``, ``masks``, ``mask_rates``: see ``c_lowering.lower``."""
     from keras_prune import __version__
@@ -99,8 +115,9 @@ def generate(model_bytes: bytes, names: dict[int, tuple[str, ...]] | None = None
     graph = read_tflite(model_bytes)
     layers = lower(graph, names, sparse, masks, mask_rates)
     plan = plan_memory(graph, layers)
-    files: dict[str, str | bytes] = dict(emit(graph, layers, plan,
-                                              {"model": model_name, "version": __version__}))
+    files: dict[str, str | bytes] = dict(
+        emit(graph, layers, plan, {"model": model_name, "version": __version__})
+    )
     files.update(_kernel_files())
     files["model.tflite"] = model_bytes
     return GeneratedModel(graph, layers, plan, files)
@@ -121,8 +138,12 @@ def model_sources(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.c"), *(directory / "kernels").glob("*.c")])
 
 
-def build_host(directory: str | os.PathLike, out: str | os.PathLike,
-               sanitize: bool = False, cmsis_nn: str | os.PathLike | None = None) -> Path:
+def build_host(
+    directory: str | os.PathLike,
+    out: str | os.PathLike,
+    sanitize: bool = False,
+    cmsis_nn: str | os.PathLike | None = None,
+) -> Path:
     """Compile a generated model with the host's gcc (``-Werror``) into a runner that
     reads int8 inputs on stdin and writes int8 outputs on stdout.
 
@@ -137,24 +158,35 @@ def build_host(directory: str | os.PathLike, out: str | os.PathLike,
     root = Path(cmsis_nn)
     from keras_prune.export.m4_cycles import cmsis_nn_sources
 
-    return cbuild.compile_host([*sources, *cmsis_nn_sources(root)],
-                               [*includes, root / "Include"], Path(out), sanitize=sanitize,
-                               defines=("KP_USE_CMSIS_NN",), werror=False)
+    return cbuild.compile_host(
+        [*sources, *cmsis_nn_sources(root)],
+        [*includes, root / "Include"],
+        Path(out),
+        sanitize=sanitize,
+        defines=("KP_USE_CMSIS_NN",),
+        werror=False,
+    )
 
 
-def run_host(exe: str | os.PathLike, xq: np.ndarray, output_size: int,
-             timeout: float = 600) -> np.ndarray:
+def run_host(
+    exe: str | os.PathLike, xq: np.ndarray, output_size: int, timeout: float = 600
+) -> np.ndarray:
     """Run the host runner on int8 inputs (one per row); the int8 outputs, one per row."""
     xq = np.ascontiguousarray(xq, np.int8).reshape(len(xq), -1)
-    done = subprocess.run([str(exe), str(len(xq))], input=xq.tobytes(), capture_output=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [str(exe), str(len(xq))], input=xq.tobytes(), capture_output=True, timeout=timeout
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"the host build of the generated model failed (exit "
-                           f"{done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"the host build of the generated model failed (exit "
+            f"{done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+        )
     out = np.frombuffer(done.stdout, np.int8)
     if out.size != len(xq) * output_size:
-        raise RuntimeError(f"the host runner wrote {out.size} bytes for {len(xq)} inputs of "
-                           f"{output_size} outputs each.")
+        raise RuntimeError(
+            f"the host runner wrote {out.size} bytes for {len(xq)} inputs of "
+            f"{output_size} outputs each."
+        )
     return out.reshape(len(xq), output_size)
 
 
@@ -180,55 +212,82 @@ class CExport:
     def table(self) -> str:
         m = self.manifest
         mem, v = m["memory"], m["verification"]
-        lines = [f"C export of '{m['model']}' for {m['target']} -> {self.out_dir}/",
-                 f"  {'layer':<28} {'op':<18} {'kernel':<24} {'MACs':>11}"]
+        lines = [
+            f"C export of '{m['model']}' for {m['target']} -> {self.out_dir}/",
+            f"  {'layer':<28} {'op':<18} {'kernel':<24} {'MACs':>11}",
+        ]
         for la in m["layers"]:
             name = ", ".join(la["keras_layers"]) or "-"
-            lines.append(f"  {name[:28]:<28} {la['op']:<18} {la['kernel'][:24]:<24} "
-                         f"{la['macs']:>11,}")
+            lines.append(
+                f"  {name[:28]:<28} {la['op']:<18} {la['kernel'][:24]:<24} {la['macs']:>11,}"
+            )
         masks = [la for la in m["layers"] if la.get("mask")]
         if masks:
             form = m.get("masks", "threshold")
-            lines.append(f"  activation masks: {len(masks)}, "
-                         + ("top-k winners at run time (the Keras ActivationMask)"
-                            if form == "topk" else "threshold form (as the .tflite)"))
+            lines.append(
+                f"  activation masks: {len(masks)}, "
+                + (
+                    "top-k winners at run time (the Keras ActivationMask)"
+                    if form == "topk"
+                    else "threshold form (as the .tflite)"
+                )
+            )
             for la in masks:
                 k = la["mask"]
                 name = ", ".join(la["keras_layers"]) or la["op"]
-                what = (f"keeps {k['winners']} of {k['size']}" if form == "topk"
-                        else f"keeps int8 values >= {k['min_kept']}")
+                what = (
+                    f"keeps {k['winners']} of {k['size']}"
+                    if form == "topk"
+                    else f"keeps int8 values >= {k['min_kept']}"
+                )
                 rate = k.get("winner_rate")
-                lines.append(f"    {name[:24]:<24} {what}"
-                             + (f" (winner rate {rate:.2f})" if rate is not None else ""))
+                lines.append(
+                    f"    {name[:24]:<24} {what}"
+                    + (f" (winner rate {rate:.2f})" if rate is not None else "")
+                )
         choices = [la for la in m["layers"] if la.get("sparse")]
         if choices:
             lines.append("  dense or sparse, per layer (estimated Cortex-M4 cycles):")
             for la in choices:
                 name = ", ".join(la["keras_layers"]) or la["op"]
-                lines.append(f"    {name[:24]:<24} {la['sparse']['kernel']:<6} "
-                             f"{la['sparse']['reason']}")
-        lines.append(f"  arena         {mem['arena_bytes']:,} bytes (TFLM measured "
-                     f"{mem['tflm_arena_bytes']:,})")
-        lines.append(f"  weights       {m['sizes']['const_bytes']:,} bytes of constants "
-                     f"(model.tflite {m['sizes']['tflite_bytes']:,} bytes)")
+                lines.append(
+                    f"    {name[:24]:<24} {la['sparse']['kernel']:<6} {la['sparse']['reason']}"
+                )
+        lines.append(
+            f"  arena         {mem['arena_bytes']:,} bytes (TFLM measured "
+            f"{mem['tflm_arena_bytes']:,})"
+        )
+        lines.append(
+            f"  weights       {m['sizes']['const_bytes']:,} bytes of constants "
+            f"(model.tflite {m['sizes']['tflite_bytes']:,} bytes)"
+        )
         size = m["sizes"].get("cortex_m4")
         if size:
-            lines.append(f"  Cortex-M4     flash {size['model_flash']:,} bytes for the model "
-                         f"(weights + code; {size['flash']:,} with the test firmware), RAM "
-                         f"{size['model_ram']:,} bytes")
+            lines.append(
+                f"  Cortex-M4     flash {size['model_flash']:,} bytes for the model "
+                f"(weights + code; {size['flash']:,} with the test firmware), RAM "
+                f"{size['model_ram']:,} bytes"
+            )
         for key, label in (("host", "host vs TFLM"), ("cortex_m4", "Cortex-M4 vs host")):
             c = v.get(key)
             if c:
-                lines.append(f"  {label:<13} {'bit-exact' if c['bit_exact'] else 'DIFFERENT'}"
-                             f" on {c['samples']} inputs ({c['mismatches']} values differ)")
+                lines.append(
+                    f"  {label:<13} {'bit-exact' if c['bit_exact'] else 'DIFFERENT'}"
+                    f" on {c['samples']} inputs ({c['mismatches']} values differ)"
+                )
             else:
                 lines.append(f"  {label:<13} not run ({v.get(key + '_skipped', 'disabled')})")
         acc = m.get("accuracy")
         if acc:
-            lines.append(f"  accuracy      float {acc['float']:.2%}, int8 C {acc['int8_c']:.2%}"
-                         + (f" (top-k masks; threshold form in TFLM "
-                            f"{acc['int8_tflm']:.2%})" if m.get("masks") == "topk" and masks
-                            else "") + f" on {acc['samples']} inputs")
+            lines.append(
+                f"  accuracy      float {acc['float']:.2%}, int8 C {acc['int8_c']:.2%}"
+                + (
+                    f" (top-k masks; threshold form in TFLM {acc['int8_tflm']:.2%})"
+                    if m.get("masks") == "topk" and masks
+                    else ""
+                )
+                + f" on {acc['samples']} inputs"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -237,16 +296,20 @@ class CExport:
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
     diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
-    return {"samples": int(len(a)), "values": int(a.size),
-            "mismatches": int(np.count_nonzero(diff)),
-            "max_abs_diff": int(diff.max(initial=0)), "bit_exact": bool(not diff.any())}
+    return {
+        "samples": int(len(a)),
+        "values": int(a.size),
+        "mismatches": int(np.count_nonzero(diff)),
+        "max_abs_diff": int(diff.max(initial=0)),
+        "bit_exact": bool(not diff.any()),
+    }
 
 
 def _readme(manifest: dict) -> str:
     mem, io_ = manifest["memory"], manifest["io"]
-    return f"""# {manifest['model']}: int8 C for {manifest['target']} (generated by keras-prune)
+    return f"""# {manifest["model"]}: int8 C for {manifest["target"]} (generated by keras-prune)
 
-Self-contained C99: no malloc, one static arena of {mem['arena_bytes']:,} bytes.
+Self-contained C99: no malloc, one static arena of {mem["arena_bytes"]:,} bytes.
 
 ```c
 #include "kp_model.h"
@@ -255,9 +318,9 @@ int8_t in[KP_MODEL_INPUT_SIZE], out[KP_MODEL_OUTPUT_SIZE];
 int status = kp_model_invoke(in, out);   /* 0 on success */
 ```
 
-Input: int8 {io_['input']['shape']}, scale {io_['input']['scale']:.9g}, zero point
-{io_['input']['zero_point']}. Output: int8 {io_['output']['shape']}, scale
-{io_['output']['scale']:.9g}, zero point {io_['output']['zero_point']}.
+Input: int8 {io_["input"]["shape"]}, scale {io_["input"]["scale"]:.9g}, zero point
+{io_["input"]["zero_point"]}. Output: int8 {io_["output"]["shape"]}, scale
+{io_["output"]["scale"]:.9g}, zero point {io_["output"]["zero_point"]}.
 
 ## Build
 
@@ -289,15 +352,28 @@ def _mask_rates(plain: keras.Model) -> dict[str, float]:
     from keras_prune.layers import ActivationThreshold
     from keras_prune.pruning import _all_layers
 
-    return {la.name: la.winner_rate for la in _all_layers(plain)
-            if isinstance(la, ActivationThreshold) and la.winner_rate is not None}
+    return {
+        la.name: la.winner_rate
+        for la in _all_layers(plain)
+        if isinstance(la, ActivationThreshold) and la.winner_rate is not None
+    }
 
 
-def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
-          target: str = "cortex-m4", force: bool = False, labels=None,
-          validation_data=None, samples: int = 100, verify_m4: bool | None = None,
-          sparse: str = "auto", masks: str = "threshold", progress: bool = True,
-          print_fn=print) -> CExport:
+def cmsis(
+    model: keras.Model,
+    out_dir: str | os.PathLike,
+    representative_data,
+    target: str = "cortex-m4",
+    force: bool = False,
+    labels=None,
+    validation_data=None,
+    samples: int = 100,
+    verify_m4: bool | None = None,
+    sparse: str = "auto",
+    masks: str = "threshold",
+    progress: bool = True,
+    print_fn=print,
+) -> CExport:
     """Export ``model`` as C for a Cortex-M4 and check it bit for bit against TFLite Micro.
 
     Args:
@@ -350,33 +426,42 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
 
     _check_model(model, "kp.export.cmsis")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"kp.export.cmsis: model '{model.name}' has {len(model.inputs)} "
-                         f"inputs and {len(model.outputs)} outputs; the C export takes one "
-                         "of each.")
-    rep, x_val, y_val = tm.export_data(model, representative_data, labels, validation_data,
-                                       samples)
+        raise ValueError(
+            f"kp.export.cmsis: model '{model.name}' has {len(model.inputs)} "
+            f"inputs and {len(model.outputs)} outputs; the C export takes one "
+            "of each."
+        )
+    rep, x_val, y_val = tm.export_data(model, representative_data, labels, validation_data, samples)
 
     plain = tm.prepare(model, rep)
     try:
         model_bytes = tflite.convert_int8(plain, rep, int8_io=True)
     except Exception as e:
         first = str(e).strip().splitlines()
-        raise ValueError(f"int8 conversion of model '{model.name}' failed: "
-                         f"{first[0] if first else type(e).__name__}.") from e
-    gen = generate(model_bytes, _names(model_bytes, plain), model.name, sparse, masks,
-                   _mask_rates(plain))
+        raise ValueError(
+            f"int8 conversion of model '{model.name}' failed: "
+            f"{first[0] if first else type(e).__name__}."
+        ) from e
+    gen = generate(
+        model_bytes, _names(model_bytes, plain), model.name, sparse, masks, _mask_rates(plain)
+    )
     tflm_arena = tm.measure_arena(model_bytes)["total"]
 
     inp, outp = gen.input, gen.output
-    xq = tflite.quantize_input(np.asarray(x_val, np.float32).reshape(len(x_val), *inp.shape[1:]),
-                               float(inp.scale[0]), int(inp.zero_point[0]))
-    reference = tflite.run_tflm_raw(model_bytes, xq, arena_size=max(1 << 16, 2 * tflm_arena),
-                                    progress=progress)[0].reshape(len(xq), -1)
+    xq = tflite.quantize_input(
+        np.asarray(x_val, np.float32).reshape(len(x_val), *inp.shape[1:]),
+        float(inp.scale[0]),
+        int(inp.zero_point[0]),
+    )
+    reference = tflite.run_tflm_raw(
+        model_bytes, xq, arena_size=max(1 << 16, 2 * tflm_arena), progress=progress
+    )[0].reshape(len(xq), -1)
     verification: dict = {"reference": "TFLM interpreter (tflite-micro)"}
     topk = masks == "topk" and any(la.mask for la in gen.layers)
-    sizes = {"tflite_bytes": len(model_bytes),
-             "const_bytes": sum(a.nbytes for la in gen.layers for a in la.arrays
-                                if not a.cmsis_only)}
+    sizes = {
+        "tflite_bytes": len(model_bytes),
+        "const_bytes": sum(a.nbytes for la in gen.layers for a in la.arrays if not a.cmsis_only),
+    }
     accuracy = None
     with tempfile.TemporaryDirectory(prefix="kp_cbuild_") as build:
         build = Path(build)
@@ -390,7 +475,8 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
             if topk:
                 verification["host_skipped"] = (
                     "masks='topk': the C code keeps the top-k winners at run time, TFLM runs "
-                    "the threshold form; compare their accuracies")
+                    "the threshold form; compare their accuracies"
+                )
                 verification["host_vs_tflm_threshold"] = _agreement(host_out, reference)
             else:
                 verification["host"] = _agreement(host_out, reference)
@@ -398,58 +484,90 @@ def cmsis(model: keras.Model, out_dir: str | os.PathLike, representative_data,
 
         have_m4 = m4.find_cross_toolchain() is not None and m4.find_qemu() is not None
         if verify_m4 and not have_m4:
-            raise RuntimeError("verify_m4=True needs arm-none-eabi-gcc and qemu-system-arm: "
-                               "sudo apt-get install --no-install-recommends "
-                               "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+            raise RuntimeError(
+                "verify_m4=True needs arm-none-eabi-gcc and qemu-system-arm: "
+                "sudo apt-get install --no-install-recommends "
+                "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+            )
         if (verify_m4 or verify_m4 is None) and have_m4 and host_out is not None:
             elf = m4.build_firmware(build / "src", xq, build / "m4")
             m4_out = m4.run_qemu(elf, len(xq), outp.size)
             verification["cortex_m4"] = _agreement(m4_out, host_out)
             sizes["cortex_m4"] = m4.size_report(elf)
         elif not have_m4:
-            verification["cortex_m4_skipped"] = ("arm-none-eabi-gcc or qemu-system-arm not "
-                                                 "installed")
+            verification["cortex_m4_skipped"] = "arm-none-eabi-gcc or qemu-system-arm not installed"
     if y_val is not None:
         from keras_prune._data import predict
 
         got = host_out if host_out is not None else reference
-        accuracy = {"samples": len(x_val),
-                    "float": float(np.mean(np.argmax(predict(plain, x_val)[0], -1) == y_val)),
-                    "int8_c": float(np.mean(np.argmax(got, -1) == y_val)),
-                    "int8_tflm": float(np.mean(np.argmax(reference, -1) == y_val))}
+        accuracy = {
+            "samples": len(x_val),
+            "float": float(np.mean(np.argmax(predict(plain, x_val)[0], -1) == y_val)),
+            "int8_c": float(np.mean(np.argmax(got, -1) == y_val)),
+            "int8_tflm": float(np.mean(np.argmax(reference, -1) == y_val)),
+        }
 
     from keras_prune import __version__
 
     manifest = {
-        "keras_prune": __version__, "model": model.name, "target": target, "masks": masks,
-        "layers": [{"index": la.index, "op": la.op, "keras_layers": list(la.layers),
-                    "kernel": la.kernel, "macs": la.macs,
-                    "const_bytes": sum(a.nbytes for a in la.arrays if not a.cmsis_only),
-                    "scratch_bytes": la.scratch,
-                    **({"sparse": la.sparse} if la.sparse else {}),
-                    **({"mask": la.mask} if la.mask else {})} for la in gen.layers],
-        "io": {"input": {"shape": list(inp.shape), "scale": float(inp.scale[0]),
-                         "zero_point": int(inp.zero_point[0])},
-               "output": {"shape": list(outp.shape), "scale": float(outp.scale[0]),
-                          "zero_point": int(outp.zero_point[0])}},
-        "memory": {"arena_bytes": gen.plan.arena_bytes, "tflm_arena_bytes": tflm_arena,
-                   "buffers": [{"buffer": b.key, "offset": b.offset, "bytes": b.size,
-                                "layers": [b.first, b.last]} for b in gen.plan.buffers]},
-        "sizes": sizes, "verification": verification, "accuracy": accuracy,
+        "keras_prune": __version__,
+        "model": model.name,
+        "target": target,
+        "masks": masks,
+        "layers": [
+            {
+                "index": la.index,
+                "op": la.op,
+                "keras_layers": list(la.layers),
+                "kernel": la.kernel,
+                "macs": la.macs,
+                "const_bytes": sum(a.nbytes for a in la.arrays if not a.cmsis_only),
+                "scratch_bytes": la.scratch,
+                **({"sparse": la.sparse} if la.sparse else {}),
+                **({"mask": la.mask} if la.mask else {}),
+            }
+            for la in gen.layers
+        ],
+        "io": {
+            "input": {
+                "shape": list(inp.shape),
+                "scale": float(inp.scale[0]),
+                "zero_point": int(inp.zero_point[0]),
+            },
+            "output": {
+                "shape": list(outp.shape),
+                "scale": float(outp.scale[0]),
+                "zero_point": int(outp.zero_point[0]),
+            },
+        },
+        "memory": {
+            "arena_bytes": gen.plan.arena_bytes,
+            "tflm_arena_bytes": tflm_arena,
+            "buffers": [
+                {"buffer": b.key, "offset": b.offset, "bytes": b.size, "layers": [b.first, b.last]}
+                for b in gen.plan.buffers
+            ],
+        },
+        "sizes": sizes,
+        "verification": verification,
+        "accuracy": accuracy,
     }
     files = dict(gen.files)
     files["README.md"] = _readme(manifest)
-    manifest["files"] = {name: hashlib.sha256(c if isinstance(c, bytes) else c.encode())
-                         .hexdigest() for name, c in sorted(files.items())}
+    manifest["files"] = {
+        name: hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest()
+        for name, c in sorted(files.items())
+    }
     files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
     with dest as tmp:
         write_sources(files, Path(tmp))
     result = CExport(Path(out_dir), manifest, gen.layers)
     if result.bit_exact is False:
-        warnings.warn(f"The generated C for '{model.name}' is NOT bit-exact: "
-                      f"{json.dumps({k: v for k, v in verification.items() if k != 'reference'})}",
-                      stacklevel=2)
+        warnings.warn(
+            f"The generated C for '{model.name}' is NOT bit-exact: "
+            f"{json.dumps({k: v for k, v in verification.items() if k != 'reference'})}",
+            stacklevel=2,
+        )
     if print_fn is not None:
         print_fn(result.table())
     return result
-

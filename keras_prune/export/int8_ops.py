@@ -36,19 +36,41 @@ from keras_prune.export.requant import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "activation_range", "padding", "conv_quant", "fc_quant", "effective_bias",
-    "conv_params", "dw_conv_params", "fc_params", "pool_params", "pad_params", "mean_params",
-    "add_params", "softmax_params", "requantize", "conv2d", "depthwise_conv2d",
-    "fully_connected", "max_pool2d", "avg_pool2d", "mean_hw", "add", "softmax", "pad",
-    "threshold_min_kept", "threshold_mask", "topk_mask",
+    "ACTIVATIONS",
+    "activation_range",
+    "padding",
+    "conv_quant",
+    "fc_quant",
+    "effective_bias",
+    "conv_params",
+    "dw_conv_params",
+    "fc_params",
+    "pool_params",
+    "pad_params",
+    "mean_params",
+    "add_params",
+    "softmax_params",
+    "requantize",
+    "conv2d",
+    "depthwise_conv2d",
+    "fully_connected",
+    "max_pool2d",
+    "avg_pool2d",
+    "mean_hw",
+    "add",
+    "softmax",
+    "pad",
+    "threshold_min_kept",
+    "threshold_mask",
+    "topk_mask",
 ]
 
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
-SOFTMAX_INPUT_INT_BITS = 5   # TFLM's kScaledDiffIntegerBits: differences in Q5.26
-SOFTMAX_SUM_INT_BITS = 12    # kAccumulationIntegerBits: the sum of exps in Q12.19
-ADD_LEFT_SHIFT = 20          # TFLM's headroom for int8 ADD
-COMPARISON_LEFT_SHIFT = 8    # TFLM's headroom for int8 comparisons
+SOFTMAX_INPUT_INT_BITS = 5  # TFLM's kScaledDiffIntegerBits: differences in Q5.26
+SOFTMAX_SUM_INT_BITS = 12  # kAccumulationIntegerBits: the sum of exps in Q12.19
+ADD_LEFT_SHIFT = 20  # TFLM's headroom for int8 ADD
+COMPARISON_LEFT_SHIFT = 8  # TFLM's headroom for int8 comparisons
 
 
 # ------------------------------------------------------------------ parameters
@@ -60,13 +82,14 @@ def _round_away(x: float) -> int:
 def _quantize_value(f: float, scale: float, zero_point: int) -> int:
     """TFLM's ``Quantize`` (kernel_util.cc): ``zp + round(f / scale)`` in float32."""
     q = np.float32(f) / np.float32(scale)
-    if not (-2.0**31 <= float(q) <= 2.0**31 - 1):
+    if not (-(2.0**31) <= float(q) <= 2.0**31 - 1):
         raise ValueError(f"quantizing {f} with scale {scale} overflows int32.")
     return int(zero_point) + _round_away(float(q))
 
 
-def activation_range(fused_activation: str | None, output_scale: float,
-                     output_zero_point: int) -> tuple[int, int]:
+def activation_range(
+    fused_activation: str | None, output_scale: float, output_zero_point: int
+) -> tuple[int, int]:
     """``(min, max)`` of the int8 output for a fused activation (``"NONE"``, ``"RELU"``,
     ``"RELU6"``, ``"RELU_N1_TO_1"``): TFLM's ``CalculateActivationRangeQuantized``."""
     act = fused_activation or "NONE"
@@ -76,20 +99,24 @@ def activation_range(fused_activation: str | None, output_scale: float,
     if act == "RELU":
         return max(lo, _quantize_value(0.0, output_scale, output_zero_point)), hi
     if act == "RELU6":
-        return (max(lo, _quantize_value(0.0, output_scale, output_zero_point)),
-                min(hi, _quantize_value(6.0, output_scale, output_zero_point)))
+        return (
+            max(lo, _quantize_value(0.0, output_scale, output_zero_point)),
+            min(hi, _quantize_value(6.0, output_scale, output_zero_point)),
+        )
     if act == "RELU_N1_TO_1":
-        return (max(lo, _quantize_value(-1.0, output_scale, output_zero_point)),
-                min(hi, _quantize_value(1.0, output_scale, output_zero_point)))
-    raise ValueError(f"fused activation {act!r} has no int8 clamp; expected one of "
-                     f"{ACTIVATIONS}.")
+        return (
+            max(lo, _quantize_value(-1.0, output_scale, output_zero_point)),
+            min(hi, _quantize_value(1.0, output_scale, output_zero_point)),
+        )
+    raise ValueError(f"fused activation {act!r} has no int8 clamp; expected one of {ACTIVATIONS}.")
 
 
 def _out_size(in_size: int, filter_size: int, stride: int, dilation: int, scheme: str) -> int:
     """TFLM's ``ComputeOutSizeChecked`` (TensorFlow's GetWindowedOutputSize)."""
     if stride < 1 or dilation < 1 or filter_size < 1 or in_size < 0:
-        raise ValueError(f"bad window: in {in_size}, filter {filter_size}, stride {stride}, "
-                         f"dilation {dilation}.")
+        raise ValueError(
+            f"bad window: in {in_size}, filter {filter_size}, stride {stride}, dilation {dilation}."
+        )
     effective = (filter_size - 1) * dilation + 1
     if scheme == "SAME":
         out = (in_size + stride - 1) // stride
@@ -98,19 +125,22 @@ def _out_size(in_size: int, filter_size: int, stride: int, dilation: int, scheme
     else:
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {scheme!r}.")
     if out < 1:
-        raise ValueError(f"a {filter_size}-tap window (dilation {dilation}) does not fit "
-                         f"an input of {in_size} with {scheme} padding.")
+        raise ValueError(
+            f"a {filter_size}-tap window (dilation {dilation}) does not fit "
+            f"an input of {in_size} with {scheme} padding."
+        )
     return out
 
 
 @overload
-def padding(in_size: int, filter_size: int, stride: int, dilation: int,
-            scheme: str) -> tuple[int, int]: ...
+def padding(
+    in_size: int, filter_size: int, stride: int, dilation: int, scheme: str
+) -> tuple[int, int]: ...
 @overload
-def padding(in_size: int, filter_size: int, stride: int, dilation: int,
-            scheme: int) -> int: ...
-def padding(in_size: int, filter_size: int, stride: int, dilation: int,
-            scheme: str | int) -> tuple[int, int] | int:
+def padding(in_size: int, filter_size: int, stride: int, dilation: int, scheme: int) -> int: ...
+def padding(
+    in_size: int, filter_size: int, stride: int, dilation: int, scheme: str | int
+) -> tuple[int, int] | int:
     """One axis of TFLM's ``ComputePaddingHeightWidth``.
 
     ``scheme`` ``"SAME"``/``"VALID"``: returns ``(out_size, pad_before)``. ``scheme`` an
@@ -122,8 +152,9 @@ def padding(in_size: int, filter_size: int, stride: int, dilation: int,
         return out, padding(in_size, filter_size, stride, dilation, out)
     out = int(scheme)
     if out < 0 or stride < 1 or dilation < 1 or filter_size < 1:
-        raise ValueError(f"bad window: out {out}, filter {filter_size}, stride {stride}, "
-                         f"dilation {dilation}.")
+        raise ValueError(
+            f"bad window: out {out}, filter {filter_size}, stride {stride}, dilation {dilation}."
+        )
     total = (out - 1) * stride + (filter_size - 1) * dilation + 1 - in_size
     return max(total, 0) // 2
 
@@ -133,17 +164,18 @@ def _multipliers(scales: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return np.array(ms, np.int32), np.array(shifts, np.int32)
 
 
-def conv_quant(input_scale: float, weight_scales: ArrayLike, output_scale: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+def conv_quant(
+    input_scale: float, weight_scales: ArrayLike, output_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``(multiplier, shift)`` int32 arrays, one per weight scale, for CONV_2D and
     DEPTHWISE_CONV_2D (and per-channel FULLY_CONNECTED): TFLM's
     ``PopulateConvolutionQuantizationParams``, ``s_in * s_w / s_out`` in double."""
-    return _multipliers(effective_scale(input_scale, np.atleast_1d(weight_scales),
-                                        output_scale))
+    return _multipliers(effective_scale(input_scale, np.atleast_1d(weight_scales), output_scale))
 
 
-def fc_quant(input_scale: float, weight_scales: ArrayLike, output_scale: float
-             ) -> tuple[np.ndarray, np.ndarray]:
+def fc_quant(
+    input_scale: float, weight_scales: ArrayLike, output_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``(multiplier, shift)`` for FULLY_CONNECTED: per channel as ``conv_quant`` when there
     are several weight scales; for one, TFLM's ``GetQuantizedConvolutionMultipler``, which
     multiplies ``s_in * s_w`` in float32 before dividing by ``s_out`` in double."""
@@ -165,8 +197,10 @@ def effective_bias(bias: ArrayLike | None, weights: ArrayLike, input_offset: int
         raise ValueError(f"bias has shape {b.shape}; expected ({w.shape[0]},).")
     eff = b + int(input_offset) * w.sum(axis=1)
     if eff.min(initial=0) < _I32_MIN or eff.max(initial=0) > _I32_MAX:
-        raise ValueError("the effective bias overflows int32; the layer's bias or weights "
-                         "are out of the int8 kernels' range.")
+        raise ValueError(
+            "the effective bias overflows int32; the layer's bias or weights "
+            "are out of the int8 kernels' range."
+        )
     return eff.astype(np.int32)
 
 
@@ -178,33 +212,59 @@ def _act(activation: Sequence[int]) -> dict:
     return {"min": int(activation[0]), "max": int(activation[1])}
 
 
-def conv_params(input_zero_point: int, output_zero_point: int, stride: Sequence[int],
-                pad: Sequence[int], dilation: Sequence[int], activation: Sequence[int]) -> dict:
+def conv_params(
+    input_zero_point: int,
+    output_zero_point: int,
+    stride: Sequence[int],
+    pad: Sequence[int],
+    dilation: Sequence[int],
+    activation: Sequence[int],
+) -> dict:
     """``kp_conv_params``: offsets from zero points, (h, w) stride/padding/dilation and the
     ``(min, max)`` of ``activation_range``."""
-    return {"input_offset": -int(input_zero_point), "output_offset": int(output_zero_point),
-            "stride": _tile(stride), "padding": _tile(pad), "dilation": _tile(dilation),
-            "activation": _act(activation)}
+    return {
+        "input_offset": -int(input_zero_point),
+        "output_offset": int(output_zero_point),
+        "stride": _tile(stride),
+        "padding": _tile(pad),
+        "dilation": _tile(dilation),
+        "activation": _act(activation),
+    }
 
 
-def dw_conv_params(input_zero_point: int, output_zero_point: int, ch_mult: int,
-                   stride: Sequence[int], pad: Sequence[int], dilation: Sequence[int],
-                   activation: Sequence[int]) -> dict:
+def dw_conv_params(
+    input_zero_point: int,
+    output_zero_point: int,
+    ch_mult: int,
+    stride: Sequence[int],
+    pad: Sequence[int],
+    dilation: Sequence[int],
+    activation: Sequence[int],
+) -> dict:
     """``kp_dw_conv_params`` (as ``conv_params``, with the depth multiplier)."""
-    return {"input_offset": -int(input_zero_point), "output_offset": int(output_zero_point),
-            "ch_mult": int(ch_mult), "stride": _tile(stride), "padding": _tile(pad),
-            "dilation": _tile(dilation), "activation": _act(activation)}
+    return {
+        "input_offset": -int(input_zero_point),
+        "output_offset": int(output_zero_point),
+        "ch_mult": int(ch_mult),
+        "stride": _tile(stride),
+        "padding": _tile(pad),
+        "dilation": _tile(dilation),
+        "activation": _act(activation),
+    }
 
 
-def fc_params(input_zero_point: int, output_zero_point: int,
-              activation: Sequence[int]) -> dict:
+def fc_params(input_zero_point: int, output_zero_point: int, activation: Sequence[int]) -> dict:
     """``kp_fc_params``."""
-    return {"input_offset": -int(input_zero_point), "output_offset": int(output_zero_point),
-            "activation": _act(activation)}
+    return {
+        "input_offset": -int(input_zero_point),
+        "output_offset": int(output_zero_point),
+        "activation": _act(activation),
+    }
 
 
-def pool_params(stride: Sequence[int], pad: Sequence[int],
-                activation: Sequence[int] = (-128, 127)) -> dict:
+def pool_params(
+    stride: Sequence[int], pad: Sequence[int], activation: Sequence[int] = (-128, 127)
+) -> dict:
     """``kp_pool_params`` (pad from ``padding`` with dilation 1, as TFLM's pooling)."""
     return {"stride": _tile(stride), "padding": _tile(pad), "activation": _act(activation)}
 
@@ -215,12 +275,20 @@ def pad_params(paddings: ArrayLike, zero_point: int) -> dict:
     p = np.asarray(paddings, np.int64).reshape(4, 2)
     if p.min() < 0:
         raise ValueError(f"negative paddings {p.tolist()}.")
-    return {"before": [int(v) for v in p[:, 0]], "after": [int(v) for v in p[:, 1]],
-            "pad_value": int(zero_point)}
+    return {
+        "before": [int(v) for v in p[:, 0]],
+        "after": [int(v) for v in p[:, 1]],
+        "pad_value": int(zero_point),
+    }
 
 
-def mean_params(input_shape: Sequence[int], input_scale: float, input_zero_point: int,
-                output_scale: float, output_zero_point: int) -> dict:
+def mean_params(
+    input_shape: Sequence[int],
+    input_scale: float,
+    input_zero_point: int,
+    output_scale: float,
+    output_zero_point: int,
+) -> dict:
     """``kp_mean_params`` for MEAN over H and W of an NHWC ``input_shape``.
 
     TFLM runs every int8 MEAN through ``QuantizedMeanOrSum`` (keep_dims or not, equal
@@ -238,8 +306,12 @@ def mean_params(input_shape: Sequence[int], input_scale: float, input_zero_point
     m, s = quantize_multiplier(real)
     fold = min(count.bit_length() - 1, 32, 31 + s)
     m = (m << fold) // count  # int64 division in C; both positive
-    return {"input_offset": -int(input_zero_point), "output_offset": int(output_zero_point),
-            "multiplier": int(m), "shift": int(s - fold)}
+    return {
+        "input_offset": -int(input_zero_point),
+        "output_offset": int(output_zero_point),
+        "multiplier": int(m),
+        "shift": int(s - fold),
+    }
 
 
 def _smaller_than_one(real: float, what: str) -> tuple[int, int]:
@@ -252,9 +324,16 @@ def _smaller_than_one(real: float, what: str) -> tuple[int, int]:
     return m, s
 
 
-def add_params(input1_scale: float, input1_zero_point: int, input2_scale: float,
-               input2_zero_point: int, output_scale: float, output_zero_point: int,
-               act_min: int = -128, act_max: int = 127) -> dict:
+def add_params(
+    input1_scale: float,
+    input1_zero_point: int,
+    input2_scale: float,
+    input2_zero_point: int,
+    output_scale: float,
+    output_zero_point: int,
+    act_min: int = -128,
+    act_max: int = 127,
+) -> dict:
     """``kp_add_params`` for int8 ADD: TFLM's ``CalculateOpDataAdd`` (both inputs scaled
     by ``s_i / (2 max(s_1, s_2))`` after a 20-bit left shift, the sum by
     ``2 max(s_1, s_2) / (2^20 s_out)``). ``act_min``/``act_max`` from ``activation_range``."""
@@ -263,30 +342,44 @@ def add_params(input1_scale: float, input1_zero_point: int, input2_scale: float,
     m1, sh1 = _smaller_than_one(float(s1) / twice_max, "ADD input 1")
     m2, sh2 = _smaller_than_one(float(s2) / twice_max, "ADD input 2")
     mo, sho = _smaller_than_one(twice_max / ((1 << ADD_LEFT_SHIFT) * float(so)), "ADD output")
-    return {"input1_offset": -int(input1_zero_point), "input1_multiplier": m1,
-            "input1_shift": sh1,
-            "input2_offset": -int(input2_zero_point), "input2_multiplier": m2,
-            "input2_shift": sh2,
-            "left_shift": ADD_LEFT_SHIFT,
-            "output_offset": int(output_zero_point), "output_multiplier": mo,
-            "output_shift": sho,
-            "activation": _act((act_min, act_max))}
+    return {
+        "input1_offset": -int(input1_zero_point),
+        "input1_multiplier": m1,
+        "input1_shift": sh1,
+        "input2_offset": -int(input2_zero_point),
+        "input2_multiplier": m2,
+        "input2_shift": sh2,
+        "left_shift": ADD_LEFT_SHIFT,
+        "output_offset": int(output_zero_point),
+        "output_multiplier": mo,
+        "output_shift": sho,
+        "activation": _act((act_min, act_max)),
+    }
 
 
 def softmax_params(beta: float, input_scale: float) -> dict:
     """``kp_softmax_params`` for int8 SOFTMAX: TFLM's ``PreprocessSoftmaxScaling``
     (``beta * s_in * 2^26``, capped at 2^31 - 1, as a multiplier > 1 and left shift) and
     ``diff_min = -CalculateInputRadius(5, left_shift)``."""
-    real = min(float(np.float32(beta)) * float(np.float32(input_scale))
-               * (1 << (31 - SOFTMAX_INPUT_INT_BITS)), (1 << 31) - 1.0)
+    real = min(
+        float(np.float32(beta))
+        * float(np.float32(input_scale))
+        * (1 << (31 - SOFTMAX_INPUT_INT_BITS)),
+        (1 << 31) - 1.0,
+    )
     if not real > 1.0:
-        raise ValueError(f"softmax input multiplier {real} is not above 1 (beta {beta}, "
-                         f"input scale {input_scale}); TFLM rejects it.")
+        raise ValueError(
+            f"softmax input multiplier {real} is not above 1 (beta {beta}, "
+            f"input scale {input_scale}); TFLM rejects it."
+        )
     m, left_shift = quantize_multiplier(real)
-    radius = math.floor(1.0 * ((1 << SOFTMAX_INPUT_INT_BITS) - 1)
-                        * (1 << (31 - SOFTMAX_INPUT_INT_BITS)) / (1 << left_shift))
-    return {"input_multiplier": m, "input_left_shift": left_shift,
-            "diff_min": int(-1.0 * radius)}
+    radius = math.floor(
+        1.0
+        * ((1 << SOFTMAX_INPUT_INT_BITS) - 1)
+        * (1 << (31 - SOFTMAX_INPUT_INT_BITS))
+        / (1 << left_shift)
+    )
+    return {"input_multiplier": m, "input_left_shift": left_shift, "diff_min": int(-1.0 * radius)}
 
 
 # ------------------------------------------------------------------ arithmetic
@@ -315,8 +408,9 @@ def _per_channel(values, channels: int) -> np.ndarray:
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
 
 
-def _windows(x: np.ndarray, filter_hw, stride: dict, pad: dict, dilation: dict, out_hw,
-             fill) -> tuple[np.ndarray, np.ndarray]:
+def _windows(
+    x: np.ndarray, filter_hw, stride: dict, pad: dict, dilation: dict, out_hw, fill
+) -> tuple[np.ndarray, np.ndarray]:
     """Every filter tap's view of ``x`` (N, H, W, C): an array (KH, KW, N, OH, OW, C) with
     ``fill`` where the tap is outside the image, and the matching inside mask."""
     n, h, w, c = x.shape
@@ -327,24 +421,31 @@ def _windows(x: np.ndarray, filter_hw, stride: dict, pad: dict, dilation: dict, 
     ph, pw = pad["h"], pad["w"]
     hp, wp = max(ph + h, need_h), max(pw + w, need_w)
     xp = np.full((n, hp, wp, c), fill, np.int64)
-    xp[:, ph:ph + h, pw:pw + w] = x
+    xp[:, ph : ph + h, pw : pw + w] = x
     inside = np.zeros((hp, wp), bool)
-    inside[ph:ph + h, pw:pw + w] = True
+    inside[ph : ph + h, pw : pw + w] = True
     taps = np.empty((kh, kw, n, oh, ow, c), np.int64)
     mask = np.empty((kh, kw, oh, ow), bool)
     for ky in range(kh):
-        ys = slice(ky * dilation["h"], ky * dilation["h"] + (oh - 1) * stride["h"] + 1,
-                   stride["h"])
+        ys = slice(ky * dilation["h"], ky * dilation["h"] + (oh - 1) * stride["h"] + 1, stride["h"])
         for kx in range(kw):
-            xs = slice(kx * dilation["w"], kx * dilation["w"] + (ow - 1) * stride["w"] + 1,
-                       stride["w"])
+            xs = slice(
+                kx * dilation["w"], kx * dilation["w"] + (ow - 1) * stride["w"] + 1, stride["w"]
+            )
             taps[ky, kx] = xp[:, ys, xs]
             mask[ky, kx] = inside[ys, xs]
     return taps, mask
 
 
-def conv2d(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, params: dict,
-           multiplier: ArrayLike, shift: ArrayLike, out_hw: Sequence[int]) -> np.ndarray:
+def conv2d(
+    x: ArrayLike,
+    weights: ArrayLike,
+    bias: ArrayLike | None,
+    params: dict,
+    multiplier: ArrayLike,
+    shift: ArrayLike,
+    out_hw: Sequence[int],
+) -> np.ndarray:
     """CONV_2D int8: TFLM's reference ``ConvPerChannel``. ``x`` (N, H, W, C), ``weights``
     (O, KH, KW, C), ``bias`` (O,) int32 or None, ``params`` a ``conv_params`` dict,
     ``multiplier``/``shift`` per channel or one each; returns (N, OH, OW, O)."""
@@ -352,20 +453,33 @@ def conv2d(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, params: dic
     w = np.asarray(weights, np.int64)
     o, kh, kw, c = w.shape
     if x.shape[3] != c:
-        raise ValueError(f"input depth {x.shape[3]} != filter depth {c} (grouped "
-                         "convolution is not modelled).")
-    taps, _ = _windows(x, (kh, kw), params["stride"], params["padding"], params["dilation"],
-                       out_hw, 0)  # a skipped tap contributes what (zp + offset) = 0 does
+        raise ValueError(
+            f"input depth {x.shape[3]} != filter depth {c} (grouped convolution is not modelled)."
+        )
+    taps, _ = _windows(
+        x, (kh, kw), params["stride"], params["padding"], params["dilation"], out_hw, 0
+    )  # a skipped tap contributes what (zp + offset) = 0 does
     acc = np.einsum("yxnhwc,oyxc->nhwo", taps, w)
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
-    return _finish(acc, _per_channel(multiplier, o), _per_channel(shift, o),
-                   params["output_offset"], params["activation"])
+    return _finish(
+        acc,
+        _per_channel(multiplier, o),
+        _per_channel(shift, o),
+        params["output_offset"],
+        params["activation"],
+    )
 
 
-def depthwise_conv2d(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, params: dict,
-                     multiplier: ArrayLike, shift: ArrayLike, out_hw: Sequence[int]
-                     ) -> np.ndarray:
+def depthwise_conv2d(
+    x: ArrayLike,
+    weights: ArrayLike,
+    bias: ArrayLike | None,
+    params: dict,
+    multiplier: ArrayLike,
+    shift: ArrayLike,
+    out_hw: Sequence[int],
+) -> np.ndarray:
     """DEPTHWISE_CONV_2D int8: TFLM's reference ``DepthwiseConvPerChannel``. ``weights``
     (1, KH, KW, C * ch_mult), output channel ``c * ch_mult + m``; ``params`` a
     ``dw_conv_params`` dict; returns (N, OH, OW, C * ch_mult)."""
@@ -373,20 +487,33 @@ def depthwise_conv2d(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, p
     w = np.asarray(weights, np.int64)
     _, kh, kw, o = w.shape
     if o != x.shape[3] * params["ch_mult"]:
-        raise ValueError(f"{o} filter channels for {x.shape[3]} inputs x ch_mult "
-                         f"{params['ch_mult']}.")
-    taps, _ = _windows(x, (kh, kw), params["stride"], params["padding"], params["dilation"],
-                       out_hw, 0)
+        raise ValueError(
+            f"{o} filter channels for {x.shape[3]} inputs x ch_mult {params['ch_mult']}."
+        )
+    taps, _ = _windows(
+        x, (kh, kw), params["stride"], params["padding"], params["dilation"], out_hw, 0
+    )
     taps = np.repeat(taps, params["ch_mult"], axis=-1)
     acc = np.einsum("yxnhwo,yxo->nhwo", taps, w[0])
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
-    return _finish(acc, _per_channel(multiplier, o), _per_channel(shift, o),
-                   params["output_offset"], params["activation"])
+    return _finish(
+        acc,
+        _per_channel(multiplier, o),
+        _per_channel(shift, o),
+        params["output_offset"],
+        params["activation"],
+    )
 
 
-def fully_connected(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, params: dict,
-                    multiplier: ArrayLike, shift: ArrayLike) -> np.ndarray:
+def fully_connected(
+    x: ArrayLike,
+    weights: ArrayLike,
+    bias: ArrayLike | None,
+    params: dict,
+    multiplier: ArrayLike,
+    shift: ArrayLike,
+) -> np.ndarray:
     """FULLY_CONNECTED int8: TFLM's reference ``FullyConnected``/``FullyConnectedPerChannel``.
     ``x`` (B, K), ``weights`` (O, K); ``params`` an ``fc_params`` dict; returns (B, O)."""
     x = np.asarray(x, np.int64) + params["input_offset"]
@@ -395,20 +522,25 @@ def fully_connected(x: ArrayLike, weights: ArrayLike, bias: ArrayLike | None, pa
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
     o = w.shape[0]
-    return _finish(acc, _per_channel(multiplier, o), _per_channel(shift, o),
-                   params["output_offset"], params["activation"])
+    return _finish(
+        acc,
+        _per_channel(multiplier, o),
+        _per_channel(shift, o),
+        params["output_offset"],
+        params["activation"],
+    )
 
 
 _ONE = {"h": 1, "w": 1}
 
 
-def max_pool2d(x: ArrayLike, params: dict, filter_hw: Sequence[int], out_hw: Sequence[int]
-               ) -> np.ndarray:
+def max_pool2d(
+    x: ArrayLike, params: dict, filter_hw: Sequence[int], out_hw: Sequence[int]
+) -> np.ndarray:
     """MAX_POOL_2D int8: TFLM's reference ``MaxPool`` (window clipped to the image; an
     empty one gives -128 before the clamp). ``params`` a ``pool_params`` dict."""
     x = np.asarray(x, np.int64)
-    taps, _ = _windows(x, filter_hw, params["stride"], params["padding"], _ONE, out_hw,
-                       -(1 << 20))
+    taps, _ = _windows(x, filter_hw, params["stride"], params["padding"], _ONE, out_hw, -(1 << 20))
     out = np.maximum(taps.max(axis=(0, 1)), -128)
     act = params["activation"]
     return np.clip(out, act["min"], act["max"]).astype(np.int8)
@@ -419,8 +551,9 @@ def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(a >= 0, a // b, -((-a) // b))
 
 
-def avg_pool2d(x: ArrayLike, params: dict, filter_hw: Sequence[int], out_hw: Sequence[int]
-               ) -> np.ndarray:
+def avg_pool2d(
+    x: ArrayLike, params: dict, filter_hw: Sequence[int], out_hw: Sequence[int]
+) -> np.ndarray:
     """AVERAGE_POOL_2D int8: TFLM's reference ``AveragePool``: the sum over the taps inside
     the image, divided by their count, rounded half away from zero. Raises ValueError
     where a window has no tap inside (TFLM fails the op)."""
@@ -452,8 +585,9 @@ def add(x1: ArrayLike, x2: ArrayLike, params: dict) -> np.ndarray:
     p = params
     a = (np.asarray(x1, np.int64) + p["input1_offset"]) << p["left_shift"]
     b = (np.asarray(x2, np.int64) + p["input2_offset"]) << p["left_shift"]
-    total = (requantize(a, p["input1_multiplier"], p["input1_shift"])
-             + requantize(b, p["input2_multiplier"], p["input2_shift"]))
+    total = requantize(a, p["input1_multiplier"], p["input1_shift"]) + requantize(
+        b, p["input2_multiplier"], p["input2_shift"]
+    )
     out = requantize(total, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
     return np.clip(out, p["activation"]["min"], p["activation"]["max"]).astype(np.int8)
 
@@ -485,8 +619,15 @@ def _exp_on_quarter(a: np.ndarray) -> np.ndarray:
     return exp_minus_one_eighth + _mul(exp_minus_one_eighth, x + poly)
 
 
-_EXP_MINUS_POT = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
-                  (2, 39332535), (3, 720401), (4, 242))
+_EXP_MINUS_POT = (
+    (-2, 1672461947),
+    (-1, 1302514674),
+    (0, 790015084),
+    (1, 290630308),
+    (2, 39332535),
+    (3, 720401),
+    (4, 242),
+)
 
 
 def _exp_on_negative(a: np.ndarray) -> np.ndarray:
@@ -520,8 +661,9 @@ def softmax(x: ArrayLike, params: dict) -> np.ndarray:
     x = x.reshape(-1, shape[-1])
     diff = x - np.maximum(x.max(axis=1, keepdims=True), -128)
     valid = diff >= params["diff_min"]
-    rescaled = _mul(np.where(valid, diff, 0) << params["input_left_shift"],
-                    params["input_multiplier"])
+    rescaled = _mul(
+        np.where(valid, diff, 0) << params["input_left_shift"], params["input_multiplier"]
+    )
     e = _exp_on_negative(rescaled)
     total = np.where(valid, _rdiv_pot(e, SOFTMAX_SUM_INT_BITS), 0).sum(axis=1)
     if total.max() >= 1 << 28:
@@ -541,8 +683,13 @@ def pad(x: ArrayLike, params: dict) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ activation masks
-def threshold_min_kept(input_scale: float, input_zero_point: int, threshold_scale: float,
-                       threshold_zero_point: int, threshold: int) -> int:
+def threshold_min_kept(
+    input_scale: float,
+    input_zero_point: int,
+    threshold_scale: float,
+    threshold_zero_point: int,
+    threshold: int,
+) -> int:
     """The smallest int8 input that TFLM's int8 GREATER_EQUAL against the int8 constant
     ``threshold`` finds true (128 when none): both sides are offset, shifted left by 8 and
     rescaled by their own scale (``ComparisonsPrepare``, ``ComparisonWithScaling``) before
@@ -552,13 +699,16 @@ def threshold_min_kept(input_scale: float, input_zero_point: int, threshold_scal
     m2, s2 = _smaller_than_one(float(np.float32(threshold_scale)), "GREATER_EQUAL input 2")
     x = np.arange(-128, 128, dtype=np.int64)
     lhs = requantize((x - int(input_zero_point)) << COMPARISON_LEFT_SHIFT, m1, s1)
-    rhs = requantize(np.array([(int(threshold) - int(threshold_zero_point))
-                               << COMPARISON_LEFT_SHIFT]), m2, s2)[0]
+    rhs = requantize(
+        np.array([(int(threshold) - int(threshold_zero_point)) << COMPARISON_LEFT_SHIFT]), m2, s2
+    )[0]
     keep = lhs >= rhs
     first = int(np.argmax(keep)) if keep.any() else 256
     if not keep[first:].all():
-        raise ValueError("GREATER_EQUAL's rescaled compare is not monotonic here; "
-                         "this cannot happen with a positive scale.")
+        raise ValueError(
+            "GREATER_EQUAL's rescaled compare is not monotonic here; "
+            "this cannot happen with a positive scale."
+        )
     return first - 128
 
 

@@ -25,15 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LayerCost", "ModelCost", "profile_model", "table", "ASSUMPTIONS",
-           "REFERENCE_MHZ"]
+__all__ = ["LayerCost", "ModelCost", "profile_model", "table", "ASSUMPTIONS", "REFERENCE_MHZ"]
 
 REFERENCE_MHZ = 120  # MLPerf Tiny's reference board, the STM32L4R5 (Cortex-M4F)
-ASSUMPTIONS = ("Cortex-M4 estimate: instructions counted exactly under unicorn, cycles from "
-               "the Cortex-M4 TRM table (loads 2, pipelined 1; taken branch 1+2; "
-               "SMLAD/MUL 1; LDM/POP 1+N; SDIV 7), zero flash wait states, no bus "
-               f"contention, no interrupts; ms at {REFERENCE_MHZ} MHz. Ratios are "
-               "trustworthy, absolute times are estimates, not board measurements.")
+ASSUMPTIONS = (
+    "Cortex-M4 estimate: instructions counted exactly under unicorn, cycles from "
+    "the Cortex-M4 TRM table (loads 2, pipelined 1; taken branch 1+2; "
+    "SMLAD/MUL 1; LDM/POP 1+N; SDIV 7), zero flash wait states, no bus "
+    f"contention, no interrupts; ms at {REFERENCE_MHZ} MHz. Ratios are "
+    "trustworthy, absolute times are estimates, not board measurements."
+)
 
 
 @dataclass
@@ -54,8 +55,8 @@ class LayerCost:
 @dataclass
 class ModelCost:
     layers: list[LayerCost]
-    output: np.ndarray        # the int8 output the emulated Cortex-M4 computed
-    options: dict             # how it was built (opt level, defines)
+    output: np.ndarray  # the int8 output the emulated Cortex-M4 computed
+    options: dict  # how it was built (opt level, defines)
 
     @property
     def macs(self) -> int:
@@ -73,9 +74,13 @@ class ModelCost:
         return self.cycles / (mhz * 1e3)
 
 
-def profile_model(model_dir: str | os.PathLike, x_q: np.ndarray, opt: str = "-O2",
-                  defines: Sequence[str] = (), cmsis_nn: str | os.PathLike | None = None
-                  ) -> ModelCost:
+def profile_model(
+    model_dir: str | os.PathLike,
+    x_q: np.ndarray,
+    opt: str = "-O2",
+    defines: Sequence[str] = (),
+    cmsis_nn: str | os.PathLike | None = None,
+) -> ModelCost:
     """Run one int8 input through the generated model in ``model_dir`` on the emulated
     Cortex-M4, layer by layer. ``defines`` e.g. ``("KP_NO_DSP",)`` for the portable
     kernels. ``cmsis_nn``: a CMSIS-NN checkout, to build with ``-DKP_USE_CMSIS_NN``
@@ -97,9 +102,14 @@ def profile_model(model_dir: str | os.PathLike, x_q: np.ndarray, opt: str = "-O2
         defines, flags = (*defines, "KP_USE_CMSIS_NN"), ("-Wno-error",)
     with tempfile.TemporaryDirectory(prefix="kp_m4cyc_") as tmp:
         elf = m4_profile.build_library_elf(
-            sources, Path(tmp) / "model.elf", include_dirs=includes, defines=defines,
-            opt=opt, extra_flags=flags,
-            keep=["kp_model_set_input", "kp_model_run_layer", "kp_model_get_output"])
+            sources,
+            Path(tmp) / "model.elf",
+            include_dirs=includes,
+            defines=defines,
+            opt=opt,
+            extra_flags=flags,
+            keep=["kp_model_set_input", "kp_model_run_layer", "kp_model_get_output"],
+        )
         emu = m4_profile.M4Emulator(elf)
         emu.call("kp_model_set_input", emu.put(x_q))
         rows = []
@@ -108,10 +118,21 @@ def profile_model(model_dir: str | os.PathLike, x_q: np.ndarray, opt: str = "-O2
         for position, la in enumerate(manifest["layers"]):
             status, prof = emu.call("kp_model_run_layer", position)
             if status != 0:
-                raise RuntimeError(f"layer {la['index']} ({la['op']}) returned status "
-                                   f"{status} on the emulated Cortex-M4.")
-            rows.append(LayerCost(la["index"], la["op"], tuple(la["keras_layers"]),
-                                  la["kernel"], la["macs"], prof.instructions, prof.cycles))
+                raise RuntimeError(
+                    f"layer {la['index']} ({la['op']}) returned status "
+                    f"{status} on the emulated Cortex-M4."
+                )
+            rows.append(
+                LayerCost(
+                    la["index"],
+                    la["op"],
+                    tuple(la["keras_layers"]),
+                    la["kernel"],
+                    la["macs"],
+                    prof.instructions,
+                    prof.cycles,
+                )
+            )
         out_addr = emu.alloc(out_size)
         emu.call("kp_model_get_output", out_addr)
         output = emu.read_array(out_addr, np.int8, out_size)
@@ -121,27 +142,34 @@ def profile_model(model_dir: str | os.PathLike, x_q: np.ndarray, opt: str = "-O2
 def cmsis_nn_sources(root: Path) -> list[Path]:
     """CMSIS-NN's integer kernels in a checkout (its float sources need extra config)."""
     if not (root / "Include" / "arm_nnfunctions.h").is_file():
-        raise FileNotFoundError(f"'{root}' is not a CMSIS-NN checkout (no "
-                                "Include/arm_nnfunctions.h).")
-    return [p for p in sorted((root / "Source").rglob("*.c"))
-            if "_f32" not in p.name and "_f16" not in p.name
-            and "_flt.h" not in p.read_text(errors="replace")]
+        raise FileNotFoundError(
+            f"'{root}' is not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)."
+        )
+    return [
+        p
+        for p in sorted((root / "Source").rglob("*.c"))
+        if "_f32" not in p.name
+        and "_f16" not in p.name
+        and "_flt.h" not in p.read_text(errors="replace")
+    ]
 
 
 def table(cost: ModelCost, title: str = "", mhz: float = REFERENCE_MHZ) -> str:
     """Per layer: MACs, instructions, estimated cycles, cycles/MAC; then the totals and
     the estimated milliseconds, with the assumptions."""
-    head = (f"  {'layer':<26}{'op':<19}{'MACs':>10}{'instr':>11}{'est. cycles':>13}"
-            f"{'cyc/MAC':>9}")
+    head = f"  {'layer':<26}{'op':<19}{'MACs':>10}{'instr':>11}{'est. cycles':>13}{'cyc/MAC':>9}"
     lines = ([title] if title else []) + [head, "  " + "-" * (len(head) - 2)]
     for la in cost.layers:
         name = ", ".join(la.layers) or "-"
         per = f"{la.cycles_per_mac:.2f}" if la.macs else "-"
-        lines.append(f"  {name[:25]:<26}{la.op:<19}{la.macs:>10,}{la.instructions:>11,}"
-                     f"{la.cycles:>13,}{per:>9}")
+        lines.append(
+            f"  {name[:25]:<26}{la.op:<19}{la.macs:>10,}{la.instructions:>11,}"
+            f"{la.cycles:>13,}{per:>9}"
+        )
     per = cost.cycles / cost.macs if cost.macs else float("nan")
-    lines.append(f"  {'total':<45}{cost.macs:>10,}{cost.instructions:>11,}"
-                 f"{cost.cycles:>13,}{per:>9.2f}")
+    lines.append(
+        f"  {'total':<45}{cost.macs:>10,}{cost.instructions:>11,}{cost.cycles:>13,}{per:>9.2f}"
+    )
     lines.append(f"  = {cost.ms(mhz):.2f} ms at {mhz:g} MHz (estimated)")
     lines.append("  " + ASSUMPTIONS)
     return "\n".join(lines)

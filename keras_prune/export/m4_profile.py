@@ -73,8 +73,18 @@ import numpy as np
 
 from keras_prune.export.m4 import C_FLAGS, CPU_FLAGS, INSTALL_HINT, find_cross_toolchain
 
-__all__ = ["CycleModel", "FunctionCost", "Profile", "M4Emulator", "M4ProfileError",
-           "INSTALL_HINT", "UNICORN_HINT", "available", "build_library_elf", "disassemble"]
+__all__ = [
+    "CycleModel",
+    "FunctionCost",
+    "Profile",
+    "M4Emulator",
+    "M4ProfileError",
+    "INSTALL_HINT",
+    "UNICORN_HINT",
+    "available",
+    "build_library_elf",
+    "disassemble",
+]
 
 UNICORN_HINT = "pip install unicorn pyelftools (keras-prune's dev extra)"
 
@@ -96,8 +106,10 @@ _TABLE_BRANCH = re.compile(r"^tb[bh]$")
 _DIV = re.compile(rf"^[su]div(?:{_CONDS})?$")
 _IT = re.compile(r"^it[te]{0,3}$")
 # "    8006:\tf100 3eff \tadd.w\tlr, r0, #-1": address, raw halfwords or .word, mnemonic, operands
-_LINE = re.compile(r"^\s*([0-9a-f]+):\t([0-9a-f]{4}(?: [0-9a-f]{4})?|[0-9a-f]{8})\s*\t"
-                   r"(\S+)\s*(.*)$")
+_LINE = re.compile(
+    r"^\s*([0-9a-f]+):\t([0-9a-f]{4}(?: [0-9a-f]{4})?|[0-9a-f]{8})\s*\t"
+    r"(\S+)\s*(.*)$"
+)
 _FUNC_HEAD = re.compile(r"^([0-9a-f]+) <(.+)>:$")
 
 
@@ -132,17 +144,24 @@ def _require_gcc() -> str:
 def _run(cmd: list[str], what: str) -> str:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise M4ProfileError(f"{what} failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
-                             f"{done.stdout}{done.stderr}")
+        raise M4ProfileError(
+            f"{what} failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
+            f"{done.stdout}{done.stderr}"
+        )
     return done.stdout
 
 
 # ------------------------------------------------------------------------ build
-def build_library_elf(sources: Iterable[str | os.PathLike], out: str | os.PathLike, *,
-                      include_dirs: Iterable[str | os.PathLike] = (),
-                      defines: Sequence[str] = (), opt: str = "-O2",
-                      keep: Sequence[str] | None = None,
-                      extra_flags: Sequence[str] = ()) -> Path:
+def build_library_elf(
+    sources: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    include_dirs: Iterable[str | os.PathLike] = (),
+    defines: Sequence[str] = (),
+    opt: str = "-O2",
+    keep: Sequence[str] | None = None,
+    extra_flags: Sequence[str] = (),
+) -> Path:
     """Compile ``sources`` for the Cortex-M4 and link them into a bare library ELF for
     ``M4Emulator``: no startup code or vector table (``-nostartfiles``), one section per
     function with ``--gc-sections``, newlib's ``memcpy``/``memset`` linked in.
@@ -155,8 +174,14 @@ def build_library_elf(sources: Iterable[str | os.PathLike], out: str | os.PathLi
     out = Path(out)
     obj_dir = out.parent / f"{out.stem}.obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
-    flags = [*CPU_FLAGS, *C_FLAGS, opt, *extra_flags, *(f"-D{d}" for d in defines),
-             *(f"-I{d}" for d in include_dirs)]
+    flags = [
+        *CPU_FLAGS,
+        *C_FLAGS,
+        opt,
+        *extra_flags,
+        *(f"-D{d}" for d in defines),
+        *(f"-I{d}" for d in include_dirs),
+    ]
     objects = []
     for i, src in enumerate(sources):
         obj = obj_dir / f"{i:03d}_{Path(src).stem}.o"
@@ -167,13 +192,30 @@ def build_library_elf(sources: Iterable[str | os.PathLike], out: str | os.PathLi
         if nm is None:
             raise M4ProfileError(f"arm-none-eabi-nm not found: {INSTALL_HINT}")
         listing = _run([nm, "-g", "--defined-only", *map(str, objects)], "nm")
-        keep = sorted({parts[2] for parts in map(str.split, listing.splitlines())
-                       if len(parts) == 3 and parts[1] == "T"})
+        keep = sorted(
+            {
+                parts[2]
+                for parts in map(str.split, listing.splitlines())
+                if len(parts) == 3 and parts[1] == "T"
+            }
+        )
     if not keep:
         raise M4ProfileError("no function to keep: the sources define none")
     roots = [f"-Wl,-u,{sym}" for sym in keep]
-    _run([gcc, *CPU_FLAGS, "-nostartfiles", "-Wl,--gc-sections", f"-Wl,-e,{keep[0]}", *roots,
-          *map(str, objects), "-o", str(out)], "linking")
+    _run(
+        [
+            gcc,
+            *CPU_FLAGS,
+            "-nostartfiles",
+            "-Wl,--gc-sections",
+            f"-Wl,-e,{keep[0]}",
+            *roots,
+            *map(str, objects),
+            "-o",
+            str(out),
+        ],
+        "linking",
+    )
     return out
 
 
@@ -182,11 +224,11 @@ def build_library_elf(sources: Iterable[str | os.PathLike], out: str | os.PathLi
 class CycleModel:
     """Cortex-M4 TRM cycle counts (see the module docstring for what they leave out)."""
 
-    branch_refill: int = 2   # P: extra cycles of a taken branch
-    load_store: int = 2      # a single LDR/STR
+    branch_refill: int = 2  # P: extra cycles of a taken branch
+    load_store: int = 2  # a single LDR/STR
     pipelined_load_store: int = 1  # one right after another single LDR/STR
-    divide: int = 7          # SDIV/UDIV (2-12 on silicon)
-    it: int = 1              # IT (0 when the core folds it; never assumed here)
+    divide: int = 7  # SDIV/UDIV (2-12 on silicon)
+    it: int = 1  # IT (0 when the core folds it; never assumed here)
 
     def cost(self, mnemonic: str, operands: str) -> tuple[int, bool]:
         """(cycles before any taken-branch refill, is a single load/store) of one
@@ -219,7 +261,7 @@ def _reg_number(name: str) -> int:
 
 def _register_count(operands: str) -> int:
     """Registers in an LDM/STM/PUSH/POP list, ``{r4-r7, lr}`` = 5."""
-    inside = operands[operands.index("{") + 1:operands.index("}")]
+    inside = operands[operands.index("{") + 1 : operands.index("}")]
     n = 0
     for part in inside.split(","):
         if "-" in part:
@@ -299,7 +341,7 @@ class _Block:
     cycles: int
     function: str
     first_ls: bool  # starts with a single load/store
-    last_ls: bool   # ends with one (a block cut at a 1 KiB page, not at a branch)
+    last_ls: bool  # ends with one (a block cut at a 1 KiB page, not at a branch)
 
 
 # --------------------------------------------------------------------- emulator
@@ -310,8 +352,12 @@ class M4Emulator:
     Memory and translated code persist across calls; registers other than the argument
     registers, SP and LR carry over. Not thread-safe."""
 
-    def __init__(self, elf_path: str | os.PathLike, model: CycleModel | None = None,
-                 stack_size: int = STACK_SIZE) -> None:
+    def __init__(
+        self,
+        elf_path: str | os.PathLike,
+        model: CycleModel | None = None,
+        stack_size: int = STACK_SIZE,
+    ) -> None:
         try:
             import unicorn
             import unicorn.arm_const as arm
@@ -448,8 +494,10 @@ class M4Emulator:
         while pc < end:
             insn = self._insns.get(pc)
             if insn is None:
-                raise M4ProfileError(f"executed 0x{pc:08x}, which objdump did not "
-                                     f"disassemble (block 0x{address:08x}+{size})")
+                raise M4ProfileError(
+                    f"executed 0x{pc:08x}, which objdump did not "
+                    f"disassemble (block 0x{address:08x}+{size})"
+                )
             cost, is_ls = self.model.cost(insn.mnemonic, insn.operands)
             if n == 0:
                 first_ls = is_ls
@@ -478,7 +526,7 @@ class M4Emulator:
         if stacked:
             uc.mem_write(sp, struct.pack(f"<{len(stacked)}I", *stacked))
         regs = (arm.UC_ARM_REG_R0, arm.UC_ARM_REG_R1, arm.UC_ARM_REG_R2, arm.UC_ARM_REG_R3)
-        for reg, value in zip(regs[:len(words[:4])], words[:4], strict=True):
+        for reg, value in zip(regs[: len(words[:4])], words[:4], strict=True):
             uc.reg_write(reg, value)
         uc.reg_write(arm.UC_ARM_REG_SP, sp)
         uc.reg_write(arm.UC_ARM_REG_LR, RETURN_PAGE | 1)
@@ -491,12 +539,12 @@ class M4Emulator:
         except self._uc_mod.UcError as e:
             pc = uc.reg_read(arm.UC_ARM_REG_PC)
             where = self._insns.get(pc & ~1)
-            raise M4ProfileError(f"{symbol}: {e} at pc=0x{pc:08x}"
-                                 f" ({where.function if where else '?'})") from e
+            raise M4ProfileError(
+                f"{symbol}: {e} at pc=0x{pc:08x} ({where.function if where else '?'})"
+            ) from e
         pc = uc.reg_read(arm.UC_ARM_REG_PC) & ~1
         if pc != RETURN_PAGE:
-            raise M4ProfileError(f"{symbol} did not return within {timeout_s} s "
-                                 f"(pc=0x{pc:08x})")
+            raise M4ProfileError(f"{symbol} did not return within {timeout_s} s (pc=0x{pc:08x})")
         # The return itself: its block is the last one, and its branch was taken.
         last = self._state[0]
         if last is not None:
@@ -525,8 +573,10 @@ class M4Emulator:
             if block.first_ls and self._block(prev).last_ls:
                 total_c -= saved * count
                 per_fn[block.function][1] -= saved * count
-        functions = {name: FunctionCost(n, c) for name, (n, c) in
-                     sorted(per_fn.items(), key=lambda kv: -kv[1][1])}
+        functions = {
+            name: FunctionCost(n, c)
+            for name, (n, c) in sorted(per_fn.items(), key=lambda kv: -kv[1][1])
+        }
         return Profile(total_n, total_c, functions, blocks, taken_total)
 
     def hot_blocks(self, top: int = 20) -> list[dict]:
@@ -539,8 +589,16 @@ class M4Emulator:
         for key, count in self._counts.items():
             block = self._block(key)
             total = block.cycles * count + refill * self._taken.get(key, 0)
-            rows.append({"address": key[0], "size": key[1], "count": count,
-                         "instructions": block.instructions, "cycles": block.cycles,
-                         "total_cycles": total, "function": block.function})
+            rows.append(
+                {
+                    "address": key[0],
+                    "size": key[1],
+                    "count": count,
+                    "instructions": block.instructions,
+                    "cycles": block.cycles,
+                    "total_cycles": total,
+                    "function": block.function,
+                }
+            )
         rows.sort(key=lambda r: -r["total_cycles"])
         return rows[:top]

@@ -16,8 +16,13 @@ import math
 
 import numpy as np
 
-__all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "requantize_float",
-           "effective_scale", "fully_connected_int8"]
+__all__ = [
+    "quantize_multiplier",
+    "multiply_by_quantized_multiplier",
+    "requantize_float",
+    "effective_scale",
+    "fully_connected_int8",
+]
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -38,9 +43,11 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 def effective_scale(input_scale: float, weight_scales, output_scale: float) -> np.ndarray:
     """Per output channel ``s_in * s_w / s_out`` as TFLite computes it: float32 scales
     from the flatbuffer, multiplied in double."""
-    return (np.float64(np.float32(input_scale))
-            * np.asarray(weight_scales, np.float32).astype(np.float64)
-            / np.float64(np.float32(output_scale)))
+    return (
+        np.float64(np.float32(input_scale))
+        * np.asarray(weight_scales, np.float32).astype(np.float64)
+        / np.float64(np.float32(output_scale))
+    )
 
 
 def _high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,9 +80,17 @@ def requantize_float(x, scale) -> np.ndarray:
     return np.copysign(np.floor(a) + (a - np.floor(a) >= 0.5), v).astype(np.int64)
 
 
-def fully_connected_int8(x, weights, bias, input_zero_point: int, output_zero_point: int,
-                         scale, act_min: int = -128, act_max: int = 127,
-                         rounding: str = "double") -> np.ndarray:
+def fully_connected_int8(
+    x,
+    weights,
+    bias,
+    input_zero_point: int,
+    output_zero_point: int,
+    scale,
+    act_min: int = -128,
+    act_max: int = 127,
+    rounding: str = "double",
+) -> np.ndarray:
     """int8 FULLY_CONNECTED: ``x`` (N, K) int8, ``weights`` (C, K) int8 (symmetric),
     ``bias`` (C,) int32 or None, ``scale`` per channel (``effective_scale``).
 

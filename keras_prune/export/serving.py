@@ -49,35 +49,41 @@ RELOAD_TOLERANCE = 1e-4
 class SavedModelExport:
     """What ``kp.export.saved_model`` wrote and checked."""
 
-    path: Path                       # the version directory
+    path: Path  # the version directory
     version: int
-    inputs: dict = field(default_factory=dict)   # name -> {"shape", "dtype"}
+    inputs: dict = field(default_factory=dict)  # name -> {"shape", "dtype"}
     outputs: dict = field(default_factory=dict)
     compact: CompactReport | None = None
     reload_error: dict = field(default_factory=dict)  # loader -> max abs difference
-    zero_fraction: float = 0.0       # zeros left in the kernels after compaction
+    zero_fraction: float = 0.0  # zeros left in the kernels after compaction
     folded_batchnorm: list[str] = field(default_factory=list)  # merged into the layer before
     notes: list[str] = field(default_factory=list)
-    show: str = ""                   # what `saved_model_cli show --all` printed
+    show: str = ""  # what `saved_model_cli show --all` printed
 
     def __str__(self) -> str:
-        lines = [f"SavedModel version {self.version} written to {self.path}/ "
-                 f"(signature '{SIGNATURE}')"]
+        lines = [
+            f"SavedModel version {self.version} written to {self.path}/ (signature '{SIGNATURE}')"
+        ]
         for kind, specs in (("input", self.inputs), ("output", self.outputs)):
             for name, spec in specs.items():
                 lines.append(f"  {kind} {name}: {spec['dtype']} {spec['shape']}")
         if self.compact is not None:
             lines.append(str(self.compact))
         if self.folded_batchnorm:
-            lines.append(f"BatchNorm folded into the layer before it: {len(self.folded_batchnorm)} "
-                         f"({', '.join(self.folded_batchnorm)})")
+            lines.append(
+                f"BatchNorm folded into the layer before it: {len(self.folded_batchnorm)} "
+                f"({', '.join(self.folded_batchnorm)})"
+            )
         checks = ", ".join(f"{k} {v:.2e}" for k, v in self.reload_error.items())
         lines.append(f"reloaded and compared with the Keras model (max |difference|): {checks}")
         lines += [f"note: {n}" for n in self.notes]
         block = _serving_block(self.show)
         if block:
-            source = ("read with tf.saved_model.load" if self.show.startswith("(read with")
-                      else "saved_model_cli show --all")
+            source = (
+                "read with tf.saved_model.load"
+                if self.show.startswith("(read with")
+                else "saved_model_cli show --all"
+            )
             lines.append(f"the '{SIGNATURE}' signature ({source}):")
             lines.append(block)
         return "\n".join(lines)
@@ -89,15 +95,24 @@ def _serving_block(show: str) -> str:
     if start < 0:
         return ""
     rest = show[start:]
-    ends = [i for i in (rest.find("signature_def[", 1), rest.find("The MetaGraph", 1),
-                        rest.find("\nConcrete Functions", 1)) if i > 0]
-    return rest[:min(ends)].rstrip() if ends else rest.rstrip()
+    ends = [
+        i
+        for i in (
+            rest.find("signature_def[", 1),
+            rest.find("The MetaGraph", 1),
+            rest.find("\nConcrete Functions", 1),
+        )
+        if i > 0
+    ]
+    return rest[: min(ends)].rstrip() if ends else rest.rstrip()
 
 
 def _check_version(version) -> int:
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(f"version must be a positive integer (TF Serving's version "
-                         f"directory name), got {version!r}.")
+        raise ValueError(
+            f"version must be a positive integer (TF Serving's version "
+            f"directory name), got {version!r}."
+        )
     return int(version)
 
 
@@ -108,8 +123,7 @@ def scattered_zeros(model: keras.Model) -> float:
 
     rows = summary(model, print_fn=lambda _: None)
     total = sum(r.params for r in rows)
-    zeros = sum(r.params - r.nonzeros for r in rows
-                if not r.pattern.startswith("whole channels"))
+    zeros = sum(r.params - r.nonzeros for r in rows if not r.pattern.startswith("whole channels"))
     return zeros / total if total else 0.0
 
 
@@ -132,11 +146,14 @@ def _probe(model: keras.Model, data, batch: int | None, seed: int = 0) -> list[n
 
 def _show(path: Path, use_cli: bool = True) -> str:
     """`saved_model_cli show --all` if TensorFlow ships it, else the same from Python."""
-    cli = use_cli and (shutil.which("saved_model_cli") or shutil.which(
-        "saved_model_cli", path=str(Path(sys.executable).parent)))
+    cli = use_cli and (
+        shutil.which("saved_model_cli")
+        or shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
+    )
     if cli:
-        done = subprocess.run([cli, "show", "--dir", str(path), "--all"], capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [cli, "show", "--dir", str(path), "--all"], capture_output=True, text=True, timeout=300
+        )
         if done.returncode == 0:
             return done.stdout
     import tensorflow as tf
@@ -152,10 +169,18 @@ def _show(path: Path, use_cli: bool = True) -> str:
     return "\n".join(lines)
 
 
-def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None = None,
-                force: bool = False, activation_masks: str = "keep",
-                representative_data=None, show: bool = True, fold_bn: bool = True,
-                print_fn=print) -> SavedModelExport:
+def saved_model(
+    model: keras.Model,
+    out_dir,
+    version: int = 1,
+    batch: int | None = None,
+    force: bool = False,
+    activation_masks: str = "keep",
+    representative_data=None,
+    show: bool = True,
+    fold_bn: bool = True,
+    print_fn=print,
+) -> SavedModelExport:
     """Export ``model`` as a SavedModel for TF Serving, with pruned channels removed.
 
     Preparation: pruning wrappers are stripped (``kp.strip``), and every channel that
@@ -194,8 +219,9 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
     from keras_prune.pruning import _check_model, strip
 
     version = _check_version(version)
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
-                              or batch < 1):
+    if batch is not None and (
+        isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1
+    ):
         raise ValueError(f"batch must be a positive integer or None (dynamic), got {batch!r}.")
     _check_model(model, "kp.export.saved_model")
     target = kp_io.atomic_dir(Path(out_dir) / str(version), overwrite=force)
@@ -203,8 +229,7 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
 
     plain = strip(model, representative_data, activation_masks=activation_masks)
     small, report = compact(plain)
-    result = SavedModelExport(path=Path(out_dir) / str(version), version=version,
-                              compact=report)
+    result = SavedModelExport(path=Path(out_dir) / str(version), version=version, compact=report)
     if fold_bn:
         small, result.folded_batchnorm = fold_batchnorm(small)
     result.zero_fraction = scattered_zeros(small)
@@ -213,35 +238,48 @@ def saved_model(model: keras.Model, out_dir, version: int = 1, batch: int | None
             f"{result.zero_fraction:.0%} of the remaining weights are zeros that are not whole "
             "channels (unstructured, N:M or SIMD-group sparsity). TensorFlow runs them at "
             "full cost, so they give no speedup on a CPU or GPU server. For server speed, "
-            "prune with granularity=kp.granularity.Channels() or shrink with kp.legr.LeGR.")
+            "prune with granularity=kp.granularity.Channels() or shrink with kp.legr.LeGR."
+        )
     if report.channels_removed == 0 and report.macs[0] and result.zero_fraction <= 0.01:
         result.notes.append("no pruned channels to remove: the model is exported as it is.")
 
     probe = _probe(plain, representative_data, batch)
     feed = probe if len(probe) > 1 else probe[0]
-    expected = [keras.ops.convert_to_numpy(y)
-                for y in keras.tree.flatten(plain(feed, training=False))]
+    expected = [
+        keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(plain(feed, training=False))
+    ]
     scale = max(1.0, max(float(np.max(np.abs(y))) for y in expected))
     with target as tmp:
-        small.export(str(tmp), format="tf_saved_model", verbose=False,
-                     input_signature=_signature(small, batch))
-        result.inputs, result.outputs, result.reload_error = _verify(tmp, small, probe,
-                                                                     expected)
+        small.export(
+            str(tmp),
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=_signature(small, batch),
+        )
+        result.inputs, result.outputs, result.reload_error = _verify(tmp, small, probe, expected)
         bad = {k: v for k, v in result.reload_error.items() if v > RELOAD_TOLERANCE * scale}
         if bad:
             raise RuntimeError(
                 f"kp.export.saved_model: the reloaded SavedModel of '{model.name}' differs "
                 f"from the Keras model ({bad}, tolerance {RELOAD_TOLERANCE * scale:.2e}); "
-                "nothing was written.")
+                "nothing was written."
+            )
         result.show = _show(tmp, use_cli=show)
-        meta = {"signature_name": SIGNATURE, "inputs": result.inputs,
-                "outputs": result.outputs, "batch": batch or "dynamic",
-                "keras_prune": {"channels_removed": report.removed,
-                                "batchnorm_folded": result.folded_batchnorm,
-                                "macs": list(report.macs), "params": list(report.params),
-                                "zero_fraction": result.zero_fraction,
-                                "reload_max_difference": result.reload_error,
-                                "notes": result.notes}}
+        meta = {
+            "signature_name": SIGNATURE,
+            "inputs": result.inputs,
+            "outputs": result.outputs,
+            "batch": batch or "dynamic",
+            "keras_prune": {
+                "channels_removed": report.removed,
+                "batchnorm_folded": result.folded_batchnorm,
+                "macs": list(report.macs),
+                "params": list(report.params),
+                "zero_fraction": result.zero_fraction,
+                "reload_max_difference": result.reload_error,
+                "notes": result.notes,
+            },
+        }
         (tmp / "signature.json").write_text(json.dumps(meta, indent=1) + "\n")
     if print_fn is not None:
         print_fn(str(result))
@@ -260,8 +298,9 @@ def _verify(path: Path, model: keras.Model, probe, expected):
     if len(names) == 1:  # a Sequential's key is its InputLayer's name, not the tensor's
         names = list(in_specs)
     elif sorted(in_specs) != sorted(names):
-        raise RuntimeError(f"the SavedModel's inputs {sorted(in_specs)} do not match the "
-                           f"model's {names}.")
+        raise RuntimeError(
+            f"the SavedModel's inputs {sorted(in_specs)} do not match the model's {names}."
+        )
     got = fn(**{n: tf.constant(x) for n, x in zip(names, probe, strict=True)})
     outs = [got[k].numpy() for k in sorted(got)]
     errors = {"tf.saved_model.load": _max_diff(outs, expected)}
@@ -269,18 +308,20 @@ def _verify(path: Path, model: keras.Model, probe, expected):
     got = layer(*probe) if len(probe) > 1 else layer(probe[0])
     got = [got[k] for k in sorted(got)] if isinstance(got, dict) else keras.tree.flatten(got)
     errors["keras.layers.TFSMLayer"] = _max_diff(
-        [keras.ops.convert_to_numpy(g) for g in got], expected)
+        [keras.ops.convert_to_numpy(g) for g in got], expected
+    )
 
     def spec(s):
-        return {"shape": [None if d is None else int(d) for d in s.shape],
-                "dtype": s.dtype.name}
+        return {"shape": [None if d is None else int(d) for d in s.shape], "dtype": s.dtype.name}
 
-    return ({k: spec(s) for k, s in in_specs.items()},
-            {k: spec(s) for k, s in out_specs.items()}, errors)
+    return (
+        {k: spec(s) for k, s in in_specs.items()},
+        {k: spec(s) for k, s in out_specs.items()},
+        errors,
+    )
 
 
 def _max_diff(got: list[np.ndarray], expected: list[np.ndarray]) -> float:
     if len(got) != len(expected):
-        raise RuntimeError(f"the SavedModel returns {len(got)} outputs, the model "
-                           f"{len(expected)}.")
+        raise RuntimeError(f"the SavedModel returns {len(got)} outputs, the model {len(expected)}.")
     return max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected, strict=True))

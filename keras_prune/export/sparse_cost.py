@@ -34,22 +34,44 @@ from keras_prune.export.sparse_format import (
     row_groups,
 )
 
-__all__ = ["SPARSE_MODES", "Choice", "ConvShape", "choose", "fc_dense_cycles",
-           "fc_sparse_cycles", "conv_dense_cycles", "conv_sparse_cycles", "conv_pieces",
-           "conv_scratch_bytes", "zero_skip_cycles", "choose_zero_skip"]
+__all__ = [
+    "SPARSE_MODES",
+    "Choice",
+    "ConvShape",
+    "choose",
+    "fc_dense_cycles",
+    "fc_sparse_cycles",
+    "conv_dense_cycles",
+    "conv_sparse_cycles",
+    "conv_pieces",
+    "conv_scratch_bytes",
+    "zero_skip_cycles",
+    "choose_zero_skip",
+]
 
 SPARSE_MODES = ("auto", "never", "always")
 
 # Fitted by benchmarks/m4_cost_model.py (2026-11-24; ZERO_SKIP 2026-12-07; -O2, DSP build).
 FC_DENSE = {"call": 463.0, "row": 47.4, "mac": 1.69}
-FC_SPARSE = {"call": 0.0, "row": 81.7, "run_pair": 18.6,
-             "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.0}}
-CONV_DENSE = {"call": 0.0, "pixel": 221.0, "tap": 31.8, "value": 6.86, "mac": 1.61,
-              "row": 41.8}
+FC_SPARSE = {
+    "call": 0.0,
+    "row": 81.7,
+    "run_pair": 18.6,
+    "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.0},
+}
+CONV_DENSE = {"call": 0.0, "pixel": 221.0, "tap": 31.8, "value": 6.86, "mac": 1.61, "row": 41.8}
 # The sparse convolution's row copies are not fitted (a few library calls per input row,
 # word copies); the rest is.
-CONV_SPARSE = {"call": 0.0, "in_row": 40.0, "copy": 0.5, "group": 152.0, "out": 43.8,
-               "piece": 11.4, "pixel_1x1": 248.0, "row_1x1": 59.0}
+CONV_SPARSE = {
+    "call": 0.0,
+    "in_row": 40.0,
+    "copy": 0.5,
+    "group": 152.0,
+    "out": 43.8,
+    "piece": 11.4,
+    "pixel_1x1": 248.0,
+    "row_1x1": 59.0,
+}
 # The zero-skipping FULLY_CONNECTED: per row (bias copy, requantization), per group holding
 # a non-zero input, and per entry of such a group. Reading and testing a skipped group is
 # not separable from "active" on the measured shapes, so it has no term of its own.
@@ -68,8 +90,9 @@ def runs_pairs(sparse: SparseGroups) -> int:
 
 
 def groups_cycles(sparse: SparseGroups) -> float:
-    return (FC_SPARSE["group"][sparse.index_kind] * sparse.n_groups
-            + FC_SPARSE["run_pair"] * runs_pairs(sparse))
+    return FC_SPARSE["group"][sparse.index_kind] * sparse.n_groups + FC_SPARSE[
+        "run_pair"
+    ] * runs_pairs(sparse)
 
 
 def fc_sparse_cycles(batches: int, sparse: SparseGroups) -> float:
@@ -103,8 +126,9 @@ class ConvShape:
 def conv_dense_cycles(shape: ConvShape, rows: int) -> float:
     c, taps = CONV_DENSE, shape.kh * shape.kw
     k = taps * shape.cin
-    return c["call"] + shape.pixels * (c["pixel"] + c["tap"] * taps + c["value"] * k
-                                       + c["mac"] * k * rows + c["row"] * rows)
+    return c["call"] + shape.pixels * (
+        c["pixel"] + c["tap"] * taps + c["value"] * k + c["mac"] * k * rows + c["row"] * rows
+    )
 
 
 CONV_BLOCK_PIXELS = 32  # KP_SPARSE_CONV_BLOCK_PIXELS
@@ -142,8 +166,12 @@ def conv_scratch_bytes(shape: ConvShape) -> int:
     if shape.in_place:
         return 0
     taps = shape.kh * shape.kw * shape.cin
-    return (4 * conv_block_rows(shape.out_h, shape.out_w) * shape.out_w
-            + 4 * ((taps + 1) // 2) + 4 + ((conv_rows_bytes(shape) + 3) & ~3))
+    return (
+        4 * conv_block_rows(shape.out_h, shape.out_w) * shape.out_w
+        + 4 * ((taps + 1) // 2)
+        + 4
+        + ((conv_rows_bytes(shape) + 3) & ~3)
+    )
 
 
 def conv_pieces(shape: ConvShape, rows: np.ndarray) -> int:
@@ -169,47 +197,62 @@ def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups, pieces: int) -> f
     filter runs the FC kernel's product on each pixel instead."""
     c = CONV_SPARSE
     if shape.in_place:
-        return shape.pixels * (c["pixel_1x1"] + c["row_1x1"] * sparse.rows
-                               + groups_cycles(sparse))
+        return shape.pixels * (c["pixel_1x1"] + c["row_1x1"] * sparse.rows + groups_cycles(sparse))
     bh, in_rows, _ = conv_block(shape)
     blocks = -(-shape.out_h // bh)
-    return (c["call"] + blocks * (c["in_row"] * in_rows + c["copy"] * conv_rows_bytes(shape)
-                                  + c["group"] * sparse.n_groups)
-            + shape.pixels * (c["out"] * sparse.rows + c["piece"] * pieces))
+    return (
+        c["call"]
+        + blocks
+        * (
+            c["in_row"] * in_rows
+            + c["copy"] * conv_rows_bytes(shape)
+            + c["group"] * sparse.n_groups
+        )
+        + shape.pixels * (c["out"] * sparse.rows + c["piece"] * pieces)
+    )
 
 
 @dataclass(frozen=True)
 class Choice:
     """What the exporter decided for one layer, and why."""
 
-    kernel: str                  # "dense", "sparse" or "zero_skip"
+    kernel: str  # "dense", "sparse" or "zero_skip"
     reason: str
     group_sparsity: float
     dense_cycles: float
     sparse_cycles: float
-    dense_bytes: int             # int8 weights
-    sparse_bytes: int            # packed groups + index + counts
+    dense_bytes: int  # int8 weights
+    sparse_bytes: int  # packed groups + index + counts
     sparse: SparseGroups | None  # the encoding, when kernel == "sparse"
     input_groups: InputGroups | None = None  # the encoding, when kernel == "zero_skip"
     zero_skip_cycles: float = float("nan")
-    input_density: float | None = None      # expected non-zero fraction of the input
+    input_density: float | None = None  # expected non-zero fraction of the input
 
     def as_dict(self) -> dict:
         extra = {}
         if self.input_density is not None:
-            extra = {"input_density": round(self.input_density, 4),
-                     "est_zero_skip_cycles": (None if np.isnan(self.zero_skip_cycles)
-                                              else int(round(self.zero_skip_cycles))),
-                     "zero_skip_weight_bytes": (self.input_groups.nbytes
-                                                if self.input_groups is not None else None)}
-        return {"kernel": self.kernel, "reason": self.reason,
-                "group_sparsity": round(self.group_sparsity, 4),
-                "index": self.sparse.index_kind if self.sparse is not None else None,
-                "est_dense_cycles": int(round(self.dense_cycles)),
-                "est_sparse_cycles": (None if np.isnan(self.sparse_cycles)
-                                      else int(round(self.sparse_cycles))),
-                "dense_weight_bytes": self.dense_bytes,
-                "sparse_weight_bytes": self.sparse_bytes, **extra}
+            extra = {
+                "input_density": round(self.input_density, 4),
+                "est_zero_skip_cycles": (
+                    None if np.isnan(self.zero_skip_cycles) else int(round(self.zero_skip_cycles))
+                ),
+                "zero_skip_weight_bytes": (
+                    self.input_groups.nbytes if self.input_groups is not None else None
+                ),
+            }
+        return {
+            "kernel": self.kernel,
+            "reason": self.reason,
+            "group_sparsity": round(self.group_sparsity, 4),
+            "index": self.sparse.index_kind if self.sparse is not None else None,
+            "est_dense_cycles": int(round(self.dense_cycles)),
+            "est_sparse_cycles": (
+                None if np.isnan(self.sparse_cycles) else int(round(self.sparse_cycles))
+            ),
+            "dense_weight_bytes": self.dense_bytes,
+            "sparse_weight_bytes": self.sparse_bytes,
+            **extra,
+        }
 
 
 def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto") -> Choice:
@@ -235,12 +278,28 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
     else:
         raise ValueError(f"op={op!r}: expected 'fc' or 'conv'.")
     if mode == "never":
-        return Choice("dense", "sparse kernels disabled (sparse='never')", 0.0, dense,
-                      float("nan"), int(rows.size), 0, None)
+        return Choice(
+            "dense",
+            "sparse kernels disabled (sparse='never')",
+            0.0,
+            dense,
+            float("nan"),
+            int(rows.size),
+            0,
+            None,
+        )
     if op == "conv" and not shape.in_place and conv_rows_bytes(shape) > CONV_MAX_ROWS_BYTES:
-        return Choice("dense", f"the sparse kernel's {conv_rows_bytes(shape):,} bytes of "
-                      f"input rows per block exceed its {CONV_MAX_ROWS_BYTES:,}", 0.0, dense,
-                      float("nan"), int(rows.size), 0, None)
+        return Choice(
+            "dense",
+            f"the sparse kernel's {conv_rows_bytes(shape):,} bytes of "
+            f"input rows per block exceed its {CONV_MAX_ROWS_BYTES:,}",
+            0.0,
+            dense,
+            float("nan"),
+            int(rows.size),
+            0,
+            None,
+        )
     # The index stream is picked by estimated speed, not by size: abs16 decodes fastest
     # and costs ~20% more flash than the smallest stream at 90% sparsity.
     best = None
@@ -258,13 +317,16 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
     sparse, enc = best
     gs = enc.group_sparsity
     speed = dense / sparse
-    facts = (f"{gs:.0%} of 4-weight groups pruned, est. {sparse:,.0f} vs {dense:,.0f} "
-             f"dense cycles ({speed:.2f}x)")
+    facts = (
+        f"{gs:.0%} of 4-weight groups pruned, est. {sparse:,.0f} vs {dense:,.0f} "
+        f"dense cycles ({speed:.2f}x)"
+    )
     if mode == "always" or sparse < dense:
         why = facts if mode == "auto" else f"sparse='always'; {facts}"
         return Choice("sparse", why, gs, dense, sparse, int(rows.size), enc.nbytes, enc)
-    return Choice("dense", f"dense is faster: {facts}", gs, dense, sparse, int(rows.size),
-                  enc.nbytes, None)
+    return Choice(
+        "dense", f"dense is faster: {facts}", gs, dense, sparse, int(rows.size), enc.nbytes, None
+    )
 
 
 def zero_skip_cycles(batches: int, enc: InputGroups, density: float) -> float:
@@ -274,12 +336,14 @@ def zero_skip_cycles(batches: int, enc: InputGroups, density: float) -> float:
     c = ZERO_SKIP
     groups = -(-enc.k // 4)
     active = 1.0 - (1.0 - min(max(density, 0.0), 1.0)) ** 4
-    return c["call"] + batches * (c["row"] * enc.rows
-                                  + active * (c["active"] * groups + c["entry"] * enc.entries))
+    return c["call"] + batches * (
+        c["row"] * enc.rows + active * (c["active"] * groups + c["entry"] * enc.entries)
+    )
 
 
-def choose_zero_skip(choice: Choice, rows: np.ndarray, batches: int, density: float,
-                     mode: str = "auto") -> Choice:
+def choose_zero_skip(
+    choice: Choice, rows: np.ndarray, batches: int, density: float, mode: str = "auto"
+) -> Choice:
     """Whether a FULLY_CONNECTED layer fed by an activation mask runs the zero-skipping
     kernel instead of ``choice`` (dense or weight-sparse): by estimated cycles in
     ``"auto"``, whenever possible in ``"always"``, never in ``"never"``. ``density`` is
@@ -289,11 +353,24 @@ def choose_zero_skip(choice: Choice, rows: np.ndarray, batches: int, density: fl
     enc = encode_input_groups(np.asarray(rows))
     zs = zero_skip_cycles(batches, enc, density)
     best = choice.sparse_cycles if choice.kernel == "sparse" else choice.dense_cycles
-    facts = (f"input {density:.0%} non-zero (mask), est. {zs:,.0f} cycles skipping zeros "
-             f"vs {best:,.0f} {choice.kernel}")
+    facts = (
+        f"input {density:.0%} non-zero (mask), est. {zs:,.0f} cycles skipping zeros "
+        f"vs {best:,.0f} {choice.kernel}"
+    )
     if mode == "always" or zs < best:
         why = facts if mode == "auto" else f"sparse='always'; {facts}"
-        return replace(choice, kernel="zero_skip", reason=why, sparse=None,
-                       input_groups=enc, zero_skip_cycles=zs, input_density=density)
-    return replace(choice, reason=f"{choice.reason}; not skipping zeros: {facts}",
-                   zero_skip_cycles=zs, input_density=density)
+        return replace(
+            choice,
+            kernel="zero_skip",
+            reason=why,
+            sparse=None,
+            input_groups=enc,
+            zero_skip_cycles=zs,
+            input_density=density,
+        )
+    return replace(
+        choice,
+        reason=f"{choice.reason}; not skipping zeros: {facts}",
+        zero_skip_cycles=zs,
+        input_density=density,
+    )

@@ -43,8 +43,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SparseGroups", "encode_groups", "decode", "InputGroups", "encode_input_groups",
-           "INDEX_KINDS", "WIDTH"]
+__all__ = [
+    "SparseGroups",
+    "encode_groups",
+    "decode",
+    "InputGroups",
+    "encode_input_groups",
+    "INDEX_KINDS",
+    "WIDTH",
+]
 
 WIDTH = 4
 #: Index encodings, in tie-break order; the value is the C enum (kp_sparse_index_kind).
@@ -164,7 +171,7 @@ def _decode_index(index: np.ndarray, kind: str, counts: np.ndarray) -> list[np.n
     if kind == "abs16":
         vals = np.asarray(index, np.uint8).view("<u2").astype(np.int64)
         starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-        return [vals[starts[r]:starts[r + 1]] for r in range(len(counts))]
+        return [vals[starts[r] : starts[r + 1]] for r in range(len(counts))]
     stream = np.asarray(index, np.uint8).tolist()
     p = 0
     for n in np.asarray(counts).tolist():
@@ -193,8 +200,9 @@ def _decode_index(index: np.ndarray, kind: str, counts: np.ndarray) -> list[np.n
     return out
 
 
-def encode_groups(weights: np.ndarray, width: int = WIDTH,
-                  index: str | None = None) -> SparseGroups:
+def encode_groups(
+    weights: np.ndarray, width: int = WIDTH, index: str | None = None
+) -> SparseGroups:
     """Encode an int8 (rows x k) matrix as its kept ``width``-weight groups.
 
     A group is kept when any of its weights is non-zero (a partly zero group is stored
@@ -221,12 +229,12 @@ def encode_groups(weights: np.ndarray, width: int = WIDTH,
     (True, 14, 20)
     """
     if width != WIDTH:
-        raise ValueError(f"only width={WIDTH} (one 32-bit word of int8) is supported, "
-                         f"got {width!r}")
+        raise ValueError(
+            f"only width={WIDTH} (one 32-bit word of int8) is supported, got {width!r}"
+        )
     w = np.asarray(weights)
     if w.ndim != 2 or w.dtype != np.int8:
-        raise ValueError(f"weights must be a 2-D int8 array (rows x k), got {w.dtype} "
-                         f"{w.shape}")
+        raise ValueError(f"weights must be a 2-D int8 array (rows x k), got {w.dtype} {w.shape}")
     rows, k = map(int, w.shape)
     if rows < 1 or k < 1:
         raise ValueError(f"empty matrix {w.shape}")
@@ -244,8 +252,15 @@ def encode_groups(weights: np.ndarray, width: int = WIDTH,
             raise ValueError(f"unknown index encoding {kind!r}; one of {list(INDEX_KINDS)}")
     streams = {kind: _encode_index(per_row, kind) for kind in kinds}
     best = min(kinds, key=lambda kind: (streams[kind].size, INDEX_KINDS[kind]))
-    return SparseGroups(rows=rows, k=k, counts=counts, words=words, index=streams[best],
-                        index_kind=best, width=width)
+    return SparseGroups(
+        rows=rows,
+        k=k,
+        counts=counts,
+        words=words,
+        index=streams[best],
+        index_kind=best,
+        width=width,
+    )
 
 
 def decode(sparse: SparseGroups) -> np.ndarray:
@@ -263,14 +278,14 @@ def decode(sparse: SparseGroups) -> np.ndarray:
     for r, idx in enumerate(sparse.group_indices()):
         if idx.size and (idx.min() < 0 or idx.max() >= gpr or np.any(np.diff(idx) <= 0)):
             raise ValueError(f"row {r}: group indices out of order or range")
-        dense[r, idx] = groups[p:p + idx.size]
+        dense[r, idx] = groups[p : p + idx.size]
         p += idx.size
     if p != sparse.n_groups:
         raise ValueError(f"counts add up to {p} groups, words hold {sparse.n_groups}")
     flat = dense.reshape(sparse.rows, -1)
-    if np.any(flat[:, sparse.k:]):
+    if np.any(flat[:, sparse.k :]):
         raise ValueError("non-zero storage padding past k")
-    return flat[:, :sparse.k].copy()
+    return flat[:, : sparse.k].copy()
 
 
 @dataclass(frozen=True)
@@ -318,7 +333,7 @@ class InputGroups:
             a, b = int(self.starts[j]), int(self.starts[j + 1])
             rows = np.arange(self.rows) if self.implicit_rows else self.row_index[a:b]
             dense[rows, j] = groups[a:b]
-        return dense.reshape(self.rows, -1)[:, :self.k].copy()
+        return dense.reshape(self.rows, -1)[:, : self.k].copy()
 
 
 def encode_input_groups(weights: np.ndarray) -> InputGroups:
@@ -335,13 +350,14 @@ def encode_input_groups(weights: np.ndarray) -> InputGroups:
     """
     w = np.asarray(weights)
     if w.ndim != 2 or w.dtype != np.int8 or min(w.shape) < 1:
-        raise ValueError(f"weights must be a non-empty 2-D int8 array (rows x k), got "
-                         f"{w.dtype} {w.shape}")
+        raise ValueError(
+            f"weights must be a non-empty 2-D int8 array (rows x k), got {w.dtype} {w.shape}"
+        )
     rows, k = map(int, w.shape)
     if rows > 1 << 16:
         raise ValueError(f"{rows} rows: row numbers are stored as uint16 (at most 65536)")
-    g = row_groups(w, WIDTH)                      # (rows, groups, 4)
-    kept = np.any(g != 0, axis=-1).T              # (groups, rows)
+    g = row_groups(w, WIDTH)  # (rows, groups, 4)
+    kept = np.any(g != 0, axis=-1).T  # (groups, rows)
     by_group = np.ascontiguousarray(g.transpose(1, 0, 2))
     words = by_group[kept].view("<u4").reshape(-1).astype(np.uint32)
     counts = kept.sum(axis=1)

@@ -15,8 +15,14 @@ import tempfile
 import keras
 import numpy as np
 
-__all__ = ["convert_int8", "run_tflm", "run_tflm_raw", "output_order", "quantize_input",
-           "capture_fd2"]
+__all__ = [
+    "convert_int8",
+    "run_tflm",
+    "run_tflm_raw",
+    "output_order",
+    "quantize_input",
+    "capture_fd2",
+]
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -56,21 +62,28 @@ def convert_int8(model: keras.Model, representative_data, int8_io: bool = True) 
     import tensorflow as tf
 
     if len(model.inputs) != 1:
-        raise ValueError(f"Model '{model.name}' has {len(model.inputs)} inputs; the int8 "
-                         "conversion takes models with one input.")
+        raise ValueError(
+            f"Model '{model.name}' has {len(model.inputs)} inputs; the int8 "
+            "conversion takes models with one input."
+        )
     spec = model.inputs[0]
     data = np.asarray(representative_data, dtype=spec.dtype)[:MAX_CALIBRATION_SAMPLES]
     if data.shape[1:] != tuple(spec.shape[1:]):
-        raise ValueError(f"representative_data has shape {data.shape}; model '{model.name}' "
-                         f"expects (batch, {', '.join(map(str, spec.shape[1:]))}).")
+        raise ValueError(
+            f"representative_data has shape {data.shape}; model '{model.name}' "
+            f"expects (batch, {', '.join(map(str, spec.shape[1:]))})."
+        )
     with tempfile.TemporaryDirectory(prefix="kp_tflite_") as tmp:
         saved = os.path.join(tmp, "saved_model")
         with contextlib.redirect_stdout(None):
-            model.export(saved, input_signature=[tf.TensorSpec((1, *spec.shape[1:]),
-                                                               spec.dtype)], verbose=False)
+            model.export(
+                saved,
+                input_signature=[tf.TensorSpec((1, *spec.shape[1:]), spec.dtype)],
+                verbose=False,
+            )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
+        converter.representative_dataset = lambda: ([data[i : i + 1]] for i in range(len(data)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io:
             converter.inference_input_type = tf.int8
@@ -94,8 +107,9 @@ def output_order(model_bytes: bytes) -> tuple[list[int], list[tuple], tuple]:
     position = {d["index"]: i for i, d in enumerate(details)}
     runner = interp.get_signature_runner()
     named = runner.get_output_details()
-    keys = sorted(named, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1]
-                  .isdigit() else k)
+    keys = sorted(
+        named, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else k
+    )
     order = [position[named[k]["index"]] for k in keys]
     quant = [tuple(details[p]["quantization"]) for p in order]
     return order, quant, tuple(interp.get_input_details()[0]["quantization"])
@@ -105,8 +119,13 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
 
 
-def run_tflm_raw(model_bytes: bytes, xq: np.ndarray, arena_size: int = 1 << 21,
-                 progress: bool = False, extra: tuple[int, ...] = ()) -> list[np.ndarray]:
+def run_tflm_raw(
+    model_bytes: bytes,
+    xq: np.ndarray,
+    arena_size: int = 1 << 21,
+    progress: bool = False,
+    extra: tuple[int, ...] = (),
+) -> list[np.ndarray]:
     """Run already-quantized inputs ``xq`` (one sample per row) in TFLite Micro.
 
     Returns the raw outputs in subgraph order (TFLM's ``get_output(i)``), stacked over
@@ -136,14 +155,17 @@ def run_tflm_raw(model_bytes: bytes, xq: np.ndarray, arena_size: int = 1 << 21,
 
 def _n_outputs(model_bytes: bytes) -> int:
     litert = _need("ai_edge_litert.interpreter")
-    return len(litert.Interpreter(
-        model_content=model_bytes,
-        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    ).get_output_details())
+    return len(
+        litert.Interpreter(
+            model_content=model_bytes,
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        ).get_output_details()
+    )
 
 
-def run_tflm(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 21,
-             progress: bool = False) -> list[tuple[np.ndarray, tuple]]:
+def run_tflm(
+    model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 21, progress: bool = False
+) -> list[tuple[np.ndarray, tuple]]:
     """Run each sample of float ``x`` through the TFLite Micro interpreter.
 
     Returns, per signature output (``output_0`` first), the stacked raw int8 outputs and

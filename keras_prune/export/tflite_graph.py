@@ -36,8 +36,8 @@ class Tensor:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
-    scale: np.ndarray        # float32, one per channel or one per tensor; empty if none
-    zero_point: np.ndarray   # int64, same length as scale
+    scale: np.ndarray  # float32, one per channel or one per tensor; empty if none
+    zero_point: np.ndarray  # int64, same length as scale
     quantized_dim: int
     data: np.ndarray | None  # constant tensors only, already shaped
 
@@ -53,8 +53,8 @@ class Tensor:
 @dataclass
 class Operator:
     index: int
-    name: str                   # e.g. "CONV_2D"
-    inputs: tuple[int, ...]     # tensor indices; -1 for an optional input left out
+    name: str  # e.g. "CONV_2D"
+    inputs: tuple[int, ...]  # tensor indices; -1 for an optional input left out
     outputs: tuple[int, ...]
     options: dict = field(default_factory=dict)
 
@@ -72,18 +72,26 @@ def _schema():
     try:
         from tensorflow.lite.python import schema_py_generated
     except ImportError as e:  # pragma: no cover - TensorFlow is a dependency
-        raise ImportError("Reading .tflite files needs TensorFlow's schema module "
-                          "(tensorflow.lite.python.schema_py_generated).") from e
+        raise ImportError(
+            "Reading .tflite files needs TensorFlow's schema module "
+            "(tensorflow.lite.python.schema_py_generated)."
+        ) from e
     return schema_py_generated
 
 
 def _enum_names(enum_cls) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items()
-            if not k.startswith("_") and isinstance(v, int)}
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-_DTYPES = {"FLOAT32": np.float32, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8,
-           "INT16": np.int16, "INT64": np.int64, "BOOL": np.bool_}
+_DTYPES = {
+    "FLOAT32": np.float32,
+    "INT32": np.int32,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT16": np.int16,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+}
 
 
 def _snake(name: str) -> str:
@@ -111,21 +119,27 @@ def read_tflite(model_bytes: bytes) -> Graph:
     """Decode ``model_bytes`` (a ``.tflite`` flatbuffer with one subgraph)."""
     schema = _schema()
     if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
-        raise TfliteFormatError("not a TFLite flatbuffer (the file identifier 'TFL3' is "
-                                "missing); pass the bytes of a .tflite file.")
+        raise TfliteFormatError(
+            "not a TFLite flatbuffer (the file identifier 'TFL3' is "
+            "missing); pass the bytes of a .tflite file."
+        )
     try:
         model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     except Exception as e:
         raise TfliteFormatError(f"the .tflite flatbuffer could not be decoded: {e}") from e
     if not model.subgraphs or len(model.subgraphs) != 1:
-        raise TfliteFormatError(f"the model has {len(model.subgraphs or [])} subgraphs; the "
-                                "C generator takes models with exactly one (no control "
-                                "flow ops).")
+        raise TfliteFormatError(
+            f"the model has {len(model.subgraphs or [])} subgraphs; the "
+            "C generator takes models with exactly one (no control "
+            "flow ops)."
+        )
     sub = model.subgraphs[0]
     types = _enum_names(schema.TensorType)
     ops = _enum_names(schema.BuiltinOperator)
-    names = {"padding": _enum_names(schema.Padding),
-             "activation": _enum_names(schema.ActivationFunctionType)}
+    names = {
+        "padding": _enum_names(schema.Padding),
+        "activation": _enum_names(schema.ActivationFunctionType),
+    }
 
     tensors = []
     for i, t in enumerate(sub.tensors or []):
@@ -133,21 +147,28 @@ def read_tflite(model_bytes: bytes) -> Graph:
         dtype = np.dtype(_DTYPES.get(tname, np.uint8))
         shape = tuple(int(s) for s in (t.shape if t.shape is not None else ()))
         q = t.quantization
-        scale = np.asarray(q.scale if q is not None and q.scale is not None else [],
-                           np.float32)
-        zp = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [],
-                        np.int64)
+        scale = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float32)
+        zp = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], np.int64)
         data = None
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers or []) else None
         if buf is not None and buf.offset:
-            raw = model_bytes[buf.offset:buf.offset + buf.size]
+            raw = model_bytes[buf.offset : buf.offset + buf.size]
         else:
             raw = bytes(buf.data) if buf is not None and buf.data is not None else b""
         if raw:
             data = np.frombuffer(raw, dtype).reshape(shape).copy()
-        tensors.append(Tensor(i, (t.name or b"").decode() if isinstance(t.name, bytes)
-                              else (t.name or ""), shape, dtype, scale, zp,
-                              int(q.quantizedDimension) if q is not None else 0, data))
+        tensors.append(
+            Tensor(
+                i,
+                (t.name or b"").decode() if isinstance(t.name, bytes) else (t.name or ""),
+                shape,
+                dtype,
+                scale,
+                zp,
+                int(q.quantizedDimension) if q is not None else 0,
+                data,
+            )
+        )
 
     operators = []
     for i, o in enumerate(sub.operators or []):
@@ -156,11 +177,22 @@ def read_tflite(model_bytes: bytes) -> Graph:
         name = ops.get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
             name = f"CUSTOM:{(code.customCode or b'').decode(errors='replace')}"
-        operators.append(Operator(i, name, tuple(int(v) for v in o.inputs),
-                                  tuple(int(v) for v in o.outputs),
-                                  _options(o.builtinOptions, names)))
-    return Graph(tensors, operators, tuple(int(v) for v in sub.inputs),
-                 tuple(int(v) for v in sub.outputs), int(model.version))
+        operators.append(
+            Operator(
+                i,
+                name,
+                tuple(int(v) for v in o.inputs),
+                tuple(int(v) for v in o.outputs),
+                _options(o.builtinOptions, names),
+            )
+        )
+    return Graph(
+        tensors,
+        operators,
+        tuple(int(v) for v in sub.inputs),
+        tuple(int(v) for v in sub.outputs),
+        int(model.version),
+    )
 
 
 def describe(t: Tensor) -> dict:

@@ -46,8 +46,16 @@ from keras_prune.export import tflite
 from keras_prune.export._tflm_ops import TFLM_OPS, remedy
 from keras_prune.layers.prunable import kernel_specs
 
-__all__ = ["tflm", "TflmExport", "Agreement", "UnsupportedOpsError", "model_ops",
-           "check_ops", "measure_arena", "compare_runtimes"]
+__all__ = [
+    "tflm",
+    "TflmExport",
+    "Agreement",
+    "UnsupportedOpsError",
+    "model_ops",
+    "check_ops",
+    "measure_arena",
+    "compare_runtimes",
+]
 
 MIN_CALIBRATION_SAMPLES = 100
 ARENA_MARGIN = 0.10  # on top of the measured arena plus CMSIS-NN scratch; see arena_budget
@@ -61,8 +69,11 @@ class UnsupportedOpsError(ValueError):
 def _litert(model_bytes: bytes, reference: bool = False):
     """A LiteRT interpreter: reference kernels, or the default ones without XNNPACK."""
     litert = tflite._need("ai_edge_litert.interpreter")
-    kind = (litert.OpResolverType.BUILTIN_REF if reference
-            else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    kind = (
+        litert.OpResolverType.BUILTIN_REF
+        if reference
+        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     return litert.Interpreter(model_content=model_bytes, experimental_op_resolver_type=kind)
 
 
@@ -127,8 +138,16 @@ def model_ops(model_bytes: bytes, model: keras.Model | None = None) -> list[Op]:
                 layers += [n for n in _layers_in(names.get(i, ""), classes) if n not in layers]
             if layers:
                 break
-        ops.append(Op(d["index"], d["op_name"], tuple(layers),
-                      tuple(classes[n] for n in layers), ins, outs))
+        ops.append(
+            Op(
+                d["index"],
+                d["op_name"],
+                tuple(layers),
+                tuple(classes[n] for n in layers),
+                ins,
+                outs,
+            )
+        )
     return ops
 
 
@@ -140,17 +159,22 @@ def check_ops(ops: list[Op]) -> None:
     lines = []
     seen = set()
     for op in bad:
-        where = ", ".join(f"'{n}' ({c})" for n, c in zip(op.layers, op.layer_classes,
-                                                         strict=True)) or "an unnamed layer"
+        where = (
+            ", ".join(f"'{n}' ({c})" for n, c in zip(op.layers, op.layer_classes, strict=True))
+            or "an unnamed layer"
+        )
         key = (op.name, where)
         if key in seen:
             continue
         seen.add(key)
-        lines.append(f"  - {op.name} from layer {where}: "
-                     f"{remedy(op.name, op.layer_classes[0] if op.layer_classes else None)}")
+        lines.append(
+            f"  - {op.name} from layer {where}: "
+            f"{remedy(op.name, op.layer_classes[0] if op.layer_classes else None)}"
+        )
     raise UnsupportedOpsError(
         "The int8 model uses ops that TFLite Micro does not have, so it cannot run on a "
-        "microcontroller:\n" + "\n".join(lines))
+        "microcontroller:\n" + "\n".join(lines)
+    )
 
 
 # ------------------------------------------------------------------------ runtimes
@@ -166,13 +190,16 @@ def _to_input(x: np.ndarray, detail) -> np.ndarray:
     return np.asarray(x, detail["dtype"])
 
 
-def _run_litert_reference(model_bytes: bytes, xq: np.ndarray,
-                          extra: tuple[int, ...] = ()) -> list[np.ndarray]:
+def _run_litert_reference(
+    model_bytes: bytes, xq: np.ndarray, extra: tuple[int, ...] = ()
+) -> list[np.ndarray]:
     """Like ``tflite.run_tflm_raw``, in LiteRT with its reference kernels."""
     litert = tflite._need("ai_edge_litert.interpreter")
     interp = litert.Interpreter(
-        model_content=model_bytes, experimental_preserve_all_tensors=bool(extra),
-        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+        model_content=model_bytes,
+        experimental_preserve_all_tensors=bool(extra),
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+    )
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
     indices = [d["index"] for d in interp.get_output_details()] + list(extra)
@@ -201,8 +228,10 @@ def measure_arena(model_bytes: bytes, arena_size: int = 1 << 22) -> dict[str, in
     interp.invoke()
     with tflite.capture_fd2() as box:
         interp.print_allocations()
-    found = {k: int(v) for k, v in
-             re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", box["text"])}
+    found = {
+        k: int(v)
+        for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", box["text"])
+    }
     if "total" not in found:
         raise RuntimeError("TFLM did not report its arena use; got:\n" + box["text"][:500])
     return found
@@ -236,9 +265,15 @@ def cmsis_nn_scratch(model_bytes: bytes, ops: list[Op]) -> int:
     """
     interp = _litert(model_bytes)
     shape = {t["index"]: tuple(t["shape"]) for t in interp.get_tensor_details()}
-    return max([0] + [cmsis_nn_scratch_bytes(op.name, shape[op.inputs[0]],
-                                             shape[op.inputs[1]] if len(op.inputs) > 1
-                                             else None) for op in ops])
+    return max(
+        [0]
+        + [
+            cmsis_nn_scratch_bytes(
+                op.name, shape[op.inputs[0]], shape[op.inputs[1]] if len(op.inputs) > 1 else None
+            )
+            for op in ops
+        ]
+    )
 
 
 def arena_budget(measured: int, scratch: int, margin: float = ARENA_MARGIN) -> int:
@@ -267,10 +302,16 @@ class Agreement:
 
     @property
     def ok(self) -> bool:
-        logits_ok = (self.logits_max_diff_lsb is None
-                     or self.logits_max_diff_lsb <= self.logits_tolerance_lsb)
-        return (self.tflm_deterministic and self.max_abs_diff_lsb <= self.tolerance_lsb
-                and logits_ok and self.top1_agreement >= MIN_TOP1_AGREEMENT)
+        logits_ok = (
+            self.logits_max_diff_lsb is None
+            or self.logits_max_diff_lsb <= self.logits_tolerance_lsb
+        )
+        return (
+            self.tflm_deterministic
+            and self.max_abs_diff_lsb <= self.tolerance_lsb
+            and logits_ok
+            and self.top1_agreement >= MIN_TOP1_AGREEMENT
+        )
 
 
 def _lsb_scales(model_bytes: bytes) -> list[float | None]:
@@ -316,16 +357,20 @@ def expected_tolerance(model_bytes: bytes, ops: list[Op]) -> tuple[int, str]:
         bound = math.ceil(128 * s * n_fc) + 1
         if bound > worst:
             worst = bound
-            why = (f"{n_fc} FULLY_CONNECTED op(s), 1 step each at the logits, amplified "
-                   f"by SOFTMAX (logit scale {s:.4g}): ceil(128*s*{n_fc}) + 1")
+            why = (
+                f"{n_fc} FULLY_CONNECTED op(s), 1 step each at the logits, amplified "
+                f"by SOFTMAX (logit scale {s:.4g}): ceil(128*s*{n_fc}) + 1"
+            )
     return worst, why
 
 
 def _tolerance_reason(g: Agreement) -> str:
     if g.logits_max_diff_lsb is not None:
-        return (f"SOFTMAX output: its logits differ by {g.logits_max_diff_lsb} step(s) "
-                f"(FC rounding allows {g.logits_tolerance_lsb}); softmax moves a "
-                "probability by at most ceil(128 * logit_scale * that) + 1 steps")
+        return (
+            f"SOFTMAX output: its logits differ by {g.logits_max_diff_lsb} step(s) "
+            f"(FC rounding allows {g.logits_tolerance_lsb}); softmax moves a "
+            "probability by at most ceil(128 * logit_scale * that) + 1 steps"
+        )
     if g.tolerance_lsb == 0:
         return "no FULLY_CONNECTED op: the kernels are bit-exact"
     return f"{g.tolerance_lsb} FULLY_CONNECTED op(s), at most 1 step each"
@@ -355,10 +400,15 @@ def _softmax_inputs(model_bytes: bytes, ops: list[Op]) -> dict[int, tuple[int, f
     return found
 
 
-def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 22,
-                     tolerance_lsb: int | None = None, progress: bool = False,
-                     determinism_samples: int = 50,
-                     ops: list[Op] | None = None) -> tuple[Agreement, list[np.ndarray]]:
+def compare_runtimes(
+    model_bytes: bytes,
+    x: np.ndarray,
+    arena_size: int = 1 << 22,
+    tolerance_lsb: int | None = None,
+    progress: bool = False,
+    determinism_samples: int = 50,
+    ops: list[Op] | None = None,
+) -> tuple[Agreement, list[np.ndarray]]:
     """Run float inputs ``x`` in TFLM and in LiteRT (reference kernels); compare.
 
     Returns the agreement and TFLM's raw outputs (subgraph order). TFLM is run a second
@@ -378,16 +428,18 @@ def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 2
     _, inp, outs = _io_details(model_bytes)
     xq = _to_input(x, inp)
     tflm_all = tflite.run_tflm_raw(model_bytes, xq, arena_size, progress, extra=extra)
-    tflm_out = tflm_all[:len(outs)]
+    tflm_out = tflm_all[: len(outs)]
     again = tflite.run_tflm_raw(model_bytes, xq[:determinism_samples], arena_size)
-    deterministic = all(np.array_equal(a[:determinism_samples], b)
-                        for a, b in zip(tflm_out, again, strict=True))
+    deterministic = all(
+        np.array_equal(a[:determinism_samples], b) for a, b in zip(tflm_out, again, strict=True)
+    )
     ref_all = _run_litert_reference(model_bytes, xq, extra=extra)
-    ref_out = ref_all[:len(outs)]
+    ref_out = ref_all[: len(outs)]
     diffs, equal, total, tolerances = [], 0, 0, []
     logits_diff = None
-    for j, (a, b, scale) in enumerate(zip(tflm_out, ref_out, _lsb_scales(model_bytes),
-                                          strict=True)):
+    for j, (a, b, scale) in enumerate(
+        zip(tflm_out, ref_out, _lsb_scales(model_bytes), strict=True)
+    ):
         d = np.abs(a.astype(np.float64) - b.astype(np.float64))
         if scale:
             d = np.rint(d / scale)
@@ -404,9 +456,18 @@ def compare_runtimes(model_bytes: bytes, x: np.ndarray, arena_size: int = 1 << 2
     if tolerance_lsb is None:
         tolerance_lsb = max(tolerances)
     top1 = float(np.mean(_top1(tflm_out[0], outs[0]) == _top1(ref_out[0], outs[0])))
-    agreement = Agreement(len(xq), deterministic, equal / total if total else 1.0,
-                          max(diffs), top1, tolerance_lsb, total - equal, total,
-                          logits_diff, n_fc if softmax else None)
+    agreement = Agreement(
+        len(xq),
+        deterministic,
+        equal / total if total else 1.0,
+        max(diffs),
+        top1,
+        tolerance_lsb,
+        total - equal,
+        total,
+        logits_diff,
+        n_fc if softmax else None,
+    )
     return agreement, tflm_out
 
 
@@ -429,8 +490,9 @@ def _rows(tensor: np.ndarray, op: str) -> np.ndarray:
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def zero_checks(plain: keras.Model, model_bytes: bytes,
-                ops: list[Op] | None = None) -> list[ZeroCheck]:
+def zero_checks(
+    plain: keras.Model, model_bytes: bytes, ops: list[Op] | None = None
+) -> list[ZeroCheck]:
     """For every kernel of ``plain`` holding zeros: are they still zero in int8?
 
     ``ops``: ``model_ops(model_bytes, plain)``, if already at hand.
@@ -439,8 +501,7 @@ def zero_checks(plain: keras.Model, model_bytes: bytes,
     interp.allocate_tensors()
     weights: dict[str, list[np.ndarray]] = {}
     for op in model_ops(model_bytes, plain) if ops is None else ops:
-        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
-                           "TRANSPOSE_CONV"):
+        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
             continue
         w = op.inputs[1]  # the weights, for all four ops
         rows = _rows(interp.get_tensor(w), op.name)
@@ -459,13 +520,16 @@ def zero_checks(plain: keras.Model, model_bytes: bytes,
                 if not zeros:
                     continue
                 perm = np.transpose(k, spec.layout.perm)
-                rows = perm.reshape(int(np.prod(perm.shape[:spec.layout.n_out_axes])), -1)
+                rows = perm.reshape(int(np.prod(perm.shape[: spec.layout.n_out_axes])), -1)
                 match = [w for w in weights.get(layer.name, []) if w.shape == rows.shape]
                 if match:
                     w = match[0]
                     kept = bool(np.all(w[rows == 0] == 0))
-                    checks.append(ZeroCheck(layer.name, spec.attr, zeros,
-                                            int(w.size - np.count_nonzero(w)), kept))
+                    checks.append(
+                        ZeroCheck(
+                            layer.name, spec.attr, zeros, int(w.size - np.count_nonzero(w)), kept
+                        )
+                    )
                 else:
                     checks.append(ZeroCheck(layer.name, spec.attr, zeros, -1, False))
 
@@ -482,91 +546,112 @@ def _c_float(v: float) -> str:
 def _header(model_name: str) -> str:
     from keras_prune import __version__
 
-    return (f"/* Generated by keras-prune {__version__} from Keras model '{model_name}'. "
-            "Do not edit: re-export instead. */\n")
+    return (
+        f"/* Generated by keras-prune {__version__} from Keras model '{model_name}'. "
+        "Do not edit: re-export instead. */\n"
+    )
 
 
 def model_data_files(model_bytes: bytes, model_name: str) -> dict[str, str]:
     """``model_data.h`` and ``model_data.cc``: the model as a 16-byte aligned C array."""
     n = len(model_bytes)
-    h = (_header(model_name)
-         + "#ifndef KP_MODEL_DATA_H_\n#define KP_MODEL_DATA_H_\n\n"
-         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
-         "/* Bytes in g_model (an enum constant, so it costs no flash). */\n"
-         f"enum {{ g_model_len = {n} }};\n\n"
-         "/* The int8 model (model.tflite), aligned to 16 bytes as TFLM requires. */\n"
-         "extern const unsigned char g_model[g_model_len];\n\n"
-         "#ifdef __cplusplus\n}  /* extern \"C\" */\n#endif\n\n#endif  /* KP_MODEL_DATA_H_ */\n")
+    h = (
+        _header(model_name) + "#ifndef KP_MODEL_DATA_H_\n#define KP_MODEL_DATA_H_\n\n"
+        '#ifdef __cplusplus\nextern "C" {\n#endif\n\n'
+        "/* Bytes in g_model (an enum constant, so it costs no flash). */\n"
+        f"enum {{ g_model_len = {n} }};\n\n"
+        "/* The int8 model (model.tflite), aligned to 16 bytes as TFLM requires. */\n"
+        "extern const unsigned char g_model[g_model_len];\n\n"
+        '#ifdef __cplusplus\n}  /* extern "C" */\n#endif\n\n#endif  /* KP_MODEL_DATA_H_ */\n'
+    )
     hexed = [f"0x{b:02x}" for b in model_bytes]
-    lines = [",".join(hexed[i:i + 16]) for i in range(0, n, 16)]
-    cc = (_header(model_name)
-          + '#include "model_data.h"\n\n'
-          "#if defined(__cplusplus) && __cplusplus >= 201103L\n"
-          "#define KP_ALIGN16 alignas(16)\n"
-          "#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L\n"
-          "#include <stdalign.h>\n#define KP_ALIGN16 alignas(16)\n"
-          "#elif defined(__GNUC__) || defined(__clang__)\n"
-          "#define KP_ALIGN16 __attribute__((aligned(16)))\n"
-          "#else\n#error \"model_data.cc needs C11, C++11, GCC or Clang to align g_model\"\n"
-          "#endif\n\n"
-          "KP_ALIGN16 const unsigned char g_model[g_model_len] = {\n"
-          + ",\n".join(lines) + "\n};\n")
+    lines = [",".join(hexed[i : i + 16]) for i in range(0, n, 16)]
+    cc = (
+        _header(model_name) + '#include "model_data.h"\n\n'
+        "#if defined(__cplusplus) && __cplusplus >= 201103L\n"
+        "#define KP_ALIGN16 alignas(16)\n"
+        "#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L\n"
+        "#include <stdalign.h>\n#define KP_ALIGN16 alignas(16)\n"
+        "#elif defined(__GNUC__) || defined(__clang__)\n"
+        "#define KP_ALIGN16 __attribute__((aligned(16)))\n"
+        '#else\n#error "model_data.cc needs C11, C++11, GCC or Clang to align g_model"\n'
+        "#endif\n\n"
+        "KP_ALIGN16 const unsigned char g_model[g_model_len] = {\n" + ",\n".join(lines) + "\n};\n"
+    )
     return {"model_data.h": h, "model_data.cc": cc}
 
 
 def op_resolver_file(ops: list[str], model_name: str) -> str:
     """``op_resolver.h``: a MicroMutableOpResolver sized and filled for exactly ``ops``."""
-    adds = "".join(f"  if (resolver.{TFLM_OPS[o]}() != kTfLiteOk) return kTfLiteError;\n"
-                   for o in ops)
-    return (_header(model_name)
-            + "#ifndef KP_OP_RESOLVER_H_\n#define KP_OP_RESOLVER_H_\n\n"
-            '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
-            "namespace kp_model {\n\n"
-            f"// The {len(ops)} ops of model.tflite: {', '.join(ops)}.\n"
-            f"constexpr unsigned int kNumOps = {len(ops)};\n"
-            "using OpResolver = tflite::MicroMutableOpResolver<kNumOps>;\n\n"
-            "// Registers every op the model needs, and nothing else.\n"
-            "inline TfLiteStatus RegisterOps(OpResolver& resolver) {\n"
-            + adds + "  return kTfLiteOk;\n}\n\n}  // namespace kp_model\n\n"
-            "#endif  // KP_OP_RESOLVER_H_\n")
+    adds = "".join(
+        f"  if (resolver.{TFLM_OPS[o]}() != kTfLiteOk) return kTfLiteError;\n" for o in ops
+    )
+    return (
+        _header(model_name) + "#ifndef KP_OP_RESOLVER_H_\n#define KP_OP_RESOLVER_H_\n\n"
+        '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
+        "namespace kp_model {\n\n"
+        f"// The {len(ops)} ops of model.tflite: {', '.join(ops)}.\n"
+        f"constexpr unsigned int kNumOps = {len(ops)};\n"
+        "using OpResolver = tflite::MicroMutableOpResolver<kNumOps>;\n\n"
+        "// Registers every op the model needs, and nothing else.\n"
+        "inline TfLiteStatus RegisterOps(OpResolver& resolver) {\n"
+        + adds
+        + "  return kTfLiteOk;\n}\n\n}  // namespace kp_model\n\n"
+        "#endif  // KP_OP_RESOLVER_H_\n"
+    )
 
 
 def model_settings_file(settings: dict, model_name: str) -> str:
     """``model_settings.h``: arena size and the input/output tensors' shapes and scales."""
     a = settings["arena"]
-    lines = [_header(model_name), "#ifndef KP_MODEL_SETTINGS_H_\n#define KP_MODEL_SETTINGS_H_\n",
-             f"/* Tensor arena for tflite::MicroInterpreter. TFLM measured {a['measured']} "
-             f"bytes on the host\n   (x86-64, reference kernels; the pointer-holding part "
-             f"is smaller on a 32-bit MCU).\n   Added: {a['cmsis_nn_scratch']} bytes for the "
-             "largest scratch buffer CMSIS-NN's Cortex-M4\n   kernels request, then a "
-             f"{a['margin']:.0%} margin, rounded up to 16 bytes. */",
-             f"#define KP_ARENA_SIZE {a['size']}\n"]
+    lines = [
+        _header(model_name),
+        "#ifndef KP_MODEL_SETTINGS_H_\n#define KP_MODEL_SETTINGS_H_\n",
+        f"/* Tensor arena for tflite::MicroInterpreter. TFLM measured {a['measured']} "
+        f"bytes on the host\n   (x86-64, reference kernels; the pointer-holding part "
+        f"is smaller on a 32-bit MCU).\n   Added: {a['cmsis_nn_scratch']} bytes for the "
+        "largest scratch buffer CMSIS-NN's Cortex-M4\n   kernels request, then a "
+        f"{a['margin']:.0%} margin, rounded up to 16 bytes. */",
+        f"#define KP_ARENA_SIZE {a['size']}\n",
+    ]
 
     def tensor(prefix, t):
         dims = t["shape"]
-        out = [f"#define {prefix}_DIMS {len(dims)}",
-               f"#define {prefix}_SHAPE {{{', '.join(map(str, dims))}}}",
-               f"#define {prefix}_SIZE {int(np.prod(dims))}",
-               f"#define {prefix}_TYPE_INT8 {1 if t['dtype'] == 'int8' else 0}"]
+        out = [
+            f"#define {prefix}_DIMS {len(dims)}",
+            f"#define {prefix}_SHAPE {{{', '.join(map(str, dims))}}}",
+            f"#define {prefix}_SIZE {int(np.prod(dims))}",
+            f"#define {prefix}_TYPE_INT8 {1 if t['dtype'] == 'int8' else 0}",
+        ]
         if t["scale"]:
-            out += [f"#define {prefix}_SCALE {_c_float(t['scale'])}",
-                    f"#define {prefix}_ZERO_POINT {t['zero_point']}"]
+            out += [
+                f"#define {prefix}_SCALE {_c_float(t['scale'])}",
+                f"#define {prefix}_ZERO_POINT {t['zero_point']}",
+            ]
         return "\n".join(out) + "\n"
 
-    lines.append("/* Input: q = round(x / KP_INPUT_SCALE) + KP_INPUT_ZERO_POINT, clamped to "
-                 "[-128, 127]. */")
+    lines.append(
+        "/* Input: q = round(x / KP_INPUT_SCALE) + KP_INPUT_ZERO_POINT, clamped to [-128, 127]. */"
+    )
     lines.append(tensor("KP_INPUT", settings["input"]))
     outs = settings["outputs"]
     lines.append(f"#define KP_NUM_OUTPUTS {len(outs)}\n")
     for i, t in enumerate(outs):
-        lines.append(f"/* Output {i} is interpreter.output({t['tflm_index']}); "
-                     f"x = (q - ZERO_POINT) * SCALE. */")
+        lines.append(
+            f"/* Output {i} is interpreter.output({t['tflm_index']}); "
+            f"x = (q - ZERO_POINT) * SCALE. */"
+        )
         lines.append(tensor(f"KP_OUTPUT{i}", t))
         if i == 0:
-            lines.append("/* Aliases for output 0. */\n" + "\n".join(
-                f"#define KP_OUTPUT_{k} KP_OUTPUT0_{k}"
-                for k in ("DIMS", "SHAPE", "SIZE", "TYPE_INT8")
-                + (("SCALE", "ZERO_POINT") if t["scale"] else ())) + "\n")
+            lines.append(
+                "/* Aliases for output 0. */\n"
+                + "\n".join(
+                    f"#define KP_OUTPUT_{k} KP_OUTPUT0_{k}"
+                    for k in ("DIMS", "SHAPE", "SIZE", "TYPE_INT8")
+                    + (("SCALE", "ZERO_POINT") if t["scale"] else ())
+                )
+                + "\n"
+            )
     lines.append("#endif  /* KP_MODEL_SETTINGS_H_ */\n")
     return "\n".join(lines)
 
@@ -575,18 +660,20 @@ def readme_file(manifest: dict) -> str:
     a = manifest["arena"]
     v = manifest.get("verification", {})
     acc = manifest.get("accuracy") or {}
-    rows = [f"| `{o['op']}` | {o['count']} | {', '.join(o['layers']) or '-'} |"
-            for o in manifest["ops"]]
-    text = f"""# {manifest['model']}: TFLite Micro export
+    rows = [
+        f"| `{o['op']}` | {o['count']} | {', '.join(o['layers']) or '-'} |" for o in manifest["ops"]
+    ]
+    text = (
+        f"""# {manifest["model"]}: TFLite Micro export
 
-Generated by keras-prune {manifest['keras_prune']}. Files:
+Generated by keras-prune {manifest["keras_prune"]}. Files:
 
 | file | what |
 |---|---|
-| `model.tflite` | the int8 model ({manifest['sizes']['tflite_bytes']:,} bytes) |
+| `model.tflite` | the int8 model ({manifest["sizes"]["tflite_bytes"]:,} bytes) |
 | `model_data.h`, `.cc` | the same bytes as `g_model` (16-byte aligned), `g_model_len` |
 | `op_resolver.h` | `kp_model::OpResolver` and `kp_model::RegisterOps()`: exactly the ops below |
-| `model_settings.h` | `KP_ARENA_SIZE` ({a['size']:,} B), shapes, scales, zero points |
+| `model_settings.h` | `KP_ARENA_SIZE` ({a["size"]:,} B), shapes, scales, zero points |
 | `manifest.json` | everything above, machine-readable |
 
 ## Use on a board
@@ -629,26 +716,35 @@ shrink `KP_ARENA_SIZE` to what your build needs.
 
 | op | count | Keras layers |
 |---|---|---|
-""" + "\n".join(rows) + f"""
+"""
+        + "\n".join(rows)
+        + f"""
 
 ## Checked before writing these files
 
-- Arena: TFLM measured {a['measured']:,} bytes on the host; `KP_ARENA_SIZE` adds
-  {a['cmsis_nn_scratch']:,} bytes of CMSIS-NN scratch and a {a['margin']:.0%} margin.
+- Arena: TFLM measured {a["measured"]:,} bytes on the host; `KP_ARENA_SIZE` adds
+  {a["cmsis_nn_scratch"]:,} bytes of CMSIS-NN scratch and a {a["margin"]:.0%} margin.
 """
+    )
     if v:
-        text += (f"- TFLM vs LiteRT (reference kernels) on {v['samples']} inputs: "
-                 f"{v['exact_match']:.2%} of output values equal, max difference "
-                 f"{v['max_abs_diff_lsb']} LSB, top-1 agreement {v['top1_agreement']:.2%}; "
-                 f"TFLM deterministic: {'yes' if v['tflm_deterministic'] else 'NO'}.\n")
+        text += (
+            f"- TFLM vs LiteRT (reference kernels) on {v['samples']} inputs: "
+            f"{v['exact_match']:.2%} of output values equal, max difference "
+            f"{v['max_abs_diff_lsb']} LSB, top-1 agreement {v['top1_agreement']:.2%}; "
+            f"TFLM deterministic: {'yes' if v['tflm_deterministic'] else 'NO'}.\n"
+        )
     if acc:
-        text += (f"- Accuracy on {acc['samples']} labelled inputs: float "
-                 f"{acc['float']:.2%}, int8 in TFLM {acc['int8_tflm']:.2%}.\n")
+        text += (
+            f"- Accuracy on {acc['samples']} labelled inputs: float "
+            f"{acc['float']:.2%}, int8 in TFLM {acc['int8_tflm']:.2%}.\n"
+        )
     zeros = manifest.get("pruned_zeros") or []
     if zeros:
         kept = all(z["kept"] for z in zeros)
-        text += (f"- Pruned zeros kept in the int8 weights: {'yes' if kept else 'NO'} "
-                 f"({len(zeros)} kernels).\n")
+        text += (
+            f"- Pruned zeros kept in the int8 weights: {'yes' if kept else 'NO'} "
+            f"({len(zeros)} kernels).\n"
+        )
     return text
 
 
@@ -677,27 +773,35 @@ class TflmExport:
     def table(self) -> str:
         m = self.manifest
         s, a = m["sizes"], m["arena"]
-        lines = [f"TFLM export of '{m['model']}' -> {self.out_dir}/",
-                 f"  ops           {', '.join(o['op'] for o in m['ops'])}",
-                 f"  model.tflite  {s['tflite_bytes']:,} bytes ({s['tflite_zlib_bytes']:,} "
-                 "zlib-compressed)",
-                 f"  arena         {a['size']:,} bytes (TFLM measured {a['measured']:,}; + "
-                 f"{a['cmsis_nn_scratch']:,} CMSIS-NN scratch, + {a['margin']:.0%})"]
+        lines = [
+            f"TFLM export of '{m['model']}' -> {self.out_dir}/",
+            f"  ops           {', '.join(o['op'] for o in m['ops'])}",
+            f"  model.tflite  {s['tflite_bytes']:,} bytes ({s['tflite_zlib_bytes']:,} "
+            "zlib-compressed)",
+            f"  arena         {a['size']:,} bytes (TFLM measured {a['measured']:,}; + "
+            f"{a['cmsis_nn_scratch']:,} CMSIS-NN scratch, + {a['margin']:.0%})",
+        ]
         if self.agreement is not None:
             g = self.agreement
-            lines.append(f"  TFLM/LiteRT   {g.exact_match:.2%} values equal, max |diff| "
-                         f"{g.max_abs_diff_lsb} LSB (tolerance {g.tolerance_lsb}), top-1 "
-                         f"{g.top1_agreement:.2%} on {g.samples} inputs; TFLM deterministic: "
-                         f"{'yes' if g.tflm_deterministic else 'NO'}")
+            lines.append(
+                f"  TFLM/LiteRT   {g.exact_match:.2%} values equal, max |diff| "
+                f"{g.max_abs_diff_lsb} LSB (tolerance {g.tolerance_lsb}), top-1 "
+                f"{g.top1_agreement:.2%} on {g.samples} inputs; TFLM deterministic: "
+                f"{'yes' if g.tflm_deterministic else 'NO'}"
+            )
         if self.accuracy:
             acc = self.accuracy
-            lines.append(f"  accuracy      float {acc['float']:.2%}, int8 (TFLM) "
-                         f"{acc['int8_tflm']:.2%} on {acc['samples']} inputs")
+            lines.append(
+                f"  accuracy      float {acc['float']:.2%}, int8 (TFLM) "
+                f"{acc['int8_tflm']:.2%} on {acc['samples']} inputs"
+            )
         zeros = m.get("pruned_zeros") or []
         if zeros:
             lost = [z["layer"] for z in zeros if not z["kept"]]
-            lines.append("  pruned zeros  " + ("kept in every int8 kernel" if not lost
-                                               else f"LOST in {', '.join(lost)}"))
+            lines.append(
+                "  pruned zeros  "
+                + ("kept in every int8 kernel" if not lost else f"LOST in {', '.join(lost)}")
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -716,15 +820,21 @@ def _check_array(x, model: keras.Model, what: str) -> np.ndarray:
         arr = np.asarray(x)
     except Exception as e:  # ragged lists and the like
         raise TypeError(f"{what} must be an array of inputs; could not read it ({e}).") from e
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{what} has dtype {arr.dtype}; it must hold numbers (float32 inputs "
-                        "as the model takes them).")
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{what} has dtype {arr.dtype}; it must hold numbers (float32 inputs "
+            "as the model takes them)."
+        )
     expected = tuple(model.inputs[0].shape[1:])
-    if arr.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in
-                                            zip(expected, arr.shape[1:], strict=True)):
-        raise ValueError(f"{what} has shape {arr.shape}, but model '{model.name}' expects "
-                         f"(samples, {', '.join(str(e) for e in expected)}).")
+    if arr.ndim != len(expected) + 1 or any(
+        e is not None and e != s for e, s in zip(expected, arr.shape[1:], strict=True)
+    ):
+        raise ValueError(
+            f"{what} has shape {arr.shape}, but model '{model.name}' expects "
+            f"(samples, {', '.join(str(e) for e in expected)})."
+        )
     if not len(arr):
         raise ValueError(f"{what} is empty.")
     arr = arr.astype(np.float32)
@@ -747,31 +857,38 @@ def _check_labels(y, n: int, model: keras.Model) -> np.ndarray:
         y = y.astype(np.int64)
     top = max(units, 2)
     if y.min() < 0 or y.max() >= top:
-        raise ValueError(f"labels hold classes {int(y.min())}..{int(y.max())}, but model "
-                         f"'{model.name}' has {units} output units (classes 0..{top - 1}).")
+        raise ValueError(
+            f"labels hold classes {int(y.min())}..{int(y.max())}, but model "
+            f"'{model.name}' has {units} output units (classes 0..{top - 1})."
+        )
     return y
 
 
-def export_data(model: keras.Model, representative_data, labels, validation_data,
-                samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def export_data(
+    model: keras.Model, representative_data, labels, validation_data, samples: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The checked calibration inputs, and the first ``samples`` verification inputs and
     labels: ``validation_data`` (``(x, y)`` or ``x``) when given, else the calibration
     inputs with ``labels``. Warns when there are too few calibration samples."""
     rep = _check_array(representative_data, model, "representative_data")
     if len(rep) < MIN_CALIBRATION_SAMPLES:
-        warnings.warn(f"representative_data has only {len(rep)} samples; int8 ranges are "
-                      f"calibrated better with at least {MIN_CALIBRATION_SAMPLES} "
-                      f"(up to {tflite.MAX_CALIBRATION_SAMPLES} are used).", stacklevel=3)
+        warnings.warn(
+            f"representative_data has only {len(rep)} samples; int8 ranges are "
+            f"calibrated better with at least {MIN_CALIBRATION_SAMPLES} "
+            f"(up to {tflite.MAX_CALIBRATION_SAMPLES} are used).",
+            stacklevel=3,
+        )
     if validation_data is None:
         x_val, y_val = rep, labels
     elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
         x_val, y_val = validation_data
     else:
         x_val, y_val = validation_data, None
-    x_val = _check_array(x_val, model, "validation_data" if validation_data is not None
-                         else "representative_data")[:samples]
+    x_val = _check_array(
+        x_val, model, "validation_data" if validation_data is not None else "representative_data"
+    )[:samples]
     if y_val is not None:
-        y_val = _check_labels(np.asarray(y_val)[:len(x_val)], len(x_val), model)
+        y_val = _check_labels(np.asarray(y_val)[: len(x_val)], len(x_val), model)
     return rep, x_val, y_val
 
 
@@ -781,19 +898,23 @@ def prepare(model: keras.Model, representative_data) -> keras.Model:
 
     _check_model(model, "kp.export.tflm")
     if not model.inputs:
-        raise ValueError(f"kp.export.tflm: model '{model.name}' has no inputs; build it with "
-                         "a keras.Input first.")
+        raise ValueError(
+            f"kp.export.tflm: model '{model.name}' has no inputs; build it with "
+            "a keras.Input first."
+        )
     if _has_pruning_layers(model):
-        return strip(model, representative_data=representative_data,
-                     activation_masks="threshold")
+        return strip(model, representative_data=representative_data, activation_masks="threshold")
     return model
 
 
 def _tensor_info(detail, tflm_index: int | None = None) -> dict:
     scale, zero_point = detail["quantization"]
-    info = {"shape": [int(s) for s in detail["shape"]],
-            "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(scale), "zero_point": int(zero_point)}
+    info = {
+        "shape": [int(s) for s in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
     if tflm_index is not None:
         info["tflm_index"] = tflm_index
     return info
@@ -828,10 +949,19 @@ def _write(tmp: Path, files: dict[str, str | bytes]) -> None:
             path.write_text(content)
 
 
-def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
-         labels=None, int8_io: bool = True, force: bool = False, validation_data=None,
-         samples: int = 500, tolerance_lsb: int | None = None,
-         progress: bool = True, print_fn=print) -> TflmExport:
+def tflm(
+    model: keras.Model,
+    out_dir: str | os.PathLike,
+    representative_data,
+    labels=None,
+    int8_io: bool = True,
+    force: bool = False,
+    validation_data=None,
+    samples: int = 500,
+    tolerance_lsb: int | None = None,
+    progress: bool = True,
+    print_fn=print,
+) -> TflmExport:
     """Export ``model`` for TensorFlow Lite Micro and verify it in the TFLM interpreter.
 
     Args:
@@ -870,30 +1000,35 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
 
     _check_model(model, "kp.export.tflm")  # before reading the data, to name the real fault
     if len(model.inputs) != 1:
-        raise ValueError(f"kp.export.tflm: model '{model.name}' has {len(model.inputs)} "
-                         "inputs; TFLM exports take models with one input (concatenate the "
-                         "features into one tensor).")
-    rep, x_val, y_val = export_data(model, representative_data, labels, validation_data,
-                                    samples)
+        raise ValueError(
+            f"kp.export.tflm: model '{model.name}' has {len(model.inputs)} "
+            "inputs; TFLM exports take models with one input (concatenate the "
+            "features into one tensor)."
+        )
+    rep, x_val, y_val = export_data(model, representative_data, labels, validation_data, samples)
 
     plain = prepare(model, rep)
     try:
         model_bytes = tflite.convert_int8(plain, rep, int8_io=int8_io)
     except Exception as e:  # the data was checked above: this is the model's fault
         first = str(e).strip().splitlines()
-        raise ValueError(f"int8 conversion of model '{model.name}' failed: "
-                         f"{first[0] if first else type(e).__name__}. Every layer must "
-                         "lower to int8 TFLite built-ins.") from e
+        raise ValueError(
+            f"int8 conversion of model '{model.name}' failed: "
+            f"{first[0] if first else type(e).__name__}. Every layer must "
+            "lower to int8 TFLite built-ins."
+        ) from e
     ops = model_ops(model_bytes, plain)
     check_ops(ops)
     try:
         arena = measure_arena(model_bytes)
     except RuntimeError as e:
-        raise ValueError(f"TFLM could not run model '{model.name}' ({e}); an op may lack "
-                         "an int8 kernel in TFLM.") from e
+        raise ValueError(
+            f"TFLM could not run model '{model.name}' ({e}); an op may lack an int8 kernel in TFLM."
+        ) from e
     arena_size = max(1 << 16, 2 * arena["total"])
-    agreement, tflm_out = compare_runtimes(model_bytes, x_val, arena_size, tolerance_lsb,
-                                           progress, ops=ops)
+    agreement, tflm_out = compare_runtimes(
+        model_bytes, x_val, arena_size, tolerance_lsb, progress, ops=ops
+    )
     why = "given by the caller" if tolerance_lsb is not None else _tolerance_reason(agreement)
     _, inp, outs = _io_details(model_bytes)
     order, _, _ = tflite.output_order(model_bytes)
@@ -905,15 +1040,23 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
 
         float_pred = predict(plain, x_val)[0]
         pos = order[0]
-        accuracy = {"samples": len(x_val), "float": top1(y_val, float_pred),
-                    "int8_tflm": float(np.mean(_top1(tflm_out[pos], outs[pos]) == y_val))}
+        accuracy = {
+            "samples": len(x_val),
+            "float": top1(y_val, float_pred),
+            "int8_tflm": float(np.mean(_top1(tflm_out[pos], outs[pos]) == y_val)),
+        }
 
     scratch = cmsis_nn_scratch(model_bytes, ops)
     used = list(dict.fromkeys(op.name for op in ops))  # first-use order
-    op_rows = [{"op": o, "tflm_method": TFLM_OPS[o],
-                "count": sum(op.name == o for op in ops),
-                "layers": sorted({n for op in ops if op.name == o for n in op.layers})}
-               for o in used]
+    op_rows = [
+        {
+            "op": o,
+            "tflm_method": TFLM_OPS[o],
+            "count": sum(op.name == o for op in ops),
+            "layers": sorted({n for op in ops if op.name == o for n in op.layers}),
+        }
+        for o in used
+    ]
     zeros = zero_checks(plain, model_bytes, ops)
     from keras_prune import __version__
 
@@ -921,22 +1064,33 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
         "keras_prune": __version__,
         "model": model.name,
         "ops": op_rows,
-        "sizes": {"tflite_bytes": len(model_bytes),
-                  "tflite_zlib_bytes": len(zlib.compress(model_bytes, 9)),
-                  "tflite_sha256": hashlib.sha256(model_bytes).hexdigest()},
+        "sizes": {
+            "tflite_bytes": len(model_bytes),
+            "tflite_zlib_bytes": len(zlib.compress(model_bytes, 9)),
+            "tflite_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        },
         "quantization": {
             "int8_io": int8_io,
             "weights": _weight_granularity(model_bytes, ops),
             "calibration_samples": min(len(rep), tflite.MAX_CALIBRATION_SAMPLES),
             "input": _tensor_info(inp),
-            "outputs": [_tensor_info(outs[p], p) for p in order]},
-        "arena": {"measured": arena["total"], "measured_head": arena.get("head"),
-                  "measured_tail": arena.get("tail"), "cmsis_nn_scratch": scratch,
-                  "margin": ARENA_MARGIN,
-                  "size": arena_budget(arena["total"], scratch)},
-        "verification": {**asdict(agreement), "ok": agreement.ok, "tolerance_reason": why,
-                         "reference": "TFLM interpreter (tflite-micro)",
-                         "compared_with": "LiteRT, BUILTIN_REF kernels"},
+            "outputs": [_tensor_info(outs[p], p) for p in order],
+        },
+        "arena": {
+            "measured": arena["total"],
+            "measured_head": arena.get("head"),
+            "measured_tail": arena.get("tail"),
+            "cmsis_nn_scratch": scratch,
+            "margin": ARENA_MARGIN,
+            "size": arena_budget(arena["total"], scratch),
+        },
+        "verification": {
+            **asdict(agreement),
+            "ok": agreement.ok,
+            "tolerance_reason": why,
+            "reference": "TFLM interpreter (tflite-micro)",
+            "compared_with": "LiteRT, BUILTIN_REF kernels",
+        },
         "accuracy": accuracy,
         "pruned_zeros": [asdict(z) for z in zeros],
     }
@@ -944,24 +1098,35 @@ def tflm(model: keras.Model, out_dir: str | os.PathLike, representative_data,
     files.update(model_data_files(model_bytes, model.name))
     files["op_resolver.h"] = op_resolver_file(used, model.name)
     files["model_settings.h"] = model_settings_file(
-        {"arena": manifest["arena"], "input": manifest["quantization"]["input"],
-         "outputs": manifest["quantization"]["outputs"]}, model.name)
+        {
+            "arena": manifest["arena"],
+            "input": manifest["quantization"]["input"],
+            "outputs": manifest["quantization"]["outputs"],
+        },
+        model.name,
+    )
     files["README.md"] = readme_file(manifest)
-    manifest["files"] = {name: {"bytes": len(c if isinstance(c, bytes) else c.encode()),
-                                "sha256": hashlib.sha256(
-                                    c if isinstance(c, bytes) else c.encode()).hexdigest()}
-                         for name, c in files.items()}
+    manifest["files"] = {
+        name: {
+            "bytes": len(c if isinstance(c, bytes) else c.encode()),
+            "sha256": hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest(),
+        }
+        for name, c in files.items()
+    }
     files["manifest.json"] = json.dumps(manifest, indent=2, default=_plain) + "\n"
     with target as tmp:
         _write(tmp, files)
     result = TflmExport(Path(out_dir), manifest, agreement, ops)
     if not agreement.ok:
-        warnings.warn(f"TFLM verification of '{model.name}' is outside the documented "
-                      f"tolerance: {agreement}", stacklevel=2)
+        warnings.warn(
+            f"TFLM verification of '{model.name}' is outside the documented tolerance: {agreement}",
+            stacklevel=2,
+        )
     lost = [z.layer for z in zeros if not z.kept]
     if lost:
-        warnings.warn(f"Pruned zeros did not survive int8 conversion in {', '.join(lost)}.",
-                      stacklevel=2)
+        warnings.warn(
+            f"Pruned zeros did not survive int8 conversion in {', '.join(lost)}.", stacklevel=2
+        )
     if print_fn is not None:
         print_fn(result.table())
     return result

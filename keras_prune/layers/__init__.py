@@ -4,5 +4,10 @@ from keras_prune.layers.activation_mask import ActivationMask, ActivationThresho
 from keras_prune.layers.prunable import PRUNABLE_CLASSES, is_prunable
 from keras_prune.layers.prune_wrapper import PruneWrapper
 
-__all__ = ["PruneWrapper", "ActivationMask", "ActivationThreshold", "PRUNABLE_CLASSES",
-           "is_prunable"]
+__all__ = [
+    "PruneWrapper",
+    "ActivationMask",
+    "ActivationThreshold",
+    "PRUNABLE_CLASSES",
+    "is_prunable",
+]

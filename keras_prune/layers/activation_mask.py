@@ -115,5 +115,8 @@ class ActivationThreshold(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold,
-                "winner_rate": self.winner_rate}
+        return {
+            **super().get_config(),
+            "threshold": self.threshold,
+            "winner_rate": self.winner_rate,
+        }

@@ -26,8 +26,10 @@ _SPECS: dict[type, tuple[KernelSpec, ...]] = {
     keras.layers.Conv1D: (KernelSpec("kernel", gr.CONV1D),),
     keras.layers.Conv2D: (KernelSpec("kernel", gr.CONV2D),),
     keras.layers.DepthwiseConv2D: (KernelSpec("kernel", gr.DEPTHWISE2D),),
-    keras.layers.SeparableConv2D: (KernelSpec("depthwise_kernel", gr.DEPTHWISE2D, output=False),
-                                   KernelSpec("pointwise_kernel", gr.CONV2D)),
+    keras.layers.SeparableConv2D: (
+        KernelSpec("depthwise_kernel", gr.DEPTHWISE2D, output=False),
+        KernelSpec("pointwise_kernel", gr.CONV2D),
+    ),
     keras.layers.Conv2DTranspose: (KernelSpec("kernel", gr.CONV2D_TRANSPOSE),),
 }
 

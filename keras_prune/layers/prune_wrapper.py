@@ -57,8 +57,10 @@ class PruneWrapper(keras.layers.Wrapper):
         self.schedule = sch.get(schedule)
         self.granularity = gr.get(granularity)
         self._specs: tuple[KernelSpec, ...] = tuple(
-            s for s in kernel_specs(layer)
-            if s.output or not isinstance(self.granularity, gr.Channels))
+            s
+            for s in kernel_specs(layer)
+            if s.output or not isinstance(self.granularity, gr.Channels)
+        )
         self._iterations = None  # the optimizer's step counter, set by PruningScheduler
 
     # ------------------------------------------------------------------ build
@@ -83,9 +85,15 @@ class PruneWrapper(keras.layers.Wrapper):
         # needs a merge_call, which control flow forbids), so each replica keeps its own
         # copy; all replicas compute the same values from the same mirrored weights.
         with keras.name_scope(self.name, caller=self):
-            return keras.Variable(initializer, shape=shape, dtype=dtype, trainable=False,
-                                  name=name, synchronization="on_read",
-                                  aggregation="only_first_replica")
+            return keras.Variable(
+                initializer,
+                shape=shape,
+                dtype=dtype,
+                trainable=False,
+                name=name,
+                synchronization="on_read",
+                aggregation="only_first_replica",
+            )
 
     def _kernel(self, spec: KernelSpec):
         v = getattr(self.layer, spec.attr)
@@ -163,28 +171,33 @@ class PruneWrapper(keras.layers.Wrapper):
             self.update_masks(sparsity)
             return tf.constant(True)
 
-        return tf.cond(tf.convert_to_tensor(should_prune, tf.bool), update,
-                       lambda: tf.constant(False))
+        return tf.cond(
+            tf.convert_to_tensor(should_prune, tf.bool), update, lambda: tf.constant(False)
+        )
 
     # ------------------------------------------------------------------ call
     def effective_weights(self) -> list:
         """(variable, masked value) for every masked variable."""
-        pairs = [(self._kernel(s), self._kernel(s) * m)
-                 for s, m in zip(self._specs, self.masks, strict=True)]
+        pairs = [
+            (self._kernel(s), self._kernel(s) * m)
+            for s, m in zip(self._specs, self.masks, strict=True)
+        ]
         if self.bias_mask is not None:
             pairs.append((self.layer.bias, self.layer.bias * self.bias_mask))
         return pairs
 
     def masked_kernels(self) -> list[np.ndarray]:
         """The pruned kernels with their masks applied, as NumPy arrays (order of ``masks``)."""
-        return [keras.ops.convert_to_numpy(k * m)
-                for k, m in zip(self.kernels, self.masks, strict=True)]
+        return [
+            keras.ops.convert_to_numpy(k * m) for k, m in zip(self.kernels, self.masks, strict=True)
+        ]
 
     def call(self, inputs, training=None, **kwargs):
         if training:
             self._maybe_update_masks()
-        mapping = [(v, keras.ops.convert_to_tensor(masked))
-                   for v, masked in self.effective_weights()]
+        mapping = [
+            (v, keras.ops.convert_to_tensor(masked)) for v, masked in self.effective_weights()
+        ]
         with keras.StatelessScope(state_mapping=mapping):
             if training is not None:
                 kwargs["training"] = training
@@ -203,8 +216,9 @@ class PruneWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
-                                                      custom_objects=custom_objects)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
         schedule = sch.deserialize(config.pop("schedule"), custom_objects=custom_objects)
         granularity = gr.get(config.pop("granularity"))
         return cls(layer, schedule=schedule, granularity=granularity, **config)

@@ -12,5 +12,13 @@ from keras_prune.legr.evolution import Evolution, Member
 from keras_prune.legr.ranking import Ranking, filter_norms
 from keras_prune.legr.search import METHODS, LeGR, ParetoPoint, ParetoResult
 
-__all__ = ["LeGR", "ParetoPoint", "ParetoResult", "Ranking", "Evolution", "Member",
-           "filter_norms", "METHODS"]
+__all__ = [
+    "LeGR",
+    "ParetoPoint",
+    "ParetoResult",
+    "Ranking",
+    "Evolution",
+    "Member",
+    "filter_norms",
+    "METHODS",
+]

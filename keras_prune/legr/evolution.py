@@ -36,13 +36,22 @@ class Evolution:
     ``kappa += N(0, std of that group's norms)``.
     """
 
-    def __init__(self, norm_std: np.ndarray, generations: int, population: int = 64,
-                 sample: int = 16, sigma: tuple[float, float] = (1.0, 0.2),
-                 mutate_fraction: float = 0.1, seed: int = 0,
-                 norm_mean: np.ndarray | None = None):
+    def __init__(
+        self,
+        norm_std: np.ndarray,
+        generations: int,
+        population: int = 64,
+        sample: int = 16,
+        sigma: tuple[float, float] = (1.0, 0.2),
+        mutate_fraction: float = 0.1,
+        seed: int = 0,
+        norm_mean: np.ndarray | None = None,
+    ):
         if population < 1 or not 1 <= sample <= population:
-            raise ValueError(f"Need population >= 1 and 1 <= sample <= population, got "
-                             f"population={population}, sample={sample}.")
+            raise ValueError(
+                f"Need population >= 1 and 1 <= sample <= population, got "
+                f"population={population}, sample={sample}."
+            )
         if generations < 1:
             raise ValueError(f"generations must be >= 1, got {generations}.")
         self.norm_std = np.asarray(norm_std, dtype=np.float64)
@@ -78,8 +87,7 @@ class Evolution:
         if self.generation == 1 and self.norm_mean is not None:
             spread = self.norm_std > 0  # a group of equal norms keeps the identity
             std = np.where(spread, self.norm_std, 1.0)
-            return (np.where(spread, 1.0 / std, 1.0),
-                    np.where(spread, -self.norm_mean / std, 0.0))
+            return (np.where(spread, 1.0 / std, 1.0), np.where(spread, -self.norm_mean / std, 0.0))
         sigma = self.sigma_at(self.generation)
         if len(self.population) < self.population_size:
             return self._perturb(np.ones(n), np.zeros(n), range(n), sigma)
@@ -90,8 +98,9 @@ class Evolution:
         return self._perturb(parent.alpha, parent.kappa, groups, sigma)
 
     def add(self, alpha, kappa, fitness: float) -> Member:
-        member = Member([float(a) for a in alpha], [float(k) for k in kappa], float(fitness),
-                        self.generation)
+        member = Member(
+            [float(a) for a in alpha], [float(k) for k in kappa], float(fitness), self.generation
+        )
         self.population.append(member)
         if len(self.population) > self.population_size:
             self.population.pop(0)  # the oldest, whatever its fitness
@@ -107,10 +116,14 @@ class Evolution:
 
     # ------------------------------------------------------------------ checkpoint
     def state(self) -> dict:
-        return {"generation": self.generation, "generations": self.generations,
-                "population": [asdict(m) for m in self.population],
-                "best": None if self.best is None else asdict(self.best),
-                "history": self.history, "rng": self.rng.bit_generator.state}
+        return {
+            "generation": self.generation,
+            "generations": self.generations,
+            "population": [asdict(m) for m in self.population],
+            "best": None if self.best is None else asdict(self.best),
+            "history": self.history,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state(self, state: dict) -> None:
         self.generation = int(state["generation"])

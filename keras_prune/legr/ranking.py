@@ -14,8 +14,10 @@ __all__ = ["Ranking", "filter_norms", "check_round_to"]
 
 def check_round_to(round_to) -> int:
     if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
-        raise ValueError(f"round_to must be a positive integer (keep channel counts in "
-                         f"multiples of it, e.g. 8 for AVX2 CPUs), got {round_to!r}.")
+        raise ValueError(
+            f"round_to must be a positive integer (keep channel counts in "
+            f"multiples of it, e.g. 8 for AVX2 CPUs), got {round_to!r}."
+        )
     return int(round_to)
 
 
@@ -37,8 +39,13 @@ class Ranking:
     as much as 16; rounded counts turn the removed MACs into time.
     """
 
-    def __init__(self, graph: DependencyGraph, min_fraction: float = 0.1,
-                 min_channels: int = 2, round_to: int = 1):
+    def __init__(
+        self,
+        graph: DependencyGraph,
+        min_fraction: float = 0.1,
+        min_channels: int = 2,
+        round_to: int = 1,
+    ):
         if not 0 <= min_fraction < 1:
             raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction}.")
         if min_channels < 1:
@@ -48,11 +55,13 @@ class Ranking:
         self.groups = graph.prunable_groups
         if not self.groups:
             raise ValueError(
-                f"Model '{graph.model.name}' has no prunable channel groups:\n{graph.table()}")
+                f"Model '{graph.model.name}' has no prunable channel groups:\n{graph.table()}"
+            )
         self.norms = filter_norms(graph)
         self.sizes = np.array([g.channels for g in self.groups])
-        self.min_keep = np.array([min(n, max(min_channels, math.ceil(min_fraction * n)))
-                                  for n in self.sizes])
+        self.min_keep = np.array(
+            [min(n, max(min_channels, math.ceil(min_fraction * n))) for n in self.sizes]
+        )
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         chan_of_root = {}
         for gi, g in enumerate(self.groups):
@@ -97,15 +106,18 @@ class Ranking:
         return dict(zip(ids.tolist(), counts.tolist(), strict=True))
 
     def _layer_macs(self, li: int, n_in: int, n_out: int) -> int:
-        return sum(t.coef * (n_in if t.use_in else 1) * (n_out if t.use_out else 1)
-                   for t in self._layers[li].macs)
+        return sum(
+            t.coef * (n_in if t.use_in else 1) * (n_out if t.use_out else 1)
+            for t in self._layers[li].macs
+        )
 
     def _macs(self, n_in, n_out) -> int:
-        return sum(self._layer_macs(i, a, b) for i, (a, b) in enumerate(zip(n_in, n_out,
-                                                                             strict=True)))
+        return sum(
+            self._layer_macs(i, a, b) for i, (a, b) in enumerate(zip(n_in, n_out, strict=True))
+        )
 
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
-        return [flat[self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.groups))]
+        return [flat[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.groups))]
 
     def macs(self, masks: list[np.ndarray]) -> int:
         return sum(self.graph.macs(self.alive(masks)).values())
@@ -116,15 +128,16 @@ class Ranking:
     def keep_dict(self, masks: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {g.name: m for g, m in zip(self.groups, masks, strict=True)}
 
-    def check_target(self, flops: float, what: str = "flops",
-                     round_to: int | None = None) -> float:
+    def check_target(self, flops: float, what: str = "flops", round_to: int | None = None) -> float:
         try:
             flops = float(flops)
         except (TypeError, ValueError):
             raise ValueError(f"{what} must be a number in (0, 1), got {flops!r}.") from None
         if not 0 < flops < 1:
-            raise ValueError(f"{what}={flops} is outside (0, 1): it is the fraction of the "
-                             "original MACs to keep, e.g. 0.5.")
+            raise ValueError(
+                f"{what}={flops} is outside (0, 1): it is the fraction of the "
+                "original MACs to keep, e.g. 0.5."
+            )
         r = self._step(round_to)
         floor = self.min_flops(r)
         if flops < floor - 1e-12:
@@ -133,7 +146,8 @@ class Ranking:
                 f"{what}={flops} is unreachable: the safeguard keeps at least "
                 f"{self.floor(r).sum()} channels{rounded}, so the minimum reachable is "
                 f"{floor:.3f} of the original MACs. Lower min_fraction / min_channels"
-                f"{' / round_to' if rounded else ''} or choose a target >= that.")
+                f"{' / round_to' if rounded else ''} or choose a target >= that."
+            )
         return flops
 
     def identity(self) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +161,7 @@ class Ranking:
         units, keys = [], []
         for gi, n in enumerate(self.sizes):
             off = self.offsets[gi]
-            order = off + np.argsort(scores[off:off + n], kind="stable")
+            order = off + np.argsort(scores[off : off + n], kind="stable")
             bounds = list(range(n % round_to or round_to, n + 1, round_to))
             start = 0
             for end in bounds:
@@ -160,8 +174,9 @@ class Ranking:
         """Boolean keep mask per group for the global ranking under (alpha, kappa)."""
         r = self._step(round_to)
         flops = self.check_target(flops, round_to=r)
-        scores = np.concatenate([a * n + k for a, n, k in zip(alpha, self.norms, kappa,
-                                                              strict=True)])
+        scores = np.concatenate(
+            [a * n + k for a, n, k in zip(alpha, self.norms, kappa, strict=True)]
+        )
         min_keep = self.floor(r)
         target = flops * self.total
         n_in, n_out = self.n_in0.copy(), self.n_out0.copy()

@@ -33,11 +33,15 @@ def check_labels(model: keras.Model, y: np.ndarray, what: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{what}: labels must be integer classes of shape (n,) or one-hot "
-                         f"(n, {classes}); got dtype {y.dtype}, shape {y.shape}.")
+        raise ValueError(
+            f"{what}: labels must be integer classes of shape (n,) or one-hot "
+            f"(n, {classes}); got dtype {y.dtype}, shape {y.shape}."
+        )
     if y.min() < 0 or y.max() >= classes:
-        raise ValueError(f"{what}: labels span {y.min()}..{y.max()} but model "
-                         f"'{model.name}' outputs {classes} classes.")
+        raise ValueError(
+            f"{what}: labels span {y.min()}..{y.max()} but model "
+            f"'{model.name}' outputs {classes} classes."
+        )
     return y
 
 
@@ -82,13 +86,17 @@ class ParetoResult:
     original: ParetoPoint | None = None
 
     def table(self) -> str:
-        head = (f"{'method':<9}{'target':>7}{'MACs':>12}{'of orig':>9}{'params':>10}"
-                f"{'acc (cut)':>11}{'acc (tuned)':>13}")
+        head = (
+            f"{'method':<9}{'target':>7}{'MACs':>12}{'of orig':>9}{'params':>10}"
+            f"{'acc (cut)':>11}{'acc (tuned)':>13}"
+        )
         lines = [head, "-" * len(head)]
         rows = ([self.original] if self.original else []) + self.points
         for p in rows:
-            lines.append(f"{p.method:<9}{p.target:>7.2f}{p.macs:>12,}{p.macs_ratio:>9.1%}"
-                         f"{p.params:>10,}{p.acc_before:>11.2%}{p.acc_after:>13.2%}")
+            lines.append(
+                f"{p.method:<9}{p.target:>7.2f}{p.macs:>12,}{p.macs_ratio:>9.1%}"
+                f"{p.params:>10,}{p.acc_before:>11.2%}{p.acc_after:>13.2%}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -133,11 +141,20 @@ class LeGR:
     ```
     """
 
-    def __init__(self, model: keras.Model, train: tuple | None = None,
-                 val: tuple | None = None, learn_at: float | Sequence[float] = 0.3,
-                 seed: int = 0,
-                 min_fraction: float = 0.1, min_channels: int = 2, loss=None,
-                 optimizer=None, batch_size: int = 64, round_to: int = 1):
+    def __init__(
+        self,
+        model: keras.Model,
+        train: tuple | None = None,
+        val: tuple | None = None,
+        learn_at: float | Sequence[float] = 0.3,
+        seed: int = 0,
+        min_fraction: float = 0.1,
+        min_channels: int = 2,
+        loss=None,
+        optimizer=None,
+        batch_size: int = 64,
+        round_to: int = 1,
+    ):
         _check_plain(model, "kp.legr.LeGR")
         self.model = model
         self.graph = DependencyGraph(model)
@@ -145,8 +162,9 @@ class LeGR:
         many = isinstance(learn_at, (list, tuple, np.ndarray))
         if many and not len(learn_at):
             raise ValueError("learn_at: give one FLOPs fraction or a non-empty list of them.")
-        targets = [self.ranking.check_target(t, "learn_at") for t in
-                   (learn_at if many else [learn_at])]
+        targets = [
+            self.ranking.check_target(t, "learn_at") for t in (learn_at if many else [learn_at])
+        ]
         #: a float, or a tuple of floats (descending) when several targets were given
         self.learn_at = tuple(sorted(set(targets), reverse=True)) if many else targets[0]
         self.seed = int(seed)
@@ -154,10 +172,10 @@ class LeGR:
         self.train = self._data(train, "train")
         self.val = self._data(val, "val")
         y = self.train[1] if self.train else None
-        self.loss = loss if loss is not None else (default_loss(model, y) if y is not None
-                                                   else None)
-        self.optimizer = optimizer if optimizer is not None else getattr(model, "optimizer",
-                                                                         None)
+        self.loss = (
+            loss if loss is not None else (default_loss(model, y) if y is not None else None)
+        )
+        self.optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
         self.alpha, self.kappa = self.ranking.identity()
         self.evolution: Evolution | None = None
         self._evaluator = None
@@ -175,8 +193,9 @@ class LeGR:
     def learned(self) -> bool:
         return self.evolution is not None and self.evolution.best is not None
 
-    def masks(self, flops: float, method: str = "learned",
-              round_to: int | None = None) -> list[np.ndarray]:
+    def masks(
+        self, flops: float, method: str = "learned", round_to: int | None = None
+    ) -> list[np.ndarray]:
         """Boolean keep mask per prunable group at ``flops``."""
         if method == "learned":
             return self.ranking.cut(self.alpha, self.kappa, flops, round_to)
@@ -186,14 +205,18 @@ class LeGR:
             return self.ranking.uniform(flops, round_to)
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
 
-    def keep(self, flops: float, method: str = "learned",
-             round_to: int | None = None) -> dict[str, np.ndarray]:
+    def keep(
+        self, flops: float, method: str = "learned", round_to: int | None = None
+    ) -> dict[str, np.ndarray]:
         """{group name: kept channel indices} at ``flops`` (for ``kp.shrink``)."""
-        return {k: np.flatnonzero(m) for k, m in
-                self.ranking.keep_dict(self.masks(flops, method, round_to)).items()}
+        return {
+            k: np.flatnonzero(m)
+            for k, m in self.ranking.keep_dict(self.masks(flops, method, round_to)).items()
+        }
 
-    def prune(self, flops: float, method: str = "learned",
-              round_to: int | None = None) -> keras.Model:
+    def prune(
+        self, flops: float, method: str = "learned", round_to: int | None = None
+    ) -> keras.Model:
         """A physically smaller copy of the model with at most ``flops`` x its MACs.
 
         ``method``: "learned" (the learned transform; the identity before ``learn``),
@@ -206,8 +229,10 @@ class LeGR:
     # ------------------------------------------------------------------ learning
     def _need_data(self, what):
         if self.train is None or self.val is None:
-            raise ValueError(f"LeGR.{what} needs data: build it as LeGR(model, train=(x, y), "
-                             "val=(x_val, y_val)).")
+            raise ValueError(
+                f"LeGR.{what} needs data: build it as LeGR(model, train=(x, y), "
+                "val=(x_val, y_val))."
+            )
 
     def _fingerprint(self, config: dict) -> str:
         h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
@@ -217,9 +242,15 @@ class LeGR:
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
 
-    def learn(self, generations: int = 400, tau: int = 200,
-              checkpoint: str | os.PathLike | None = None, population: int = 64,
-              sample: int = 16, progress: bool = True) -> LeGR:
+    def learn(
+        self,
+        generations: int = 400,
+        tau: int = 200,
+        checkpoint: str | os.PathLike | None = None,
+        population: int = 64,
+        sample: int = 16,
+        progress: bool = True,
+    ) -> LeGR:
         """Learn the per-group transforms by regularized evolution.
 
         Each generation evaluates one candidate: cut at ``learn_at``, fine-tune ``tau``
@@ -233,18 +264,25 @@ class LeGR:
         ranking = self.ranking
         norm_std = np.array([float(np.std(n)) for n in ranking.norms])
         norm_mean = np.array([float(np.mean(n)) for n in ranking.norms])
-        config = {"generations": int(generations), "tau": int(tau),
-                  "start": ["identity", "standardized"],  # older checkpoints had one
-                  "population": int(population), "sample": int(sample),
-                  "learn_at": (list(self.learn_at) if isinstance(self.learn_at, tuple)
-                               else self.learn_at),
-                  "seed": self.seed, "batch_size": self.batch_size,
-                  "min_keep": ranking.min_keep.tolist(),
-                  "groups": [g.name for g in ranking.groups]}
+        config = {
+            "generations": int(generations),
+            "tau": int(tau),
+            "start": ["identity", "standardized"],  # older checkpoints had one
+            "population": int(population),
+            "sample": int(sample),
+            "learn_at": (
+                list(self.learn_at) if isinstance(self.learn_at, tuple) else self.learn_at
+            ),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "min_keep": ranking.min_keep.tolist(),
+            "groups": [g.name for g in ranking.groups],
+        }
         if ranking.round_to != 1:  # absent when 1, so checkpoints from before it resume
             config["round_to"] = ranking.round_to
-        evo = Evolution(norm_std, generations, population, sample, seed=self.seed,
-                        norm_mean=norm_mean)
+        evo = Evolution(
+            norm_std, generations, population, sample, seed=self.seed, norm_mean=norm_mean
+        )
         path = Path(checkpoint) if checkpoint is not None else None
         fingerprint = self._fingerprint(config)
         if path is not None and path.exists():
@@ -252,8 +290,8 @@ class LeGR:
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=evo.generations, initial=evo.generation, desc="LeGR",
-                       unit="gen")
+
+            bar = tqdm(total=evo.generations, initial=evo.generation, desc="LeGR", unit="gen")
         try:
             while not evo.done:
                 alpha, kappa = evo.propose()
@@ -263,8 +301,7 @@ class LeGR:
                     self._save(evo, path, config, fingerprint)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(best_loss=f"{evo.best.fitness:.4f}",
-                                    loss=f"{loss:.4f}")
+                    bar.set_postfix(best_loss=f"{evo.best.fitness:.4f}", loss=f"{loss:.4f}")
         finally:
             if bar is not None:
                 bar.close()
@@ -274,8 +311,13 @@ class LeGR:
         return self
 
     def _save(self, evo, path, config, fingerprint) -> None:
-        state = {"format": "keras-prune/legr-checkpoint", "version": 1, "config": config,
-                 "fingerprint": fingerprint, "evolution": evo.state()}
+        state = {
+            "format": "keras-prune/legr-checkpoint",
+            "version": 1,
+            "config": config,
+            "fingerprint": fingerprint,
+            "evolution": evo.state(),
+        }
         with io.atomic_path(path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(state))
 
@@ -284,27 +326,37 @@ class LeGR:
             state = json.loads(path.read_text())
             assert state.get("format") == "keras-prune/legr-checkpoint"
         except (ValueError, AssertionError, OSError) as e:
-            raise ValueError(f"LeGR checkpoint '{path}' is not a keras-prune LeGR checkpoint "
-                             "(or is damaged); delete it or choose another path.") from e
+            raise ValueError(
+                f"LeGR checkpoint '{path}' is not a keras-prune LeGR checkpoint "
+                "(or is damaged); delete it or choose another path."
+            ) from e
         diff = sorted(k for k in config if state["config"].get(k) != config[k])
         if diff or state["fingerprint"] != fingerprint:
             what = ", ".join(diff) if diff else "the model weights or the data"
-            raise ValueError(f"LeGR checkpoint '{path}' belongs to a different run (differs "
-                             f"in {what}); use the same settings to resume or another path.")
+            raise ValueError(
+                f"LeGR checkpoint '{path}' belongs to a different run (differs "
+                f"in {what}); use the same settings to resume or another path."
+            )
         evo.load_state(state["evolution"])
 
     def _fitness(self, alpha, kappa, tau: int) -> float:
         if self._evaluator is None:
             self._evaluator = _Evaluator(self)
         targets = self.learn_at if isinstance(self.learn_at, tuple) else (self.learn_at,)
-        return float(np.mean([self._evaluator(self.ranking.cut(alpha, kappa, t), tau)
-                              for t in targets]))
+        return float(
+            np.mean([self._evaluator(self.ranking.cut(alpha, kappa, t), tau) for t in targets])
+        )
 
     # ------------------------------------------------------------------ Pareto set
-    def pareto(self, targets: Sequence[float], finetune_epochs: int = 5,
-               methods: Sequence[str] = ("learned",), progress: bool = True,
-               print_fn: Callable[[str], None] | None = print,
-               seed: int | None = None) -> ParetoResult:
+    def pareto(
+        self,
+        targets: Sequence[float],
+        finetune_epochs: int = 5,
+        methods: Sequence[str] = ("learned",),
+        progress: bool = True,
+        print_fn: Callable[[str], None] | None = print,
+        seed: int | None = None,
+    ) -> ParetoResult:
         """One fine-tuned model per target (and per method), plus a table.
 
         Accuracy is measured on ``val`` right after the cut and after
@@ -319,19 +371,23 @@ class LeGR:
                 raise ValueError(f"method must be one of {METHODS}, got {m!r}.")
         result = ParetoResult()
         total = self.ranking.total
-        acc0, loss0 = self._evaluate(self._compiled(keras.models.clone_model(self.model),
-                                                weights=self.model.get_weights()))
-        result.original = ParetoPoint("original", 1.0, total, 1.0, self.model.count_params(),
-                                      acc0, acc0, loss0)
+        acc0, loss0 = self._evaluate(
+            self._compiled(keras.models.clone_model(self.model), weights=self.model.get_weights())
+        )
+        result.original = ParetoPoint(
+            "original", 1.0, total, 1.0, self.model.count_params(), acc0, acc0, loss0
+        )
         jobs = [(m, t) for m in methods for t in targets]
         bar = None
         if progress:
             from tqdm.auto import tqdm
+
             bar = tqdm(total=len(jobs), desc="fine-tuning", unit="model")
         with _quiet_retracing():  # one new model per job, by design
             for method, t in jobs:
-                self._pareto_point(result, method, t, finetune_epochs,
-                                   self.seed if seed is None else int(seed))
+                self._pareto_point(
+                    result, method, t, finetune_epochs, self.seed if seed is None else int(seed)
+                )
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -347,11 +403,17 @@ class LeGR:
         before, _ = self._evaluate(small)
         if finetune_epochs:
             keras.utils.set_random_seed(seed)
-            small.fit(*self.train, epochs=finetune_epochs, batch_size=self.batch_size,
-                      verbose=0, shuffle=True)
+            small.fit(
+                *self.train,
+                epochs=finetune_epochs,
+                batch_size=self.batch_size,
+                verbose=0,
+                shuffle=True,
+            )
         after, loss = self._evaluate(small)
-        result.points.append(ParetoPoint(method, t, macs, macs / total, small.count_params(),
-                                         before, after, loss))
+        result.points.append(
+            ParetoPoint(method, t, macs, macs / total, small.count_params(), before, after, loss)
+        )
         result.models[(method, t)] = small
 
     def _compiled(self, model, weights=None):
@@ -359,8 +421,12 @@ class LeGR:
             model.set_weights(weights)
         # XLA would compile every cut model anew; on these small models that costs more
         # than it saves
-        model.compile(optimizer=_optimizer(self.optimizer), loss=self.loss,
-                      metrics=["accuracy"], jit_compile=False)
+        model.compile(
+            optimizer=_optimizer(self.optimizer),
+            loss=self.loss,
+            metrics=["accuracy"],
+            jit_compile=False,
+        )
         return model
 
     def _evaluate(self, model) -> tuple[float, float]:
@@ -375,8 +441,7 @@ class _Evaluator:
     def __init__(self, legr: LeGR):
         self.legr = legr
         self.model, self.gates = masked(legr.model, graph=legr.graph)
-        self.model.compile(optimizer=_optimizer(legr.optimizer), loss=legr.loss,
-                           jit_compile=False)
+        self.model.compile(optimizer=_optimizer(legr.optimizer), loss=legr.loss, jit_compile=False)
         self.model.optimizer.build(self.model.trainable_variables)
         self.variables = list(self.model.variables) + list(self.model.optimizer.variables)
         self.snapshot = [np.array(v.numpy()) for v in self.variables]
