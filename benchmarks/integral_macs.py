@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_prune import demo  # noqa: E402
+from keras_prune.recipes import demo  # noqa: E402
 
 # weight sparsity per model: LeNet-5's small conv layers lose > 0.5 pt at 90% (see README)
 SPARSITY = {"lenet_300_100": 0.9, "lenet5": 0.8}

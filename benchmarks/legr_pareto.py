@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_prune import demo  # noqa: E402
+from keras_prune.recipes import demo  # noqa: E402
 from keras_prune.legr import LeGR  # noqa: E402
 
 VAL = 500  # the last VAL training digits: LeGR's selection set

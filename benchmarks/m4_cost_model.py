@@ -20,8 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_prune.export import cbuild, int8_ops, m4_profile, sparse_cost  # noqa: E402
-from keras_prune.export.sparse_format import (  # noqa: E402
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild  # noqa: E402
+from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
+from keras_prune.mcu import profiler as m4_profile  # noqa: E402
+from keras_prune.export.cgen import cost_model as sparse_cost  # noqa: E402
+from keras_prune.export.cgen.sparse_format import (  # noqa: E402
     INDEX_KINDS,
     encode_groups,
     encode_input_groups,
@@ -229,9 +233,9 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="m4_cost_"))
     emu = m4_profile.M4Emulator(
         m4_profile.build_library_elf(
-            [cbuild.KERNEL_DIR / n for n in KERNELS],
+            [kernel_library.KERNEL_DIR / n for n in KERNELS],
             d / "bench.elf",
-            include_dirs=[cbuild.KERNEL_DIR],
+            include_dirs=[kernel_library.KERNEL_DIR],
         )
     )
     b = Bench(emu, np.random.default_rng(0))

@@ -31,7 +31,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.export import cortex_m, m4_cycles  # noqa: E402
+from keras_prune.export.cgen import exporter as cortex_m  # noqa: E402
+from keras_prune.mcu import cycles as m4_cycles  # noqa: E402
 
 # Whole networks, CMSIS-NN at 99f736a, -O2, same cycle model (cmsis-nn-m4.md).
 CMSIS_NN_NOTE = {

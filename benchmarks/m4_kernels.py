@@ -44,8 +44,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_prune.export import cbuild, int8_ops, m4_profile  # noqa: E402
-from keras_prune.export.m4_profile import M4Emulator  # noqa: E402
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild  # noqa: E402
+from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
+from keras_prune.mcu import profiler as m4_profile  # noqa: E402
+from keras_prune.mcu.profiler import M4Emulator  # noqa: E402
 
 CMSIS_MIRROR = Path("/work/.mirror/ARM-software+CMSIS-NN")
 BAR = 1.3  # dense CONV and FC: our estimated cycles within 1.3x of CMSIS-NN's
@@ -571,8 +574,8 @@ def _fmt(v, spec: str = ",") -> str:
 def measure(
     cases: list[Case], build: Path, with_cmsis: bool, seed: int, log: Callable[[str], None]
 ) -> list[dict]:
-    sources = cbuild.kernel_sources()
-    include = [cbuild.KERNEL_DIR]
+    sources = kernel_library.kernel_sources()
+    include = [kernel_library.KERNEL_DIR]
     t0 = time.time()
     dsp = M4Emulator(
         m4_profile.build_library_elf(sources, build / "kp_dsp.elf", include_dirs=include)

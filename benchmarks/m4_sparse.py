@@ -17,8 +17,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_prune import demo, demo_m4  # noqa: E402
-from keras_prune.export import m4, m4_profile  # noqa: E402
+from keras_prune.recipes import demo  # noqa: E402
+from keras_prune.recipes import m4_variants as demo_m4  # noqa: E402
+from keras_prune.mcu import firmware as m4  # noqa: E402
+from keras_prune.mcu import profiler as m4_profile  # noqa: E402
 
 
 def run_model(name: str, data, out: Path, csr: demo_m4.CsrBench, samples: int) -> list:

@@ -27,9 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_prune.demo_m4 import CSR_C  # noqa: E402  (the plain CSR kernels)
-from keras_prune.export import cbuild, int8_ops, m4_profile  # noqa: E402
-from keras_prune.export.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
+from keras_prune.recipes.m4_variants import CSR_C  # noqa: E402  (the plain CSR kernels)
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild  # noqa: E402
+from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
+from keras_prune.mcu import profiler as m4_profile  # noqa: E402
+from keras_prune.export.cgen.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
 
 
 def pruned(rng, rows, k, sparsity):
@@ -50,7 +53,7 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="m4_sparse_"))
     (d / "csr.c").write_text(CSR_C)
     sources = [
-        cbuild.KERNEL_DIR / n
+        kernel_library.KERNEL_DIR / n
         for n in (
             "kp_fully_connected_s8.c",
             "kp_nn_mat_s8.c",
@@ -61,7 +64,7 @@ def main() -> None:
         )
     ] + [d / "csr.c"]
     emu = m4_profile.M4Emulator(
-        m4_profile.build_library_elf(sources, d / "bench.elf", include_dirs=[cbuild.KERNEL_DIR])
+        m4_profile.build_library_elf(sources, d / "bench.elf", include_dirs=[kernel_library.KERNEL_DIR])
     )
 
     rng = np.random.default_rng(0)

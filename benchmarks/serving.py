@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import demo  # noqa: E402
+from keras_prune.recipes import demo  # noqa: E402
 
 
 def digits32(x: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_prune import demo  # noqa: E402
+from keras_prune.recipes import demo  # noqa: E402
 
 
 def main() -> None:

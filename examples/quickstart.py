@@ -10,7 +10,7 @@ import argparse
 import keras
 
 import keras_prune as kp
-from keras_prune.demo import mnist_5k
+from keras_prune.recipes.demo import mnist_5k
 
 
 def main() -> None:

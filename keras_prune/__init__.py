@@ -15,19 +15,7 @@ kp.summary(plain)
 ```
 """
 
-from keras_prune import (
-    callbacks,
-    export,
-    granularity,
-    graph,
-    integral,
-    io,
-    layers,
-    legr,
-    models,
-    schedules,
-    surgery,
-)
+from keras_prune import ( callbacks, export, granularity, graph, integral, io, layers, legr, models, schedules, surgery, )
 from keras_prune.flops import count_flops, count_macs
 from keras_prune.integral import add_activation_masks
 from keras_prune.pruning import prune, strip, summary

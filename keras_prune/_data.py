@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_data", "predict", "batches"]
+__all__ = ["check_data", "predict", "batches", "quiet_retracing"]
 
 
 def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
@@ -37,7 +37,7 @@ def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarra
 
 
 @contextlib.contextmanager
-def _quiet_retracing():
+def quiet_retracing():
     # Each configuration of a scan is a new graph by design; TF's "excessive retracing"
     # warning would only be noise.
     logger = tf.get_logger()
@@ -58,7 +58,7 @@ def batches(model, x: np.ndarray, batch_size: int = 256, outputs=None):
     target = model if outputs is None else keras.Model(model.inputs, outputs)
     fn = tf.function(lambda b: target(b, training=False))
     batch_size = min(batch_size, len(x))
-    with _quiet_retracing():
+    with quiet_retracing():
         for i in range(0, len(x), batch_size):
             b = x[i : i + batch_size]
             n = len(b)

@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 
 def _demo(args) -> int:
-    from keras_prune import demo
+    from keras_prune.recipes import demo
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     demo.run(

@@ -17,9 +17,9 @@ import numpy as np
 from keras import ops
 
 from keras_prune._data import batches, check_data
-from keras_prune._graph import functional_nodes
 from keras_prune.layers.prunable import kernel_specs
 from keras_prune.layers.prune_wrapper import PruneWrapper
+from keras_prune.model_utils import check_model, functional_nodes
 
 __all__ = ["count_macs", "MacReport", "MacRow", "count_flops", "FlopReport", "FlopRow"]
 
@@ -219,6 +219,8 @@ def _depthwise(layer, kernel, nz) -> float:
 
 
 # ---------------------------------------------------------------------- model
+# functional_nodes filtered to the MAC-doing calls; nested models stay single nodes
+# (each call's inputs are needed), and _count recurses into them with those inputs.
 def _mac_nodes(model):
     graph, nodes = functional_nodes(model)
     return graph, [
@@ -254,9 +256,7 @@ def count_macs(
 
     Example: ``print(kp.count_macs(pruned, x_val, print_fn=None).reduction())``
     """
-    from keras_prune.pruning import _check_model
-
-    _check_model(model, "kp.count_macs")
+    check_model(model, "kp.count_macs")
     if x is not None:
         x, _ = check_data(model, x, None, "x")
     report = MacReport(model.name, samples=0 if x is None else len(x))

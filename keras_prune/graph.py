@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_prune._graph import functional_nodes
 from keras_prune.layers.activation_mask import ActivationThreshold
+from keras_prune.model_utils import check_model, functional_nodes
 
 __all__ = ["build", "DependencyGraph", "ChannelGroup", "LayerUse", "MacTerm", "filter_norms"]
 
@@ -226,9 +226,7 @@ class DependencyGraph:
     """
 
     def __init__(self, model: keras.Model):
-        from keras_prune.pruning import _check_model
-
-        _check_model(model, "kp.graph.build")
+        check_model(model, "kp.graph.build")
         self.model = model
         self._uf = _UnionFind()
         self._fixed: dict[int, str] = {}  # element -> why it cannot be removed
@@ -272,6 +270,8 @@ class DependencyGraph:
         use.calls += 1
         return use
 
+    # Own recursion over functional_nodes (not all_layers): channel slots follow the
+    # tensors of every call, through nested models' inputs and outputs.
     def _walk(self, model: keras.Model, prefix: str) -> None:
         _, nodes = functional_nodes(model)
         for node in nodes:

@@ -26,13 +26,16 @@ import numpy as np
 from keras_prune import io
 from keras_prune._data import check_data as _check_data
 from keras_prune._data import predict as _predict
-from keras_prune._graph import LayerGraph
+from keras_prune.activation_thresholds import activation_masks, calibrate_thresholds
+from keras_prune.activation_thresholds import with_thresholds as with_thresholds
 from keras_prune.layers.activation_mask import (
     ActivationMask,
     ActivationThreshold,
     check_winner_rate,
 )
 from keras_prune.layers.prune_wrapper import PruneWrapper
+from keras_prune.model_utils import LayerGraph, all_layers, check_model, clone_with_weights, fresh
+from keras_prune.pruning import strip
 
 __all__ = [
     "add_activation_masks",
@@ -138,7 +141,7 @@ def mask_sites(model: keras.Model) -> list[str]:
     layers that follow it, so the mask sits right before the layer that consumes it.
     Outputs of the model itself are not masked. Only the top-level graph is searched.
     """
-    _check_model(model, "kp.integral.mask_sites")
+    check_model(model, "kp.integral.mask_sites")
     graph = LayerGraph(model)
     sites = []
     for layer in graph.layers:
@@ -149,12 +152,6 @@ def mask_sites(model: keras.Model) -> list[str]:
             if graph.consumers(site) and site.name not in sites:
                 sites.append(site.name)
     return sites
-
-
-def _check_model(model, what: str) -> None:
-    from keras_prune.pruning import _check_model as check
-
-    check(model, what)
 
 
 def _resolve_sites(model, winner_rate, after) -> dict[str, float]:
@@ -252,11 +249,9 @@ def add_activation_masks(
     masked.fit(x, y, epochs=5, callbacks=[kp.callbacks.PruningScheduler()])
     ```
     """
-    _check_model(model, "kp.add_activation_masks")
+    check_model(model, "kp.add_activation_masks")
     rates = _resolve_sites(model, winner_rate, after)
-    from keras_prune.pruning import _all_layers, _clone, _fresh
-
-    taken = {la.name for la in _all_layers(model)}
+    taken = {la.name for la in all_layers(model)}
 
     def mask_name(site: str) -> str:
         name, i = f"{site}_mask", 1
@@ -270,12 +265,7 @@ def add_activation_masks(
     def make(site):
         return ActivationMask(rates[site], name=names[site])
 
-    return _clone(model, _fresh, after={site: make for site in rates})
-
-
-def activation_masks(model: keras.Model) -> list[ActivationMask]:
-    """The top-level ActivationMask layers of ``model``, in graph order."""
-    return [la for la in LayerGraph(model).layers if isinstance(la, ActivationMask)]
+    return clone_with_weights(model, fresh, after={site: make for site in rates})
 
 
 # ---------------------------------------------------------------------- metrics
@@ -446,7 +436,7 @@ def sensitivity_scan(
 
     Example: ``scan = kp.integral.sensitivity_scan(model, xv, yv, plot="sens.png")``
     """
-    _check_model(model, "kp.integral.sensitivity_scan")
+    check_model(model, "kp.integral.sensitivity_scan")
     if activation_masks(model):
         raise ValueError(
             f"Model '{model.name}' already has activation masks; scan the model without them."
@@ -557,7 +547,7 @@ def choose_winner_rates(
             progress=progress,
         )
     else:
-        _check_model(model, "kp.integral.choose_winner_rates")
+        check_model(model, "kp.integral.choose_winner_rates")
     x_val, y_val = _check_data(model, x_val, y_val, "x_val")
     ladder = (*scan.rates, 1.0) if scan.rates[-1] < 1.0 else scan.rates
     chosen = {s: scan.lowest_rate(s, max_loss) for s in scan.accuracy}
@@ -589,90 +579,6 @@ def choose_winner_rates(
     result.baseline, result.accuracy, result.max_loss = scan.baseline, combined, max_loss
     result.scan, result.steps = scan, steps
     return result
-
-
-# ---------------------------------------------------------------------- thresholds
-def calibrate_thresholds(
-    model: keras.Model, representative_data, batch_size: int = 256
-) -> dict[str, float]:
-    """{mask name: threshold} so that ``x >= threshold`` keeps, on ``representative_data``,
-    as many activations as the masks' top-k keeps (``ceil(rate * n)`` per sample).
-
-    The pooled inputs of each mask are quantized as the int8 converter will quantize
-    them, and the threshold is put midway between the last kept and the first dropped
-    int8 level, so the float and int8 forms keep the same activations. A block of equal
-    levels is kept or dropped whole, whichever lands nearer the target. A layer with
-    fewer non-zero activations than the rate asks for gets threshold 0 (its ReLU output
-    passes unchanged, as under top-k).
-    """
-    masks = activation_masks(model)
-    if not masks:
-        return {}
-    x, _ = _check_data(model, representative_data, None, "representative_data")
-    thresholds: dict[str, float] = {}
-    for i, mask in enumerate(masks):
-        # calibrate in graph order on the model as it will run: with the masks upstream
-        # already in threshold form (their kept sets differ slightly from top-k's)
-        current = with_thresholds(model, thresholds) if i else model
-        (act,) = _predict(current, x, batch_size, outputs=[current.get_layer(mask.name).input])
-        n = int(np.prod(act.shape[1:]))
-        thresholds[mask.name] = _int8_threshold(act.reshape(-1), mask.winners(n) * len(act))
-    return thresholds
-
-
-def _int8_threshold(values: np.ndarray, keep: int) -> float:
-    """A threshold midway between two int8 levels of ``values``' quantization.
-
-    The int8 scale is the one the TFLite converter derives from the same data (per-tensor
-    range including 0, 256 levels). A cut between two levels keeps the same activations
-    in float and in int8; values less than one level apart (e.g. two channels' ReLU(bias)
-    over a blank background) are one level in int8, so no threshold could split them.
-    """
-    lo, hi = min(0.0, float(values.min())), max(0.0, float(values.max()))
-    if hi == lo:
-        return 0.0
-    scale = (hi - lo) / 255.0
-    zero_point = round(-128 - lo / scale)
-    levels = np.clip(np.round(values / scale) + zero_point, -128, 127)
-    cut = _threshold_for(levels, keep, zero=zero_point)
-    return 0.0 if cut is None else float((cut - zero_point) * scale)
-
-
-def _threshold_for(values: np.ndarray, keep: int, zero: float = 0.0) -> float | None:
-    """The cut ``t`` for which ``values >= t`` keeps closest to ``keep`` values (``None``:
-    keep everything, when only values <= ``zero`` would be dropped).
-
-    Top-k splits a block of equal values by position; a threshold keeps or drops the
-    whole block (ReLU(bias) over an image's blank background is such a block), so take
-    whichever side of it is nearer. ``t`` sits midway between the last kept and the
-    first dropped distinct value.
-    """
-    distinct, counts = np.unique(values, return_counts=True)
-    distinct, counts = distinct[::-1], counts[::-1]  # descending
-    kept = np.cumsum(counts)  # kept[i]: how many values >= distinct[i]
-    i = int(np.searchsorted(kept, keep))  # first block reaching keep
-    if i >= len(distinct):
-        return None
-    if i > 0 and keep - kept[i - 1] < kept[i] - keep:
-        i -= 1  # dropping the straddling block is closer than keeping it
-    if distinct[i] <= zero or i + 1 >= len(distinct):
-        return None
-    return float((distinct[i] + distinct[i + 1]) / 2)
-
-
-def with_thresholds(
-    model: keras.Model, thresholds: dict[str, float], unwrap: bool = False
-) -> keras.Model:
-    """A copy of ``model`` with the named ActivationMasks replaced by ActivationThresholds
-    (and, with ``unwrap``, PruneWrappers by their layers with the zeros baked in)."""
-    from keras_prune.pruning import _clone, _fresh
-
-    def clone(layer):
-        if isinstance(layer, ActivationMask) and layer.name in thresholds:
-            return ActivationThreshold(thresholds[layer.name], layer.winner_rate, name=layer.name)
-        return _fresh(layer.layer if unwrap and isinstance(layer, PruneWrapper) else layer)
-
-    return _clone(model, clone)
 
 
 @dataclass
@@ -741,8 +647,7 @@ def check_thresholds_int8(
     density with that measured top-k density (``ok`` when within ``tolerance``). With
     ``y``, the three accuracies are reported too. Needs ``pip install keras-prune[tflm]``.
     """
-    from keras_prune.export import tflite
-    from keras_prune.pruning import strip
+    from keras_prune.export.int8 import convert as tflite
 
     x, y = _check_data(masked, x, y, "x")
     masks = activation_masks(masked)

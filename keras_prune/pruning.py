@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -10,44 +10,18 @@ import numpy as np
 
 from keras_prune import granularity as gr
 from keras_prune import schedules as sch
+from keras_prune.activation_thresholds import activation_masks as _masks_of
+from keras_prune.activation_thresholds import calibrate_thresholds, with_thresholds
 from keras_prune.layers.prunable import PRUNABLE_CLASSES, kernel_specs
 from keras_prune.layers.prune_wrapper import PruneWrapper
+from keras_prune.model_utils import all_layers, check_model, clone_with_weights, fresh
 
 __all__ = ["prune", "strip", "summary", "wrappers", "LayerSummary"]
 
 
-def _check_model(model, what: str) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{what} expects a Keras 3 model (keras.Sequential or a functional keras.Model), "
-            f"got {type(model).__module__}.{type(model).__name__}. A tf.keras (Keras 2) model "
-            "must be rebuilt or loaded with Keras 3 first (kp.io.load)."
-        )
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
-        raise TypeError(
-            f"{what} supports Sequential and functional models; '{model.name}' is a "
-            f"subclassed {type(model).__name__}. Wrap its layers with "
-            "kp.layers.PruneWrapper directly instead."
-        )
-    if not model.built:
-        raise ValueError(
-            f"{what}: model '{model.name}' is not built. Give it an Input (or input_shape) or "
-            "call it once on a batch of data first."
-        )
-
-
-def _all_layers(model) -> Iterable[keras.layers.Layer]:
-    """Every layer, descending into nested Sequential/functional models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 def wrappers(model) -> list[PruneWrapper]:
     """Every PruneWrapper of a model, nested models included, in layer order."""
-    return [layer for layer in _all_layers(model) if isinstance(layer, PruneWrapper)]
+    return [layer for layer in all_layers(model) if isinstance(layer, PruneWrapper)]
 
 
 def _make_filter(layers, model) -> Callable[[keras.layers.Layer], bool]:
@@ -62,58 +36,10 @@ def _make_filter(layers, model) -> Callable[[keras.layers.Layer], bool]:
     bad = [x for x in items if not isinstance(x, (str, type))]
     if bad:
         raise TypeError(f"`layers` must be layer names, layer classes or a predicate; got {bad!r}.")
-    missing = sorted(names - {layer.name for layer in _all_layers(model)})
+    missing = sorted(names - {layer.name for layer in all_layers(model)})
     if missing:
         raise ValueError(f"`layers` names {missing} that are not in model '{model.name}'.")
     return lambda layer: layer.name in names or (bool(classes) and isinstance(layer, classes))
-
-
-def _clone(model, clone_function, after=None):
-    """clone_model with fresh weights copied over from the originals, nested models too.
-
-    ``after`` maps a top-level layer name to a factory of a new layer to call on that
-    layer's output (how activation masks are inserted).
-    """
-    pairs = []
-    after = after or {}
-
-    def fn(layer):
-        if isinstance(layer, keras.Model):
-            return _clone(layer, clone_function)
-        new = clone_function(layer)
-        pairs.append((layer, new))
-        return new
-
-    if isinstance(model, keras.Sequential) and after:
-        # clone_model can't insert layers into a Sequential: rebuild its layer list
-        spec = model.inputs[0]
-        layers = [keras.Input(batch_shape=spec.shape, dtype=spec.dtype)]
-        for layer in model.layers:
-            layers.append(fn(layer))
-            if layer.name in after:
-                layers.append(after[layer.name](layer.name))
-        new_model = keras.Sequential(layers, name=model.name)
-    else:
-
-        def call(layer, *args, **kwargs):
-            out = layer(*args, **kwargs)
-            return after[layer.name](layer.name)(out) if layer.name in after else out
-
-        new_model = keras.models.clone_model(
-            model, clone_function=fn, call_function=call if after else None
-        )
-    for old, new in pairs:
-        if isinstance(new, PruneWrapper) and not isinstance(old, PruneWrapper):
-            new.layer.set_weights(old.get_weights())
-        elif isinstance(old, PruneWrapper) and not isinstance(new, PruneWrapper):
-            new.set_weights(old.stripped_weights())
-        else:
-            new.set_weights(old.get_weights())
-    return new_model
-
-
-def _fresh(layer):
-    return layer.__class__.from_config(layer.get_config())
 
 
 def prune(model: keras.Model, schedule, granularity="unstructured", layers=None) -> keras.Model:
@@ -142,7 +68,7 @@ def prune(model: keras.Model, schedule, granularity="unstructured", layers=None)
     pruned.fit(x, y, callbacks=[kp.callbacks.PruningScheduler()])
     ```
     """
-    _check_model(model, "kp.prune")
+    check_model(model, "kp.prune")
     already = wrappers(model)
     if already:
         raise ValueError(
@@ -153,9 +79,9 @@ def prune(model: keras.Model, schedule, granularity="unstructured", layers=None)
     schedule = _to_native_schedule(sch.get(schedule))
     granularity = gr.get(granularity)
     keep = _make_filter(layers, model)
-    prunable = [layer for layer in _all_layers(model) if kernel_specs(layer)]
+    prunable = [layer for layer in all_layers(model) if kernel_specs(layer)]
     if not prunable:
-        kinds = sorted({type(layer).__name__ for layer in _all_layers(model)})
+        kinds = sorted({type(layer).__name__ for layer in all_layers(model)})
         raise ValueError(
             f"Model '{model.name}' has no prunable layers (it has {', '.join(kinds)}). "
             f"Prunable: {', '.join(c.__name__ for c in PRUNABLE_CLASSES)}."
@@ -169,10 +95,10 @@ def prune(model: keras.Model, schedule, granularity="unstructured", layers=None)
 
     def clone(layer):
         if id(layer) in chosen:
-            return PruneWrapper(_fresh(layer), schedule=schedule, granularity=granularity)
-        return _fresh(layer)
+            return PruneWrapper(fresh(layer), schedule=schedule, granularity=granularity)
+        return fresh(layer)
 
-    return _clone(model, clone)
+    return clone_with_weights(model, clone)
 
 
 def _to_native_schedule(schedule):
@@ -206,18 +132,15 @@ def strip(
 
     Example: ``plain = kp.strip(pruned); plain.save("pruned.keras")``.
     """
-    from keras_prune.integral import activation_masks as masks_of
-    from keras_prune.integral import calibrate_thresholds, with_thresholds
-
-    _check_model(model, "kp.strip")
+    check_model(model, "kp.strip")
     if activation_masks not in ("threshold", "keep"):
         raise ValueError(
             f"activation_masks must be 'threshold' or 'keep', got {activation_masks!r}."
         )
     thresholds = {}
-    if activation_masks == "threshold" and masks_of(model):
+    if activation_masks == "threshold" and _masks_of(model):
         if representative_data is None:
-            names = ", ".join(m.name for m in masks_of(model))
+            names = ", ".join(m.name for m in _masks_of(model))
             raise ValueError(
                 f"Model '{model.name}' has activation masks ({names}). Pass "
                 "representative_data=<a few hundred inputs> to turn them into calibrated "
@@ -266,9 +189,9 @@ def summary(model: keras.Model, granularity=None, print_fn=None) -> list[LayerSu
 
     Returns the rows; prints a table with ``print_fn`` (default ``print``).
     """
-    _check_model(model, "kp.summary")
+    check_model(model, "kp.summary")
     rows = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, PruneWrapper):
             kernels = layer.masked_kernels()
             layouts, g = layer.layouts, layer.granularity

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_prune._graph import LayerGraph, functional_nodes
-from keras_prune.graph import DependencyGraph, LayerUse
+from keras_prune.activation_thresholds import activation_masks
+from keras_prune.graph import DependencyGraph, LayerUse, filter_norms
+from keras_prune.layers.prune_wrapper import PruneWrapper
+from keras_prune.model_utils import LayerGraph, all_layers, check_model, functional_nodes
 
 __all__ = [
     "shrink",
@@ -178,7 +180,9 @@ def _slice(use: LayerUse, alive: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _clone(use: LayerUse, alive: np.ndarray | None, offset: _Offset | None = None):
+def _clone_layer_narrowed(use: LayerUse, alive: np.ndarray | None, offset: _Offset | None = None):
+    """A new, unbuilt copy of ``use.layer`` from its config, narrowed to the ``alive``
+    channels (units/filters, or a Reshape's target) and adjusted for ``offset``."""
     layer = use.layer
     config = layer.get_config()
     if offset is not None and offset.bias is not None:
@@ -198,6 +202,8 @@ def _clone(use: LayerUse, alive: np.ndarray | None, offset: _Offset | None = Non
     return type(layer).from_config(config)
 
 
+# Not model_utils.LayerGraph/all_layers: rebuilding needs every call node in call order,
+# with the tensors flowing between them, to re-wire the new layers.
 def _replay(model: keras.Model, inputs: list, apply) -> list:
     """Walk ``model``'s call nodes in order on new tensors that start from ``inputs``,
     with ``apply(op, args, kwargs)`` giving each node's outputs; the new outputs."""
@@ -240,7 +246,7 @@ def _rebuild(
             use = uses[id(op)]
             new = new_layers.get(id(op))
             if new is None:
-                new = new_layers[id(op)] = _clone(
+                new = new_layers[id(op)] = _clone_layer_narrowed(
                     use, None if gates else alive, offsets.get(id(op))
                 )
             if gates and use.kind == "producer" and use.in_slots is not None:
@@ -356,7 +362,7 @@ def shrink(
 
     Example: ``small = kp.shrink(model, {"conv1": [0, 1, 5]})``.
     """
-    _check_plain(model, "kp.shrink")
+    check_plain(model, "kp.shrink")
     graph = _graph(model, graph, "kp.shrink")
     alive = graph.element_keep(channel_masks(graph, keep))
     new_model, _ = _rebuild(graph, alive, gates=False)
@@ -371,7 +377,7 @@ def masked(
     """The same model with a ``ChannelGate`` zeroing the removed channels where they are
     consumed: what ``shrink`` must equal. Returns the model and its gates (by layer
     name); assigning new masks to the gates changes the channels without rebuilding."""
-    _check_plain(model, "kp.surgery.masked")
+    check_plain(model, "kp.surgery.masked")
     graph = _graph(model, graph, "kp.surgery.masked")
     alive = graph.element_keep(channel_masks(graph, keep, "kp.surgery.masked"))
     new_model, gates = _rebuild(graph, alive, gates=True)
@@ -439,9 +445,7 @@ def compact(
 
     Example: ``small, report = kp.surgery.compact(kp.strip(channel_pruned)); print(report)``
     """
-    from keras_prune.graph import filter_norms
-
-    _check_plain(model, "kp.surgery.compact", allow_masks=True)
+    check_plain(model, "kp.surgery.compact", allow_masks=True)
     graph = _graph(model, graph, "kp.surgery.compact")
     report = CompactReport()
     owner = {}
@@ -589,7 +593,7 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, list[str]]:
 
     Example: ``serving, folded = kp.surgery.fold_batchnorm(model)``
     """
-    _check_plain(model, "kp.surgery.fold_batchnorm", allow_masks=True)
+    check_plain(model, "kp.surgery.fold_batchnorm", allow_masks=True)
     if any(isinstance(la, keras.Model) for la in model.layers):
         return model, []
     pairs = _bn_pairs(model)
@@ -664,13 +668,11 @@ def _max_difference(a: keras.Model, b: keras.Model, batch: int, seed: int) -> tu
     return diff, max(float(np.max(np.abs(p), initial=0.0)) for p in ya)
 
 
-def _check_plain(model, what, allow_masks: bool = False) -> None:
-    from keras_prune.integral import activation_masks
-    from keras_prune.layers.prune_wrapper import PruneWrapper
-    from keras_prune.pruning import _all_layers, _check_model
-
-    _check_model(model, what)
-    wrapped = [la.name for la in _all_layers(model) if isinstance(la, PruneWrapper)]
+def check_plain(model, what: str, allow_masks: bool = False) -> None:
+    """Raise unless ``model`` passes ``check_model`` and has no PruneWrapper (nor, unless
+    ``allow_masks``, ActivationMask) layers left: the tools here need a stripped model."""
+    check_model(model, what)
+    wrapped = [la.name for la in all_layers(model) if isinstance(la, PruneWrapper)]
     if wrapped or (activation_masks(model) and not allow_masks):
         names = ", ".join(wrapped) or "activation masks"
         raise ValueError(

@@ -25,9 +25,11 @@ from conftest import PipeDriver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_prune.export import cbuild, int8_ops
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.int8 import reference as int8_ops
 
-DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_kernel_driver.c"
+DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_kernel_driver.c"
 (
     OP_CHECKS,
     OP_CONV,
@@ -62,8 +64,8 @@ def driver(tmp_path_factory):
     if cbuild.find_cc() is None:
         pytest.skip(GCC_HINT)
     exe = cbuild.compile_host(
-        [*cbuild.kernel_sources(), DRIVER_SRC],
-        [cbuild.KERNEL_DIR],
+        [*kernel_library.kernel_sources(), DRIVER_SRC],
+        [kernel_library.KERNEL_DIR],
         tmp_path_factory.mktemp("kp_driver") / "kp_kernel_driver",
         sanitize=True,
     )
@@ -447,7 +449,7 @@ def test_kernels_build_warning_free(tmp_path):
         pytest.skip(GCC_HINT)
     # -O2 (not the fuzz build's -O1) turns on the flow-dependent warnings
     exe = cbuild.compile_host(
-        [*cbuild.kernel_sources(), DRIVER_SRC], [cbuild.KERNEL_DIR], tmp_path / "driver_o2"
+        [*kernel_library.kernel_sources(), DRIVER_SRC], [kernel_library.KERNEL_DIR], tmp_path / "driver_o2"
     )
     done = subprocess.run([str(exe)], input=encode(OP_CHECKS, [], [], 0), capture_output=True)
     assert done.returncode == 0 and done.stdout[:4] == b"\0\0\0\0", done.stderr.decode()
@@ -463,12 +465,12 @@ def test_kernels_build_warning_free(tmp_path):
         "-Wextra",
         "-Werror",
         "-c",
-        f"-I{cbuild.KERNEL_DIR}",
+        f"-I{kernel_library.KERNEL_DIR}",
     ]
     for extra, out in (([], "dsp"), (["-DKP_NO_DSP"], "portable")):
         (tmp_path / out).mkdir()
         done = subprocess.run(
-            [arm, *flags, *extra, *map(str, cbuild.kernel_sources())],
+            [arm, *flags, *extra, *map(str, kernel_library.kernel_sources())],
             cwd=tmp_path / out,
             capture_output=True,
             text=True,
@@ -483,8 +485,8 @@ def tflm_run():
     pytest.importorskip("tflite_micro", reason="pip install 'keras-prune[tflm]'")
     import keras
 
-    from keras_prune.export import tflite
-    from keras_prune.export.tflite_graph import read_tflite
+    from keras_prune.export.int8 import convert as tflite
+    from keras_prune.export.int8.flatbuffer import read_tflite
 
     L = keras.layers
     keras.utils.set_random_seed(1)

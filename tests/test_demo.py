@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune import cli, demo
+from keras_prune import cli
+from keras_prune.recipes import demo
 
 
 def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_path):
@@ -59,7 +60,7 @@ def test_lenet_300_100_reaches_90_percent_simd_sparsity_within_half_a_point(tmp_
     assert "dense vs SIMDGroups(4) sparse C" in demo.format_sparse_c(result)
     # Every Cortex-M4 variant side by side (where unicorn and the cross compiler are)
     if c.get("cycles"):
-        from keras_prune import demo_m4
+        from keras_prune.recipes import m4_variants as demo_m4
 
         rows = dict(result.m4_variants)
         assert list(rows)[0] == "dense, ours" and "unstructured 90% + CSR" in rows
@@ -126,7 +127,8 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
     assert "lenet5 (dense) as C for a Cortex-M4" in out
     assert "host build vs TFLM interpreter: bit-exact on 100 test digits" in out
     assert (tmp_path / "cmsis" / "lenet5_dense" / "kp_model.c").exists()
-    from keras_prune.export import m4, m4_profile
+    from keras_prune.mcu import firmware as m4
+    from keras_prune.mcu import profiler as m4_profile
 
     if m4.find_qemu() is not None and m4_profile.available():
         assert "Cortex-M4 (QEMU mps2-an386) vs host: bit-exact on 100 digits" in out

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.export import cbuild, cortex_m, m4
+from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.cgen import exporter as cortex_m
+from keras_prune.mcu import firmware as m4
 
 pytest.importorskip("tflite_micro")
 needs_cc = pytest.mark.skipif(
@@ -195,8 +197,8 @@ def test_kernel_limits_are_refused(tmp_path):
 
 def test_asymmetric_weights_are_refused(exports):
     """Non-zero weight zero points cannot be expressed by the kernels."""
-    from keras_prune.export.c_lowering import lower
-    from keras_prune.export.tflite_graph import read_tflite
+    from keras_prune.export.cgen.lowering import lower
+    from keras_prune.export.int8.flatbuffer import read_tflite
 
     _, path, _ = exports["lenet_300_100"]
     graph = read_tflite((path / "model.tflite").read_bytes())

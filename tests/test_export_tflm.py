@@ -12,16 +12,16 @@ import pytest
 
 import keras_prune as kp
 from keras_prune import cli
-from keras_prune.demo import lenet5
-from keras_prune.export import tflite_micro as tflm_mod
-from keras_prune.export._tflm_ops import TFLM_OPS
+from keras_prune.recipes.demo import lenet5
+from keras_prune.export.tflite_micro import exporter as tflm_mod
+from keras_prune.export.int8.tflm_ops import TFLM_OPS
 
 pytest.importorskip("tflite_micro")
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from keras_prune.demo import mnist_5k
+    from keras_prune.recipes.demo import mnist_5k
 
     x, y, xt, yt = mnist_5k()
     return x[:1500], y[:1500], xt[:300], yt[:300]

@@ -6,7 +6,8 @@ import pytest
 from conftest import compile_mse, mlp, small_cnn
 
 import keras_prune as kp
-from keras_prune import demo, integral
+from keras_prune import integral
+from keras_prune.recipes import demo
 
 
 def lenet5_like():
@@ -185,7 +186,7 @@ def test_threshold_calibration_matches_the_winner_rate(trained_mlp):
 
 
 def test_threshold_keeps_or_drops_a_tied_block_whole_and_sits_between_int8_levels():
-    from keras_prune.integral import _int8_threshold, _threshold_for
+    from keras_prune.activation_thresholds import _int8_threshold, _threshold_for
 
     v = np.array([5, 4, 3, 3, 3, 3, 1, 0, 0, 0], np.float32)
     assert _threshold_for(v, 2) == 3.5  # exact

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from keras_prune.export import m4
+from keras_prune.mcu import firmware as m4
 
 IN, OUT = 12, 20
 

@@ -10,7 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from keras_prune.export import cbuild, int8_ops, m4_profile
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.mcu import profiler as m4_profile
 
 pytestmark = pytest.mark.skipif(
     not m4_profile.available() or cbuild.find_cc() is None,
@@ -155,12 +158,12 @@ def kernels(tmp_path_factory):
     d = tmp_path_factory.mktemp("kernels")
     sources = [
         s
-        for s in cbuild.kernel_sources()
+        for s in kernel_library.kernel_sources()
         if s.name.startswith(
             ("kp_nn_mat_s8", "kp_depthwise_conv_s8", "kp_elementwise_add_s8", "kp_max_pool_s8")
         )
     ]
-    elf = m4_profile.build_library_elf(sources, d / "kp_dsp.elf", include_dirs=[cbuild.KERNEL_DIR])
+    elf = m4_profile.build_library_elf(sources, d / "kp_dsp.elf", include_dirs=[kernel_library.KERNEL_DIR])
     lib = d / "libkp_portable.so"
     subprocess.run(
         [
@@ -168,7 +171,7 @@ def kernels(tmp_path_factory):
             *cbuild.WARN_FLAGS,
             "-shared",
             "-fPIC",
-            f"-I{cbuild.KERNEL_DIR}",
+            f"-I{kernel_library.KERNEL_DIR}",
             *map(str, sources),
             "-o",
             str(lib),

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_prune.export import requant, tflite
-from keras_prune.export import tflite_micro as tm
+from keras_prune.export.int8 import reference as requant
+from keras_prune.export.int8 import convert as tflite
+from keras_prune.export.tflite_micro import exporter as tm
 
 pytest.importorskip("tflite_micro")
 
@@ -30,7 +31,7 @@ def test_rounding_rules_by_hand():
 
 
 def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
-    from keras_prune.demo import mnist_5k
+    from keras_prune.recipes.demo import mnist_5k
 
     x, y, xt, _ = mnist_5k()
     keras.utils.set_random_seed(0)
@@ -50,16 +51,12 @@ def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
     scale = requant.effective_scale(qin["scales"][0], qw["scales"], qout["scales"][0])
     xq = tflite.quantize_input(xt, qin["scales"][0], int(qin["zero_points"][0]))
     flat = xq.reshape(len(xq), -1)
-    args = (
-        flat,
-        interp.get_tensor(w["index"]),
-        interp.get_tensor(b["index"]),
-        int(qin["zero_points"][0]),
-        int(qout["zero_points"][0]),
-        scale,
-    )
-    double = requant.fully_connected_int8(*args, rounding="double")
-    single = requant.fully_connected_int8(*args, rounding="float")
+    weights, bias = interp.get_tensor(w["index"]), interp.get_tensor(b["index"])
+    params = requant.fc_params(int(qin["zero_points"][0]), int(qout["zero_points"][0]),
+                               (-128, 127))
+    mult, shift = requant.fc_quant(qin["scales"][0], qw["scales"], qout["scales"][0])
+    double = requant.fully_connected(flat, weights, bias, params, mult, shift)
+    single = requant.fully_connected(flat, weights, bias, params, scale=scale)
     tflm_out = tflite.run_tflm_raw(data, xq, 1 << 20)[0]
     ref_out = tm._run_litert_reference(data, xq)[0]
     assert np.array_equal(double, tflm_out)

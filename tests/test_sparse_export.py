@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.export import cortex_m, m4, m4_cycles, m4_profile, sparse_cost, tflite
-from keras_prune.export.sparse_format import encode_groups
+from keras_prune.export.cgen import exporter as cortex_m
+from keras_prune.mcu import firmware as m4
+from keras_prune.mcu import cycles as m4_cycles
+from keras_prune.mcu import profiler as m4_profile
+from keras_prune.export.cgen import cost_model as sparse_cost
+from keras_prune.export.int8 import convert as tflite
+from keras_prune.export.cgen.sparse_format import encode_groups
 
 L = keras.layers
 
@@ -230,7 +235,8 @@ def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
     kernel refuses the call while choose() keeps the layer dense."""
     import subprocess
 
-    from keras_prune.export import cbuild
+    from keras_prune.export.cgen import kernel_library
+    from keras_prune.mcu import toolchain as cbuild
 
     if cbuild.find_cc() is None:
         pytest.skip("no host C compiler")
@@ -246,7 +252,7 @@ def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
         [
             src,
             *(
-                cbuild.KERNEL_DIR / n
+                kernel_library.KERNEL_DIR / n
                 for n in (
                     "kp_sparse_conv_s8.c",
                     "kp_nn_sparse_vec_s8.c",
@@ -254,7 +260,7 @@ def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
                 )
             ),
         ],
-        [cbuild.KERNEL_DIR],
+        [kernel_library.KERNEL_DIR],
         tmp_path / "limit",
     )
     lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()

@@ -17,13 +17,16 @@ from conftest import group_pruned as pruned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_prune.export import cbuild, int8_ops, m4_profile
-from keras_prune.export.sparse_format import INDEX_KINDS, decode, encode_groups
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.mcu import profiler as m4_profile
+from keras_prune.export.cgen.sparse_format import INDEX_KINDS, decode, encode_groups
 from keras_prune.granularity import SIMDGroups
 
-DRIVER_SRC = Path(cbuild.__file__).parent / "csrc" / "test" / "kp_sparse_driver.c"
+DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_sparse_driver.c"
 SPARSE_SOURCES = [
-    cbuild.KERNEL_DIR / n
+    kernel_library.KERNEL_DIR / n
     for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
 ]
 
@@ -114,7 +117,7 @@ def driver(tmp_path_factory):
         pytest.skip("needs a host C compiler: sudo apt-get install gcc")
     exe = cbuild.compile_host(
         [*SPARSE_SOURCES, DRIVER_SRC],
-        [cbuild.KERNEL_DIR],
+        [kernel_library.KERNEL_DIR],
         tmp_path_factory.mktemp("sparse") / "kp_sparse_driver",
         sanitize=True,
     )
@@ -228,7 +231,7 @@ def m4(tmp_path_factory):
         pytest.skip(f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}")
     d = tmp_path_factory.mktemp("sparse_m4")
     elf = m4_profile.build_library_elf(
-        SPARSE_SOURCES, d / "kp_sparse.elf", include_dirs=[cbuild.KERNEL_DIR]
+        SPARSE_SOURCES, d / "kp_sparse.elf", include_dirs=[kernel_library.KERNEL_DIR]
     )
     return m4_profile.M4Emulator(elf)
 

@@ -12,11 +12,14 @@ from conftest import group_pruned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_prune.export import cbuild, int8_ops, m4_profile
-from keras_prune.export.sparse_format import encode_input_groups
+from keras_prune.export.cgen import kernel_library
+from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.mcu import profiler as m4_profile
+from keras_prune.export.cgen.sparse_format import encode_input_groups
 
 SOURCES = [
-    cbuild.KERNEL_DIR / n
+    kernel_library.KERNEL_DIR / n
     for n in ("kp_activation_mask_s8.c", "kp_zero_skip_fc_s8.c", "kp_zero_skip_fc_s8_dsp.c")
 ]
 FUZZ = settings(
@@ -36,7 +39,7 @@ def emu(request, tmp_path_factory):
     elf = m4_profile.build_library_elf(
         SOURCES,
         d / "kp_zero_skip.elf",
-        include_dirs=[cbuild.KERNEL_DIR],
+        include_dirs=[kernel_library.KERNEL_DIR],
         defines=("KP_NO_DSP",) if request.param == "portable" else (),
     )
     return m4_profile.M4Emulator(elf)
@@ -282,7 +285,7 @@ def test_masked_model_exports_bit_exact_with_zero_skipping(tmp_path, masked_data
     assert [m["winner_rate"] for m in masks] == [0.3, 0.4, 0.25]
     assert "activation masks: 3, threshold form" in rep.table()
     if m4_profile.available():  # layer by layer: the fused GREATER_EQUALs have no C layer
-        from keras_prune.export import m4_cycles
+        from keras_prune.mcu import cycles as m4_cycles
 
         cost = m4_cycles.profile_model(tmp_path / "c", np.zeros(6 * 6 * 3, np.int8))
         assert [la.kernel for la in cost.layers] == [la["kernel"] for la in rep.manifest["layers"]]
@@ -409,8 +412,8 @@ def _mask_graph():
     import keras
 
     import keras_prune as kp
-    from keras_prune.export import tflite
-    from keras_prune.export.tflite_graph import read_tflite
+    from keras_prune.export.int8 import convert as tflite
+    from keras_prune.export.int8.flatbuffer import read_tflite
 
     i = keras.Input((12,))
     h = keras.layers.Dense(16, activation="relu")(i)
@@ -425,8 +428,8 @@ def _mask_graph():
 def test_mask_lowering_refuses_what_it_cannot_copy_exactly():
     import dataclasses
 
-    from keras_prune.export import c_lowering
-    from keras_prune.export.c_lowering import CExportError
+    from keras_prune.export.cgen import lowering as c_lowering
+    from keras_prune.export.cgen.lowering import CExportError
 
     graph, sel = _mask_graph()
     assert [la.kernel for la in c_lowering.lower(graph) if la.mask] == ["kp_threshold_s8"]

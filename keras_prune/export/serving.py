@@ -35,7 +35,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_prune import io as kp_io
+from keras_prune.export import pipeline
+from keras_prune.model_utils import check_model
+from keras_prune.pruning import strip, summary
 from keras_prune.surgery import CompactReport, compact, fold_batchnorm
 
 __all__ = ["saved_model", "SavedModelExport", "scattered_zeros"]
@@ -119,8 +121,6 @@ def _check_version(version) -> int:
 def scattered_zeros(model: keras.Model) -> float:
     """The fraction of prunable-kernel weights that are zeros but not whole channels (what
     ``kp.summary`` calls any pattern other than "whole channels")."""
-    from keras_prune.pruning import summary
-
     rows = summary(model, print_fn=lambda _: None)
     total = sum(r.params for r in rows)
     zeros = sum(r.params - r.nonzeros for r in rows if not r.pattern.startswith("whole channels"))
@@ -216,16 +216,13 @@ def saved_model(
 
     Returns a ``SavedModelExport``.
     """
-    from keras_prune.pruning import _check_model, strip
-
     version = _check_version(version)
     if batch is not None and (
         isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1
     ):
         raise ValueError(f"batch must be a positive integer or None (dynamic), got {batch!r}.")
-    _check_model(model, "kp.export.saved_model")
-    target = kp_io.atomic_dir(Path(out_dir) / str(version), overwrite=force)
-    target.check()  # before the slow part
+    check_model(model, "kp.export.saved_model")
+    target = pipeline.destination(Path(out_dir) / str(version), force)  # before the slow part
 
     plain = strip(model, representative_data, activation_masks=activation_masks)
     small, report = compact(plain)

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 
 from keras_prune import io
-from keras_prune._data import _quiet_retracing, check_data
+from keras_prune._data import check_data, quiet_retracing
 from keras_prune.graph import DependencyGraph
 from keras_prune.legr.evolution import Evolution
 from keras_prune.legr.ranking import Ranking
-from keras_prune.surgery import _check_plain, masked, shrink
+from keras_prune.surgery import check_plain, masked, shrink
 
 __all__ = ["LeGR", "ParetoPoint", "ParetoResult", "METHODS"]
 
@@ -155,7 +155,7 @@ class LeGR:
         batch_size: int = 64,
         round_to: int = 1,
     ):
-        _check_plain(model, "kp.legr.LeGR")
+        check_plain(model, "kp.legr.LeGR")
         self.model = model
         self.graph = DependencyGraph(model)
         self.ranking = Ranking(self.graph, min_fraction, min_channels, round_to)
@@ -383,7 +383,7 @@ class LeGR:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(jobs), desc="fine-tuning", unit="model")
-        with _quiet_retracing():  # one new model per job, by design
+        with quiet_retracing():  # one new model per job, by design
             for method, t in jobs:
                 self._pareto_point(
                     result, method, t, finetune_epochs, self.seed if seed is None else int(seed)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from keras_prune.export.sparse_format import (
+from keras_prune.export.cgen.sparse_format import (
     InputGroups,
     SparseGroups,
     encode_groups,

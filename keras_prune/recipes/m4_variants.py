@@ -44,8 +44,13 @@ from pathlib import Path
 import numpy as np
 
 import keras_prune as kp
-from keras_prune import demo, granularity
-from keras_prune.export import cbuild, int8_ops, m4_cycles, m4_profile, tflite
+from keras_prune import granularity
+from keras_prune.recipes import demo
+from keras_prune.export.cgen import kernel_library
+from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.mcu import cycles as m4_cycles
+from keras_prune.mcu import profiler as m4_profile
+from keras_prune.export.int8 import convert as tflite
 
 __all__ = ["CsrBench", "variants", "table", "plot", "CMSIS_NN_NOTES"]
 
@@ -124,7 +129,7 @@ class CsrBench:
         (d / "csr.c").write_text(CSR_C)
         self.emu = m4_profile.M4Emulator(
             m4_profile.build_library_elf(
-                [d / "csr.c"], d / "csr.elf", include_dirs=[cbuild.KERNEL_DIR]
+                [d / "csr.c"], d / "csr.elf", include_dirs=[kernel_library.KERNEL_DIR]
             )
         )
         self.rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ Example:
 
 ```python
 import numpy as np
-from keras_prune.export import m4_profile
+from keras_prune.mcu import profiler as m4_profile
 
 elf = m4_profile.build_library_elf(["dot.c"], "build/dot.elf")
 emu = m4_profile.M4Emulator(elf)
@@ -62,16 +62,23 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from keras_prune.export.m4 import C_FLAGS, CPU_FLAGS, INSTALL_HINT, find_cross_toolchain
+from keras_prune.mcu.toolchain import (
+    C_FLAGS,
+    CPU_FLAGS,
+    INSTALL_HINT,
+    ToolchainError,
+    binutil,
+    find_cross_toolchain,
+    require_cross_gcc,
+    run,
+)
 
 __all__ = [
     "CycleModel",
@@ -113,7 +120,7 @@ _LINE = re.compile(
 _FUNC_HEAD = re.compile(r"^([0-9a-f]+) <(.+)>:$")
 
 
-class M4ProfileError(RuntimeError):
+class M4ProfileError(ToolchainError):
     """Building the library ELF, loading it, or running a function in it failed."""
 
 
@@ -126,29 +133,7 @@ def available() -> bool:
     except ImportError:
         return False
     gcc = find_cross_toolchain()
-    return gcc is not None and _tool(gcc, "objdump") is not None
-
-
-def _tool(gcc: str, name: str) -> str | None:
-    prefix = gcc[:-3] if gcc.endswith("gcc") else "arm-none-eabi-"
-    return shutil.which(prefix + name) or shutil.which(f"arm-none-eabi-{name}")
-
-
-def _require_gcc() -> str:
-    gcc = find_cross_toolchain()
-    if gcc is None:
-        raise M4ProfileError(f"arm-none-eabi-gcc with newlib not found: {INSTALL_HINT}")
-    return gcc
-
-
-def _run(cmd: list[str], what: str) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise M4ProfileError(
-            f"{what} failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
-            f"{done.stdout}{done.stderr}"
-        )
-    return done.stdout
+    return gcc is not None and binutil(gcc, "objdump", None) is not None
 
 
 # ------------------------------------------------------------------------ build
@@ -170,7 +155,7 @@ def build_library_elf(
     errors) plus ``opt`` and ``extra_flags``; ``defines`` are ``NAME`` or ``NAME=VALUE``.
     ``keep`` lists the functions to keep (garbage-collection roots); None keeps every
     global function the sources define. Objects go beside ``out``."""
-    gcc = _require_gcc()
+    gcc = require_cross_gcc(M4ProfileError)
     out = Path(out)
     obj_dir = out.parent / f"{out.stem}.obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
@@ -185,13 +170,13 @@ def build_library_elf(
     objects = []
     for i, src in enumerate(sources):
         obj = obj_dir / f"{i:03d}_{Path(src).stem}.o"
-        _run([gcc, *flags, "-c", str(src), "-o", str(obj)], f"compiling {src}")
+        run([gcc, *flags, "-c", str(src), "-o", str(obj)], f"compiling {src}", M4ProfileError)
         objects.append(obj)
     if keep is None:
-        nm = _tool(gcc, "nm")
+        nm = binutil(gcc, "nm", None)
         if nm is None:
             raise M4ProfileError(f"arm-none-eabi-nm not found: {INSTALL_HINT}")
-        listing = _run([nm, "-g", "--defined-only", *map(str, objects)], "nm")
+        listing = run([nm, "-g", "--defined-only", *map(str, objects)], "nm", M4ProfileError)
         keep = sorted(
             {
                 parts[2]
@@ -202,7 +187,7 @@ def build_library_elf(
     if not keep:
         raise M4ProfileError("no function to keep: the sources define none")
     roots = [f"-Wl,-u,{sym}" for sym in keep]
-    _run(
+    run(
         [
             gcc,
             *CPU_FLAGS,
@@ -215,6 +200,7 @@ def build_library_elf(
             str(out),
         ],
         "linking",
+        M4ProfileError,
     )
     return out
 
@@ -284,11 +270,11 @@ class Instruction:
 def disassemble(elf: str | os.PathLike) -> dict[int, Instruction]:
     """Every instruction of the ELF's executable sections, by address, from
     ``arm-none-eabi-objdump -d`` (literal pools, printed as ``.word``, are left out)."""
-    gcc = _require_gcc()
-    objdump = _tool(gcc, "objdump")
+    gcc = require_cross_gcc(M4ProfileError)
+    objdump = binutil(gcc, "objdump", None)
     if objdump is None:
         raise M4ProfileError(f"arm-none-eabi-objdump not found: {INSTALL_HINT}")
-    text = _run([objdump, "-d", str(elf)], "objdump")
+    text = run([objdump, "-d", str(elf)], "objdump", M4ProfileError)
     insns: dict[int, Instruction] = {}
     function = "?"
     for line in text.splitlines():

@@ -388,7 +388,9 @@ def run_cortex_m4(
     faster), then
     count both models' cycles per layer on the emulated Cortex-M4 for one test digit."""
     from keras_prune import export
-    from keras_prune.export import m4_cycles, m4_profile, tflite
+    from keras_prune.mcu import cycles as m4_cycles
+    from keras_prune.mcu import profiler as m4_profile
+    from keras_prune.export.int8 import convert as tflite
 
     x, xt, yt = data
     rows = {}
@@ -427,7 +429,7 @@ def run_cortex_m4(
 
 def format_sparse_c(r: DemoResult) -> str:
     """Dense vs SIMD-group sparse C on the Cortex-M4: accuracy, flash, RAM, cycles."""
-    from keras_prune.export import m4_cycles
+    from keras_prune.mcu import cycles as m4_cycles
 
     c = r.cortex_m4
     lines = [
@@ -500,7 +502,7 @@ def format_cortex_m4(r: DemoResult) -> str:
             "TFLM's measured arena)"
         )
     if c.get("cost") is not None:
-        from keras_prune.export import m4_cycles
+        from keras_prune.mcu import cycles as m4_cycles
 
         lines.append(
             m4_cycles.table(
@@ -579,7 +581,7 @@ def run(
         if name in c_models:
             r.cortex_m4 = run_cortex_m4(r, (x, xt, yt), out, overwrite=overwrite)
         if name in variant_models and r.cortex_m4.get("cycles"):
-            from keras_prune import demo_m4
+            from keras_prune.recipes import m4_variants as demo_m4
 
             r.m4_variants = demo_m4.variants(
                 r,
@@ -617,7 +619,7 @@ def run(
             print(format_cortex_m4(r))
             print(format_sparse_c(r))
         if r.m4_variants is not None:
-            from keras_prune import demo_m4
+            from keras_prune.recipes import m4_variants as demo_m4
 
             print(demo_m4.table(r.model, r.m4_variants))
             print(f"  plot: {out / 'm4_variants' / r.model / 'variants.png'}")

@@ -1,12 +1,12 @@
 """Per-layer Cortex-M4 cost of a generated model: instructions counted under unicorn,
-cycles estimated with the Cortex-M4 timing table (``m4_profile``).
+cycles estimated with the Cortex-M4 timing table (``keras_prune.mcu.profiler``).
 
 Example:
 
 ```python
 report = kp.export.cmsis(model, "out/c", x_train[:500])
-rows = m4_cycles.profile_model("out/c", x_q)     # x_q: one int8 input
-print(m4_cycles.table(rows))
+rows = kp.mcu.profile_model("out/c", x_q)     # x_q: one int8 input
+print(kp.mcu.cycles.table(rows))
 ```
 
 The generated library is linked into a bare ELF (no firmware), its input is written into
@@ -17,6 +17,7 @@ glue). The output is read back and returned, so callers can check it against the
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from keras_prune.mcu import profiler
+from keras_prune.mcu.host import cmsis_nn_sources, model_include_dirs, model_sources
 
 __all__ = ["LayerCost", "ModelCost", "profile_model", "table", "ASSUMPTIONS", "REFERENCE_MHZ"]
 
@@ -85,23 +89,18 @@ def profile_model(
     Cortex-M4, layer by layer. ``defines`` e.g. ``("KP_NO_DSP",)`` for the portable
     kernels. ``cmsis_nn``: a CMSIS-NN checkout, to build with ``-DKP_USE_CMSIS_NN``
     against ARM's kernels instead of ours (its sources compile without ``-Werror``)."""
-    import json
-
-    from keras_prune.export import m4_profile
-    from keras_prune.export.cortex_m import model_sources
-
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     x_q = np.ascontiguousarray(x_q, np.int8).reshape(-1)
     out_size = int(np.prod(manifest["io"]["output"]["shape"]))
-    sources, includes, flags = model_sources(model_dir), [model_dir, model_dir / "kernels"], ()
+    sources, includes, flags = model_sources(model_dir), model_include_dirs(model_dir), ()
     if cmsis_nn is not None:
         root = Path(cmsis_nn)
         sources += cmsis_nn_sources(root)
         includes.append(root / "Include")
         defines, flags = (*defines, "KP_USE_CMSIS_NN"), ("-Wno-error",)
     with tempfile.TemporaryDirectory(prefix="kp_m4cyc_") as tmp:
-        elf = m4_profile.build_library_elf(
+        elf = profiler.build_library_elf(
             sources,
             Path(tmp) / "model.elf",
             include_dirs=includes,
@@ -110,7 +109,7 @@ def profile_model(
             extra_flags=flags,
             keep=["kp_model_set_input", "kp_model_run_layer", "kp_model_get_output"],
         )
-        emu = m4_profile.M4Emulator(elf)
+        emu = profiler.M4Emulator(elf)
         emu.call("kp_model_set_input", emu.put(x_q))
         rows = []
         # kp_model_run_layer counts C layers; an operator lowered with the next one (a
@@ -137,21 +136,6 @@ def profile_model(
         emu.call("kp_model_get_output", out_addr)
         output = emu.read_array(out_addr, np.int8, out_size)
     return ModelCost(rows, output, {"opt": opt, "defines": list(defines)})
-
-
-def cmsis_nn_sources(root: Path) -> list[Path]:
-    """CMSIS-NN's integer kernels in a checkout (its float sources need extra config)."""
-    if not (root / "Include" / "arm_nnfunctions.h").is_file():
-        raise FileNotFoundError(
-            f"'{root}' is not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)."
-        )
-    return [
-        p
-        for p in sorted((root / "Source").rglob("*.c"))
-        if "_f32" not in p.name
-        and "_f16" not in p.name
-        and "_flt.h" not in p.read_text(errors="replace")
-    ]
 
 
 def table(cost: ModelCost, title: str = "", mhz: float = REFERENCE_MHZ) -> str:

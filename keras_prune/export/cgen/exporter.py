@@ -33,11 +33,8 @@ are compared with the TFLM interpreter's, bit for bit; when ``arm-none-eabi-gcc`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +42,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_prune import io as kp_io
-from keras_prune.export import cbuild, tflite
-from keras_prune.export.c_lowering import (
-    MASK_MODES,
-    SUPPORTED_OPS,
-    CExportError,
-    CLayer,
-    lower,
-)
-from keras_prune.export.c_model import MemoryPlan, emit, plan_memory
-from keras_prune.export.sparse_cost import SPARSE_MODES
-from keras_prune.export.tflite_graph import Graph, read_tflite
+from keras_prune.export import pipeline
+from keras_prune.export.cgen.cost_model import SPARSE_MODES
+from keras_prune.export.cgen.generate import GeneratedModel, generate
+from keras_prune.export.cgen.lowering import MASK_MODES, SUPPORTED_OPS, CExportError, CLayer
+from keras_prune.export.cgen.verify import require_cortex_m4, verify
+from keras_prune.export.int8.op_map import model_ops
+from keras_prune.export.int8.runtime import measure_arena, quantize_input, run_tflm_raw
+from keras_prune.layers import ActivationThreshold
+from keras_prune.model_utils import all_layers
 
 __all__ = [
     "cmsis",
@@ -64,133 +58,12 @@ __all__ = [
     "CExportError",
     "generate",
     "GeneratedModel",
-    "build_host",
-    "run_host",
     "SUPPORTED_OPS",
 ]
 
 TARGETS = ("cortex-m4",)
-CSRC = Path(__file__).parent / "csrc"
-HOST_MAIN = CSRC / "host" / "kp_host_main.c"
 
 
-@dataclass
-class GeneratedModel:
-    """The C library for one ``.tflite``, in memory (``files``) before it is written."""
-
-    graph: Graph
-    layers: list[CLayer]
-    plan: MemoryPlan
-    files: dict[str, str | bytes]
-
-    @property
-    def input(self):
-        return self.graph.tensors[self.graph.inputs[0]]
-
-    @property
-    def output(self):
-        return self.graph.tensors[self.graph.outputs[0]]
-
-
-def _kernel_files() -> dict[str, bytes]:
-    return {
-        f"kernels/{p.name}": p.read_bytes()
-        for p in sorted((CSRC / "kernels").iterdir())
-        if p.suffix in (".c", ".h")
-    }
-
-
-def generate(
-    model_bytes: bytes,
-    names: dict[int, tuple[str, ...]] | None = None,
-    model_name: str = "model",
-    sparse: str = "auto",
-    masks: str = "threshold",
-    mask_rates: dict[str, float] | None = None,
-) -> GeneratedModel:
-    """Lower an int8 ``.tflite`` to C sources (nothing is written or compiled).
-    ``sparse``, ``masks``, ``mask_rates``: see ``c_lowering.lower``."""
-    from keras_prune import __version__
-
-    graph = read_tflite(model_bytes)
-    layers = lower(graph, names, sparse, masks, mask_rates)
-    plan = plan_memory(graph, layers)
-    files: dict[str, str | bytes] = dict(
-        emit(graph, layers, plan, {"model": model_name, "version": __version__})
-    )
-    files.update(_kernel_files())
-    files["model.tflite"] = model_bytes
-    return GeneratedModel(graph, layers, plan, files)
-
-
-def write_sources(files: dict[str, str | bytes], directory: Path) -> None:
-    for name, content in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
-
-
-def model_sources(directory: Path) -> list[Path]:
-    """Every C file of a generated model directory (kernels included)."""
-    return sorted([*directory.glob("*.c"), *(directory / "kernels").glob("*.c")])
-
-
-def build_host(
-    directory: str | os.PathLike,
-    out: str | os.PathLike,
-    sanitize: bool = False,
-    cmsis_nn: str | os.PathLike | None = None,
-) -> Path:
-    """Compile a generated model with the host's gcc (``-Werror``) into a runner that
-    reads int8 inputs on stdin and writes int8 outputs on stdout.
-
-    ``cmsis_nn``: a CMSIS-NN checkout; the model is then built with ``-DKP_USE_CMSIS_NN``
-    together with CMSIS-NN's portable C sources (without ``-Werror``: its code is not ours).
-    """
-    directory = Path(directory)
-    sources = [*model_sources(directory), HOST_MAIN]
-    includes = [directory, directory / "kernels"]
-    if cmsis_nn is None:
-        return cbuild.compile_host(sources, includes, Path(out), sanitize=sanitize)
-    root = Path(cmsis_nn)
-    from keras_prune.export.m4_cycles import cmsis_nn_sources
-
-    return cbuild.compile_host(
-        [*sources, *cmsis_nn_sources(root)],
-        [*includes, root / "Include"],
-        Path(out),
-        sanitize=sanitize,
-        defines=("KP_USE_CMSIS_NN",),
-        werror=False,
-    )
-
-
-def run_host(
-    exe: str | os.PathLike, xq: np.ndarray, output_size: int, timeout: float = 600
-) -> np.ndarray:
-    """Run the host runner on int8 inputs (one per row); the int8 outputs, one per row."""
-    xq = np.ascontiguousarray(xq, np.int8).reshape(len(xq), -1)
-    done = subprocess.run(
-        [str(exe), str(len(xq))], input=xq.tobytes(), capture_output=True, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the host build of the generated model failed (exit "
-            f"{done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
-        )
-    out = np.frombuffer(done.stdout, np.int8)
-    if out.size != len(xq) * output_size:
-        raise RuntimeError(
-            f"the host runner wrote {out.size} bytes for {len(xq)} inputs of "
-            f"{output_size} outputs each."
-        )
-    return out.reshape(len(xq), output_size)
-
-
-# ------------------------------------------------------------------------ report
 @dataclass
 class CExport:
     """What ``kp.export.cmsis`` wrote and measured."""
@@ -294,17 +167,6 @@ class CExport:
         return self.table()
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
-    diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
-    return {
-        "samples": int(len(a)),
-        "values": int(a.size),
-        "mismatches": int(np.count_nonzero(diff)),
-        "max_abs_diff": int(diff.max(initial=0)),
-        "bit_exact": bool(not diff.any()),
-    }
-
-
 def _readme(manifest: dict) -> str:
     mem, io_ = manifest["memory"], manifest["io"]
     return f"""# {manifest["model"]}: int8 C for {manifest["target"]} (generated by keras-prune)
@@ -342,19 +204,14 @@ the memory plan and the verification results.
 
 
 def _names(model_bytes: bytes, plain: keras.Model) -> dict[int, tuple[str, ...]]:
-    from keras_prune.export.tflite_micro import model_ops
-
     return {op.index: op.layers for op in model_ops(model_bytes, plain)}
 
 
 def _mask_rates(plain: keras.Model) -> dict[str, float]:
     """Winner rate per ActivationThreshold layer (the masks' rates, recorded by kp.strip)."""
-    from keras_prune.layers import ActivationThreshold
-    from keras_prune.pruning import _all_layers
-
     return {
         la.name: la.winner_rate
-        for la in _all_layers(plain)
+        for la in all_layers(plain)
         if isinstance(la, ActivationThreshold) and la.winner_rate is not None
     }
 
@@ -410,50 +267,35 @@ def cmsis(
             the operator and its Keras layer; nothing is written.
         ValueError: an unknown target, a bad ``samples``, data that does not fit the model.
     """
-    from keras_prune.export import tflite_micro as tm
-
+    api = "kp.export.cmsis"
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}.")
+    pipeline.check_samples(samples)
     if sparse not in SPARSE_MODES:
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}.")
     if masks not in MASK_MODES:
         raise ValueError(f"masks must be one of {MASK_MODES}, got {masks!r}.")
-    dest = kp_io.atomic_dir(out_dir, overwrite=force)
-    dest.check()
-    from keras_prune.pruning import _check_model
-
-    _check_model(model, "kp.export.cmsis")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"kp.export.cmsis: model '{model.name}' has {len(model.inputs)} "
-            f"inputs and {len(model.outputs)} outputs; the C export takes one "
-            "of each."
-        )
-    rep, x_val, y_val = tm.export_data(model, representative_data, labels, validation_data, samples)
-
-    plain = tm.prepare(model, rep)
-    try:
-        model_bytes = tflite.convert_int8(plain, rep, int8_io=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()
-        raise ValueError(
-            f"int8 conversion of model '{model.name}' failed: "
-            f"{first[0] if first else type(e).__name__}."
-        ) from e
+    dest = pipeline.destination(out_dir, force)
+    if verify_m4:
+        require_cortex_m4()  # before the work, not after
+    pipeline.check_int8_model(model, api, outputs=1)
+    rep, x_val, y_val = pipeline.export_data(
+        model, representative_data, labels, validation_data, samples
+    )
+    plain = pipeline.prepare(model, rep, api)
+    model_bytes = pipeline.convert(plain, rep, model.name)
     gen = generate(
         model_bytes, _names(model_bytes, plain), model.name, sparse, masks, _mask_rates(plain)
     )
-    tflm_arena = tm.measure_arena(model_bytes)["total"]
+    tflm_arena = measure_arena(model_bytes)["total"]
 
     inp, outp = gen.input, gen.output
-    xq = tflite.quantize_input(
+    xq = quantize_input(
         np.asarray(x_val, np.float32).reshape(len(x_val), *inp.shape[1:]),
         float(inp.scale[0]),
         int(inp.zero_point[0]),
     )
-    reference = tflite.run_tflm_raw(
+    reference = run_tflm_raw(
         model_bytes, xq, arena_size=max(1 << 16, 2 * tflm_arena), progress=progress
     )[0].reshape(len(xq), -1)
     verification: dict = {"reference": "TFLM interpreter (tflite-micro)"}
@@ -463,39 +305,11 @@ def cmsis(
         "const_bytes": sum(a.nbytes for la in gen.layers for a in la.arrays if not a.cmsis_only),
     }
     accuracy = None
-    with tempfile.TemporaryDirectory(prefix="kp_cbuild_") as build:
-        build = Path(build)
-        write_sources(gen.files, build / "src")
-        host_out = None
-        if cbuild.find_cc() is None:
-            verification["host_skipped"] = "no host C compiler (gcc) found"
-        else:
-            exe = build_host(build / "src", build / "kp_host")
-            host_out = run_host(exe, xq, outp.size)
-            if topk:
-                verification["host_skipped"] = (
-                    "masks='topk': the C code keeps the top-k winners at run time, TFLM runs "
-                    "the threshold form; compare their accuracies"
-                )
-                verification["host_vs_tflm_threshold"] = _agreement(host_out, reference)
-            else:
-                verification["host"] = _agreement(host_out, reference)
-        from keras_prune.export import m4
-
-        have_m4 = m4.find_cross_toolchain() is not None and m4.find_qemu() is not None
-        if verify_m4 and not have_m4:
-            raise RuntimeError(
-                "verify_m4=True needs arm-none-eabi-gcc and qemu-system-arm: "
-                "sudo apt-get install --no-install-recommends "
-                "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
-            )
-        if (verify_m4 or verify_m4 is None) and have_m4 and host_out is not None:
-            elf = m4.build_firmware(build / "src", xq, build / "m4")
-            m4_out = m4.run_qemu(elf, len(xq), outp.size)
-            verification["cortex_m4"] = _agreement(m4_out, host_out)
-            sizes["cortex_m4"] = m4.size_report(elf)
-        elif not have_m4:
-            verification["cortex_m4_skipped"] = "arm-none-eabi-gcc or qemu-system-arm not installed"
+    verified = verify(gen.files, xq, reference, outp.size, verify_m4, topk)
+    verification.update(verified.checks)
+    host_out = verified.host_out
+    if verified.cortex_m4_sizes is not None:
+        sizes["cortex_m4"] = verified.cortex_m4_sizes
     if y_val is not None:
         from keras_prune._data import predict
 
@@ -554,13 +368,9 @@ def cmsis(
     }
     files = dict(gen.files)
     files["README.md"] = _readme(manifest)
-    manifest["files"] = {
-        name: hashlib.sha256(c if isinstance(c, bytes) else c.encode()).hexdigest()
-        for name, c in sorted(files.items())
-    }
+    manifest["files"] = pipeline.file_digests(dict(sorted(files.items())))
     files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
-    with dest as tmp:
-        write_sources(files, Path(tmp))
+    pipeline.write(dest, files)
     result = CExport(Path(out_dir), manifest, gen.layers)
     if result.bit_exact is False:
         warnings.warn(

@@ -3,7 +3,7 @@
 Example:
 
 ```python
-from keras_prune.export import m4
+from keras_prune.mcu import firmware as m4
 
 elf = m4.build_firmware("out/c", xq, "build/m4")      # xq: int8, one input per row
 outputs = m4.run_qemu(elf, len(xq), output_size)       # int8, one output per row
@@ -32,10 +32,22 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
+
+from keras_prune.mcu.host import model_include_dirs, model_sources
+from keras_prune.mcu.toolchain import (
+    C_FLAGS,
+    CPU_FLAGS,
+    INSTALL_HINT,
+    ToolchainError,
+    binutil,
+    find_cross_toolchain,
+    find_qemu,
+    require_cross_gcc,
+    run,
+)
 
 __all__ = [
     "M4Error",
@@ -56,13 +68,7 @@ __all__ = [
 
 FIRMWARE_DIR = Path(__file__).parent / "csrc" / "firmware"
 LINKER_SCRIPT = FIRMWARE_DIR / "kp_fw_mps2_an386.ld"
-CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft")
-C_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
 QEMU_MACHINE = "mps2-an386"
-INSTALL_HINT = (
-    "sudo apt-get install --no-install-recommends gcc-arm-none-eabi "
-    "libnewlib-arm-none-eabi qemu-system-arm (or `make toolchain` as root)"
-)
 
 # Exit statuses of kp_fw.h; anything else comes from QEMU itself.
 _EXIT_MEANING = {3: "kp_model_invoke returned an error", 4: "the CPU faulted"}
@@ -71,54 +77,9 @@ _EXIT_MEANING = {3: "kp_model_invoke returned an error", 4: "the CPU faulted"}
 _MODEL, _TEST_DATA, _FIRMWARE, _EXTRA = "model", "test_data", "firmware", "extra"
 
 
-class M4Error(RuntimeError):
+class M4Error(ToolchainError):
     """Building the Cortex-M4 firmware or running it on QEMU failed; the message holds the
     compiler's or the emulator's output."""
-
-
-# ------------------------------------------------------------------------ tools
-@cache
-def _newlib_ok(gcc: str) -> bool:
-    try:
-        done = subprocess.run(
-            [gcc, *CPU_FLAGS, "-print-file-name=libc.a"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    # Without newlib gcc echoes the bare name back instead of a path.
-    path = done.stdout.strip()
-    return done.returncode == 0 and os.path.isabs(path) and os.path.isfile(path)
-
-
-def find_cross_toolchain() -> str | None:
-    """Path of ``arm-none-eabi-gcc`` (``$KP_ARM_GCC`` overrides), or None when it or
-    newlib's ``libc.a`` for ``thumb/v7e-m/nofp`` is missing (the firmware links both)."""
-    gcc = shutil.which(os.environ.get("KP_ARM_GCC") or "arm-none-eabi-gcc")
-    if gcc is None or not _newlib_ok(gcc):
-        return None
-    return gcc
-
-
-def find_qemu() -> str | None:
-    """Path of ``qemu-system-arm`` (``$KP_QEMU_ARM`` overrides), or None."""
-    return shutil.which(os.environ.get("KP_QEMU_ARM") or "qemu-system-arm")
-
-
-def _require_gcc() -> str:
-    gcc = find_cross_toolchain()
-    if gcc is None:
-        raise M4Error(f"arm-none-eabi-gcc with newlib not found: {INSTALL_HINT}")
-    return gcc
-
-
-def _binutil(gcc: str, tool: str) -> str:
-    """``arm-none-eabi-<tool>`` beside the compiler, else from PATH."""
-    prefix = gcc[:-3] if gcc.endswith("gcc") else "arm-none-eabi-"
-    for name in (prefix + tool, f"arm-none-eabi-{tool}"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise M4Error(f"arm-none-eabi-{tool} not found: {INSTALL_HINT}")
 
 
 # ------------------------------------------------------------------------ build
@@ -161,22 +122,9 @@ def write_test_data(inputs: np.ndarray, path: str | os.PathLike) -> tuple[Path, 
     return source, header
 
 
-def _model_sources(model_dir: Path) -> list[Path]:
-    return sorted([*model_dir.glob("*.c"), *(model_dir / "kernels").glob("*.c")])
-
-
 def _object_path(obj_dir: Path, group: str, source: Path, base: Path | None) -> Path:
     rel = source.relative_to(base) if base is not None else Path(source.name)
     return obj_dir / group / rel.with_suffix(".o")
-
-
-def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise M4Error(
-            f"{what} failed (exit {done.returncode}):\n  {' '.join(cmd)}\n"
-            f"{done.stdout}{done.stderr}".rstrip()
-        )
 
 
 def build_firmware(
@@ -200,7 +148,7 @@ def build_firmware(
     Files compile in parallel (``jobs``, default all cores). Raises ``M4Error`` naming the
     file and holding the compiler's output when a file does not compile or link.
     """
-    gcc = _require_gcc()
+    gcc = require_cross_gcc(M4Error)
     model_dir, out = Path(model_dir), Path(out_dir)
     if not (model_dir / "kp_model.h").is_file():
         raise M4Error(f"{model_dir} has no kp_model.h: not a generated model directory")
@@ -219,7 +167,7 @@ def build_firmware(
     x_bytes = int(np.asarray(inputs).size)
 
     units: list[tuple[Path, Path]] = []
-    for src in _model_sources(model_dir):
+    for src in model_sources(model_dir):
         units.append((src, _object_path(obj_dir, _MODEL, src, model_dir)))
     units.append((test_c, _object_path(obj_dir, _TEST_DATA, test_c, None)))
     for src in sorted(FIRMWARE_DIR.glob("*.c")):
@@ -227,7 +175,7 @@ def build_firmware(
     for i, src in enumerate(Path(s) for s in extra_sources):
         units.append((src, obj_dir / _EXTRA / f"{i}_{src.stem}.o"))
 
-    includes = [model_dir, model_dir / "kernels", out, FIRMWARE_DIR, *map(Path, include_dirs)]
+    includes = [*model_include_dirs(model_dir), out, FIRMWARE_DIR, *map(Path, include_dirs)]
     flags = [
         *CPU_FLAGS,
         opt,
@@ -240,7 +188,7 @@ def build_firmware(
         src, obj = unit
         obj.parent.mkdir(parents=True, exist_ok=True)
         shown = src.relative_to(model_dir) if src.is_relative_to(model_dir) else src
-        _run([gcc, *flags, "-c", str(src), "-o", str(obj)], f"compiling {shown} for Cortex-M4")
+        run([gcc, *flags, "-c", str(src), "-o", str(obj)], f"compiling {shown} for Cortex-M4", M4Error)
 
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         errors = []
@@ -256,7 +204,7 @@ def build_firmware(
     for stale in (elf, map_file):
         stale.unlink(missing_ok=True)
     try:
-        _run(
+        run(
             [
                 gcc,
                 *CPU_FLAGS,
@@ -270,6 +218,7 @@ def build_firmware(
                 str(elf),
             ],
             "linking the Cortex-M4 firmware",
+            M4Error,
         )
     except M4Error as e:
         if "overflowed" in str(e) or "less than 16 KiB" in str(e):
@@ -534,9 +483,9 @@ def size_report(elf: str | os.PathLike, top: int = 20) -> dict:
     file is compiled one section per symbol) and ``libraries`` the library members linked.
     """
     elf = Path(elf)
-    gcc = _require_gcc()
+    gcc = require_cross_gcc(M4Error)
     done = subprocess.run(
-        [_binutil(gcc, "size"), "-B", "-d", str(elf)], capture_output=True, text=True
+        [binutil(gcc, "size", M4Error), "-B", "-d", str(elf)], capture_output=True, text=True
     )
     if done.returncode != 0:
         raise M4Error(f"arm-none-eabi-size failed on {elf}: {done.stderr.strip()}")
@@ -546,7 +495,7 @@ def size_report(elf: str | os.PathLike, top: int = 20) -> dict:
     if not map_file.is_file():
         return report
     sections = _parse_map(
-        map_file.read_text(errors="replace"), _section_flags(_binutil(gcc, "readelf"), elf)
+        map_file.read_text(errors="replace"), _section_flags(binutil(gcc, "readelf", M4Error), elf)
     )
     per_group: dict[str, dict[str, int]] = {}
     per_object: dict[tuple[str, str], dict[str, int]] = {}

@@ -14,8 +14,11 @@ Two halves, both exact to the bit:
   (real bias, ``input + input_offset`` products, padded taps skipped), not the C kernels'
   effective-bias one, so fuzzing the C kernels against them also checks that rewrite.
 
-Requantization is ``requant.multiply_by_quantized_multiplier`` (double rounding, TFLM's
-default build). Inputs are int8 arrays; outputs are int8 arrays.
+Requantization is ``multiply_by_quantized_multiplier``: TFLM (and CMSIS-NN) turn the real
+factor ``s_in * s_w / s_out`` into a Q31 multiplier and a shift (``quantize_multiplier``),
+then round twice, half away from zero (TFLM's default build). LiteRT's reference
+FULLY_CONNECTED rounds once, in double precision (``requantize_float``; ``fully_connected``
+with ``scale=``); ``docs/tflm-export.md`` explains the difference. Inputs are int8 arrays; outputs are int8 arrays.
 """
 
 from __future__ import annotations
@@ -27,15 +30,12 @@ from typing import overload
 import numpy as np
 from numpy.typing import ArrayLike
 
-from keras_prune.export.requant import (
-    _divide_by_pot,
-    _high_mul,
-    effective_scale,
-    multiply_by_quantized_multiplier,
-    quantize_multiplier,
-)
 
 __all__ = [
+    "quantize_multiplier",
+    "multiply_by_quantized_multiplier",
+    "requantize_float",
+    "effective_scale",
     "ACTIVATIONS",
     "activation_range",
     "padding",
@@ -64,6 +64,62 @@ __all__ = [
     "threshold_mask",
     "topk_mask",
 ]
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """``(m, shift)`` with ``real = m * 2**(shift - 31)`` and ``m`` in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    m = int(math.floor(abs(q) * (1 << 31) + 0.5)) * (1 if q >= 0 else -1)  # C round()
+    if m == 1 << 31:
+        m, shift = m // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    return m, shift
+
+
+def effective_scale(input_scale: float, weight_scales, output_scale: float) -> np.ndarray:
+    """Per output channel ``s_in * s_w / s_out`` as TFLite computes it: float32 scales
+    from the flatbuffer, multiplied in double."""
+    return (
+        np.float64(np.float32(input_scale))
+        * np.asarray(weight_scales, np.float32).astype(np.float64)
+        / np.float64(np.float32(output_scale))
+    )
+
+
+def _high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """High 32 bits of 2·a·b, rounded half away from zero (saturating INT32_MIN²)."""
+    ab = a * b
+    s = ab + np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    q = np.where(s >= 0, s >> 31, -((-s) >> 31))  # C division truncates toward zero
+    return np.where((a == b) & (a == _INT32_MIN), np.int64(_INT32_MAX), q)
+
+
+def _divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """x / 2^exponent, rounded half away from zero."""
+    mask = (np.int64(1) << exponent) - 1
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + ((x & mask) > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """TFLite's default ``MultiplyByQuantizedMultiplier`` (double rounding), as TFLM runs it."""
+    x = np.asarray(x, np.int64)
+    shift = np.asarray(shift, np.int64)
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    return _divide_by_pot(_high_mul(x << left, np.asarray(multiplier, np.int64)), right)
+
+
+def requantize_float(x, scale) -> np.ndarray:
+    """``round(double(x) * scale)``, half away from zero: LiteRT's reference FC kernel."""
+    v = np.asarray(x, np.float64) * np.asarray(scale, np.float64)
+    a = np.abs(v)
+    return np.copysign(np.floor(a) + (a - np.floor(a) >= 0.5), v).astype(np.int64)
+
 
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
@@ -511,17 +567,30 @@ def fully_connected(
     weights: ArrayLike,
     bias: ArrayLike | None,
     params: dict,
-    multiplier: ArrayLike,
-    shift: ArrayLike,
+    multiplier: ArrayLike | None = None,
+    shift: ArrayLike | None = None,
+    scale: ArrayLike | None = None,
 ) -> np.ndarray:
     """FULLY_CONNECTED int8: TFLM's reference ``FullyConnected``/``FullyConnectedPerChannel``.
-    ``x`` (B, K), ``weights`` (O, K); ``params`` an ``fc_params`` dict; returns (B, O)."""
+    ``x`` (B, K), ``weights`` (O, K); ``params`` an ``fc_params`` dict; returns (B, O).
+
+    With ``multiplier`` and ``shift`` (``fc_quant``) it requantizes as TFLM does (double
+    rounding). With ``scale`` instead (``effective_scale``, per channel or one) it rounds
+    once in double precision, as LiteRT's reference kernel does.
+    """
+    if (scale is None) == (multiplier is None or shift is None):
+        raise ValueError("fully_connected: pass multiplier and shift (TFLM's rounding) or "
+                         "scale (LiteRT's reference rounding), not both or neither.")
     x = np.asarray(x, np.int64) + params["input_offset"]
     w = np.asarray(weights, np.int64)
     acc = x @ w.T
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
     o = w.shape[0]
+    if scale is not None:
+        lo, hi = params["activation"]["min"], params["activation"]["max"]
+        out = requantize_float(acc, np.broadcast_to(np.asarray(scale, np.float64), (o,)))
+        return np.clip(out + params["output_offset"], lo, hi).astype(np.int8)
     return _finish(
         acc,
         _per_channel(multiplier, o),
