@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo_out
 
-.PHONY: demo test lint bench clean toolchain
+.PHONY: demo test test-fast lint bench clean toolchain
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ toolchain:
 
 test: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (demo, MNIST training, QEMU, unicorn); CI runs `make test`.
+test-fast: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu
 	$(BIN)/ruff check keras_prune tests benchmarks

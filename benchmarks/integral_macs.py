@@ -23,17 +23,19 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_prune.recipes import demo  # noqa: E402
+from keras_prune.datasets import mnist_5k, validation_subset  # noqa: E402
+from keras_prune.recipes import mnist  # noqa: E402
+from keras_prune.recipes.reports import format_integral  # noqa: E402
 
 # weight sparsity per model: LeNet-5's small conv layers lose > 0.5 pt at 90% (see README)
 SPARSITY = {"lenet_300_100": 0.9, "lenet5": 0.8}
 BAR_CUT, BAR_LOSS = 0.90, 0.005
 
 
-def run(name: str, seed: int, data, out: Path) -> demo.DemoResult:
+def run(name: str, seed: int, data, out: Path) -> mnist.RecipeResult:
     x, y, xv, yv, xt, yt = data
-    r = demo.run_one(name, (x, y, xt, yt), out, sparsity=SPARSITY[name], seed=seed, overwrite=True)
-    r.integral = demo.run_integral(r, data, out, overwrite=True)
+    r = mnist.run_one(name, (x, y, xt, yt), out, sparsity=SPARSITY[name], seed=seed, overwrite=True)
+    r.integral = mnist.run_integral(r, data, out, overwrite=True)
     return r
 
 
@@ -42,14 +44,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(SPARSITY), choices=list(SPARSITY))
     args = parser.parse_args()
-    x, y, xt, yt = demo.mnist_5k()
-    data = (x, y, *demo.validation_subset(x, y), xt, yt)
+    x, y, xt, yt = mnist_5k()
+    data = (x, y, *validation_subset(x, y), xt, yt)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             for seed in args.seeds:
                 r = run(name, seed, data, Path(tmp))
-                print(demo.format_integral([r.integral]), flush=True)
+                print(format_integral([r.integral]), flush=True)
                 rows.append((name, seed, r.integral))
     head = (
         f"{'model':<15}{'seed':>5}{'w-sparsity':>11}{'dense':>8}{'weights':>9}"

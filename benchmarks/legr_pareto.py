@@ -40,8 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_prune.recipes import demo  # noqa: E402
+from keras_prune.datasets import mnist_5k  # noqa: E402
 from keras_prune.legr import LeGR  # noqa: E402
+from keras_prune.models import lenet5  # noqa: E402
 
 VAL = 500  # the last VAL training digits: LeGR's selection set
 BATCH = 64
@@ -90,7 +91,7 @@ def small_resnet() -> keras.Model:
     return keras.Model(inp, out, name="small_resnet")
 
 
-MODELS = {"lenet5": demo.lenet5, "resnet": small_resnet}
+MODELS = {"lenet5": lenet5, "resnet": small_resnet}
 
 
 def thread_info() -> str:
@@ -298,7 +299,7 @@ def main() -> None:
         f"seed {args.seed}, dense epochs {args.epochs}, targets {args.targets}, "
         f"fine-tuning {args.finetune_epochs} epochs, batch {BATCH}"
     )
-    x, y, xt, yt = demo.mnist_5k()
+    x, y, xt, yt = mnist_5k()
     data = (x[:-VAL], y[:-VAL], x[-VAL:], y[-VAL:], xt, yt)
     results = [run(name, data, args) for name in args.models]
     if args.out:

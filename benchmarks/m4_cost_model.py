@@ -1,11 +1,11 @@
-"""Fit the dense/sparse cost model of ``keras_prune.export.sparse_cost`` to unicorn.
+"""Fit the dense/sparse cost model of ``keras_prune.export.cgen.cost_model`` to unicorn.
 
 Builds the kernels for Cortex-M4 (DSP, ``-O2``), runs the dense and the SIMD-group sparse
 FULLY_CONNECTED and CONV_2D kernels on a grid of shapes and group sparsities under
-``keras_prune.export.m4_profile`` (every output checked bit for bit against
-``int8_ops``), fits each linear model by least squares, and prints the fitted constants
-(paste them into ``sparse_cost.py``) and, for every measured case, the current model's
-estimate beside the measurement.
+``keras_prune.mcu.profiler`` (every output checked bit for bit against
+``keras_prune.export.int8.reference``), fits each linear model by least squares, and
+prints the fitted constants (paste them into ``keras_prune/export/cgen/cost_model.py``)
+and, for every measured case, the current model's estimate beside the measurement.
 
     python benchmarks/m4_cost_model.py
 """
@@ -20,28 +20,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild  # noqa: E402
-from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
-from keras_prune.mcu import profiler as m4_profile  # noqa: E402
 from keras_prune.export.cgen import cost_model as sparse_cost  # noqa: E402
+from keras_prune.export.cgen import kernel_library
 from keras_prune.export.cgen.sparse_format import (  # noqa: E402
     INDEX_KINDS,
     encode_groups,
     encode_input_groups,
 )
+from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
+from keras_prune.mcu import profiler as m4_profile  # noqa: E402
 
 KERNELS = (
     "kp_fully_connected_s8.c",
     "kp_convolve_s8.c",
-    "kp_nn_mat_s8.c",
-    "kp_nn_mat_s8_dsp.c",
-    "kp_sparse_fc_s8.c",
-    "kp_sparse_conv_s8.c",
+    "kp_nn_vec_mat_s8.c",
+    "kp_nn_mat_mult_s8_s16_2col.c",
+    "kp_sparse_fully_connected_s8.c",
+    "kp_sparse_convolve_s8.c",
     "kp_nn_sparse_vec_s8.c",
-    "kp_nn_sparse_vec_s8_dsp.c",
-    "kp_zero_skip_fc_s8.c",
-    "kp_zero_skip_fc_s8_dsp.c",
+    "kp_zero_skip_fully_connected_s8.c",
+    "kp_nn_zero_skip_vec_s8.c",
 )
 FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
 # (h, w, cin, out channels, k, padding, stride)

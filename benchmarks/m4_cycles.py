@@ -3,18 +3,18 @@
 Each model (LeNet-300-100, LeNet-5, MLPerf Tiny's ResNet-8 and DS-CNN, untrained but
 int8-calibrated: cycles do not depend on the weights' values) is exported with
 ``kp.export.cmsis``, built for a Cortex-M4 (``-mcpu=cortex-m4 -mthumb -O2``) and run
-layer by layer under unicorn (``kp.export.m4_cycles``), once with our DSP kernels and once
-with the portable C99 path (``-DKP_NO_DSP``). With ``--cmsis-nn DIR`` (a local CMSIS-NN
-checkout; never needed) the same generated code is also built with ``-DKP_USE_CMSIS_NN``
-and measured in the same run, so ARM's kernels and ours are compared on the same layers.
-Without it, the CMSIS-NN column holds the whole-network figures measured the same way in
-``../shared/notes/cmsis-nn-m4.md``.
+layer by layer under unicorn (``kp.mcu.profile_model``), once with our DSP kernels and
+once with the portable C99 path (``-DKP_NO_DSP``). With a CMSIS-NN checkout (``--cmsis-nn
+DIR``, by default ``KP_CMSIS_NN_DIR``; never needed) the same generated code is also built
+with ``-DKP_USE_CMSIS_NN`` and measured in the same run, so ARM's kernels and ours are
+compared on the same layers. Without one, the CMSIS-NN column holds the whole-network
+figures measured the same way, from the table "CMSIS-NN baseline" in docs/c-export.md.
 
 Every build's output is checked against the host build's, bit for bit. Emulation is
 deterministic, so one run per build is exact; there is nothing to take a median of.
 
     python benchmarks/m4_cycles.py [--models lenet_300_100 lenet5 resnet8 ds_cnn]
-                                   [--cmsis-nn /path/to/CMSIS-NN] [--per-layer]
+                                   [--cmsis-nn CMSIS_NN_DIR] [--per-layer]
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.export.cgen import exporter as cortex_m  # noqa: E402
 from keras_prune.mcu import cycles as m4_cycles  # noqa: E402
+from keras_prune.mcu import host  # noqa: E402
 
-# Whole networks, CMSIS-NN at 99f736a, -O2, same cycle model (cmsis-nn-m4.md).
+# Whole networks, CMSIS-NN at 99f736a, -O2, same cycle model: the table "CMSIS-NN
+# baseline" in docs/c-export.md (change both together).
 CMSIS_NN_NOTE = {
     "lenet_300_100": 655_278,
     "lenet5": 3_041_313,
@@ -52,7 +53,11 @@ BUILDERS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
-    parser.add_argument("--cmsis-nn", default=None, help="a CMSIS-NN checkout (optional)")
+    parser.add_argument(
+        "--cmsis-nn",
+        default=os.environ.get("KP_CMSIS_NN_DIR") or None,
+        help="a CMSIS-NN checkout (optional; default: $KP_CMSIS_NN_DIR)",
+    )
     parser.add_argument("--per-layer", action="store_true", help="print per-layer tables")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -67,8 +72,8 @@ def main() -> None:
             report = kp.export.cmsis(model, path, x, samples=10, print_fn=None, progress=False)
             inp = report.manifest["io"]["input"]
             xq = rng.integers(-128, 128, (1, int(np.prod(inp["shape"]))), dtype=np.int8)
-            host = cortex_m.run_host(
-                cortex_m.build_host(path, Path(tmp) / f"{name}.host"),
+            host_out = host.run_host(
+                host.build_host(path, Path(tmp) / f"{name}.host"),
                 xq,
                 int(np.prod(report.manifest["io"]["output"]["shape"])),
             )
@@ -79,7 +84,7 @@ def main() -> None:
             for label, kwargs in builds.items():
                 t = time.time()
                 cost = m4_cycles.profile_model(path, xq, **kwargs)
-                if not np.array_equal(cost.output, host[0]):
+                if not np.array_equal(cost.output, host_out[0]):
                     raise SystemExit(
                         f"{name}, {label}: the Cortex-M4 output differs from the host's"
                     )
@@ -89,7 +94,7 @@ def main() -> None:
                     print(m4_cycles.table(cost, f"\n{name}, {label}"))
             rows.append((name, report, costs))
 
-    anchor = "CMSIS-NN (measured here)" if args.cmsis_nn else "CMSIS-NN (cmsis-nn-m4.md)"
+    anchor = "CMSIS-NN (measured here)" if args.cmsis_nn else "CMSIS-NN (docs)"
     head = (
         f"{'model':<15}{'MACs':>12}{'ours DSP':>13}{'cyc/MAC':>8}{'portable':>13}"
         f"{anchor:>26}{'ours/CMSIS':>11}{'ms@120':>8}{'arena B':>9}{'TFLM arena':>11}"

@@ -1,27 +1,28 @@
 """Cortex-M4 cost of keras-prune's int8 kernels against ARM's CMSIS-NN, layer by layer.
 
-The kernels (``keras_prune/export/csrc/kernels``) are built twice for
-``-mcpu=cortex-m4 -mthumb -O2 -mfloat-abi=soft``: the DSP build (SXTB16/SMLAD, what a
-Cortex-M4 gets by default) and the portable build (``-DKP_NO_DSP``, the same C99 any core
-gets). Every layer shape of ``/work/shared/notes/cmsis-nn-m4.md`` then runs under
-``keras_prune.export.m4_profile`` (unicorn) with random int8 data and realistic
-quantization (per-channel scales, ReLU zero points), and:
+The kernels (``keras_prune/export/cgen/csrc``, ``kernel_library.kernel_sources()``) are
+built twice for ``-mcpu=cortex-m4 -mthumb -O2 -mfloat-abi=soft``: the DSP build
+(SXTB16/SMLAD, what a Cortex-M4 gets by default) and the portable build (``-DKP_NO_DSP``,
+the same C99 any core gets). Every layer shape of the four reference networks (the table
+"CMSIS-NN per-layer baseline" in docs/c-export.md) then runs under
+``keras_prune.mcu.profiler`` (unicorn) with random int8 data and realistic quantization
+(per-channel scales, ReLU zero points), and:
 
 * the DSP output must equal the portable build's and the NumPy model's
-  (``keras_prune.export.int8_ops``, TFLM's reference arithmetic) bit for bit;
+  (``keras_prune.export.int8.reference``, TFLM's reference arithmetic) bit for bit;
 * the table gives MACs, our executed instructions, estimated cycles and cycles/MAC for
-  both builds, CMSIS-NN's estimated cycles from the note (the anchor, measured the same
-  way), and the ratio ours/CMSIS-NN. The bar: dense CONV and FC within 1.3x.
+  both builds, CMSIS-NN's estimated cycles from that docs table (the anchor, measured the
+  same way), and the ratio ours/CMSIS-NN. The bar: dense CONV and FC within 1.3x.
 
-When a CMSIS-NN mirror is present (``/work/.mirror/ARM-software+CMSIS-NN``, a bare git
-repository; never needed, never copied into this repository) its sources are exported to
-the build directory, built with the same flags, and run on the same data: the table then
-also shows CMSIS-NN measured here, next to the note's number.
+When ``KP_CMSIS_NN_DIR`` names a CMSIS-NN checkout (a directory with ``Include/`` and
+``Source/``; never needed), its integer kernels (``keras_prune.mcu.host.cmsis_nn_sources``)
+are built with the same flags and run on the same data: the table then also shows
+CMSIS-NN measured here, next to the documented anchor.
 
 Emulation is deterministic, so one run per shape is the measurement (a median over
 repeats would equal it). Cycle estimates assume zero wait states, no bus contention and a
-taken-branch refill of 2 (m4_profile's docstring lists every assumption): compare ratios,
-not absolute times.
+taken-branch refill of 2 (``keras_prune.mcu.profiler``'s docstring lists every
+assumption): compare ratios, not absolute times.
 
     python benchmarks/m4_kernels.py [--only SUBSTRING] [--no-cmsis] [--json PATH]
 """
@@ -32,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,19 +45,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild  # noqa: E402
 from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
 from keras_prune.mcu import profiler as m4_profile  # noqa: E402
+from keras_prune.mcu.host import cmsis_nn_sources  # noqa: E402
 from keras_prune.mcu.profiler import M4Emulator  # noqa: E402
 
-CMSIS_MIRROR = Path("/work/.mirror/ARM-software+CMSIS-NN")
 BAR = 1.3  # dense CONV and FC: our estimated cycles within 1.3x of CMSIS-NN's
 
 
 @dataclass(frozen=True)
 class Case:
-    """One layer shape of cmsis-nn-m4.md. ``anchor`` is CMSIS-NN's estimated cycles from
-    that note (the "Per-layer (O2)" table: CMSIS-NN 99f736a, -O2, unicorn, P=2)."""
+    """One layer shape of a reference network. ``anchor`` is CMSIS-NN's estimated cycles
+    for it, from docs/c-export.md, "CMSIS-NN per-layer baseline" (CMSIS-NN 99f736a, -O2,
+    unicorn, P=2)."""
 
     layer: str
     shape: str
@@ -101,7 +101,8 @@ def _conv(h, w, c, oc, k, stride=1, pad="VALID") -> dict:
     }
 
 
-# The anchors: /work/shared/notes/cmsis-nn-m4.md, "Per-layer (O2)", est. cycles column.
+# The anchors (last number of each row) are the table "CMSIS-NN per-layer baseline" in
+# docs/c-export.md, est. cycles column; change both together.
 CASES = [
     Case(
         "LeNet-300-100 fc",
@@ -402,23 +403,6 @@ def run_ours(emu: M4Emulator, case: Case, data: LayerData) -> tuple[np.ndarray, 
 
 
 # ------------------------------------------------------------------ CMSIS-NN
-CMSIS_SOURCES = [
-    "Source/FullyConnectedFunctions/arm_fully_connected_s8.c",
-    "Source/NNSupportFunctions/arm_nn_vec_mat_mult_t_s8.c",
-    "Source/ConvolutionFunctions/arm_convolve_s8.c",
-    "Source/ConvolutionFunctions/arm_convolve_get_buffer_sizes_s8.c",
-    "Source/ConvolutionFunctions/arm_nn_mat_mult_kernel_s8_s16.c",
-    "Source/ConvolutionFunctions/arm_nn_mat_mult_kernel_row_offset_s8_s16.c",
-    "Source/NNSupportFunctions/arm_s8_to_s16_unordered_with_offset.c",
-    "Source/NNSupportFunctions/arm_q7_to_q15_with_offset.c",
-    "Source/NNSupportFunctions/arm_nn_mat_mult_nt_t_s8.c",
-    "Source/ConvolutionFunctions/arm_convolve_1x1_s8.c",
-    "Source/ConvolutionFunctions/arm_convolve_1x1_s8_fast.c",
-    "Source/ConvolutionFunctions/arm_depthwise_conv_3x3_s8.c",
-    "Source/BasicMathFunctions/arm_elementwise_add_s8.c",
-    "Source/SoftmaxFunctions/arm_softmax_s8.c",
-    "Source/SoftmaxFunctions/arm_nn_softmax_common_s8.c",
-]
 CMSIS_KEEP = [
     "arm_fully_connected_s8",
     "arm_convolve_s8",
@@ -432,26 +416,15 @@ CMSIS_KEEP = [
 ]
 
 
-def build_cmsis(build: Path) -> Path | None:
-    """CMSIS-NN's kernels as a library ELF, from the local mirror (None when absent or
-    when its sources do not build here)."""
-    repo = next((p for p in (CMSIS_MIRROR / "repo", CMSIS_MIRROR) if (p / "HEAD").is_file()), None)
-    if repo is None:
-        return None
-    src = build / "cmsis-nn"
-    src.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "--git-dir", str(repo), "archive", "HEAD", "Include", "Source"], capture_output=True
-    )
-    if archive.returncode != 0:
-        return None
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+def build_cmsis(root: Path, build: Path) -> Path | None:
+    """CMSIS-NN's kernels as a library ELF, from the checkout ``root`` (None when its
+    sources do not build here)."""
     try:
         # CMSIS-NN is not written for our -std=c99 -Werror: its own dialect, warnings off.
         return m4_profile.build_library_elf(
-            [src / s for s in CMSIS_SOURCES],
+            cmsis_nn_sources(root),
             build / "cmsis_nn.elf",
-            include_dirs=[src / "Include"],
+            include_dirs=[root / "Include"],
             keep=CMSIS_KEEP,
             extra_flags=["-std=gnu11", "-w", "-Wno-error"],
         )
@@ -572,7 +545,11 @@ def _fmt(v, spec: str = ",") -> str:
 
 
 def measure(
-    cases: list[Case], build: Path, with_cmsis: bool, seed: int, log: Callable[[str], None]
+    cases: list[Case],
+    build: Path,
+    cmsis_root: Path | None,
+    seed: int,
+    log: Callable[[str], None],
 ) -> list[dict]:
     sources = kernel_library.kernel_sources()
     include = [kernel_library.KERNEL_DIR]
@@ -585,10 +562,11 @@ def measure(
             sources, build / "kp_portable.elf", include_dirs=include, defines=["KP_NO_DSP"]
         )
     )
-    cmsis_elf = build_cmsis(build) if with_cmsis else None
+    cmsis_elf = build_cmsis(cmsis_root, build) if cmsis_root else None
     cmsis = M4Emulator(cmsis_elf) if cmsis_elf else None
     log(
-        f"built in {time.time() - t0:.1f} s" + ("" if cmsis else " (CMSIS-NN: note's anchors only)")
+        f"built in {time.time() - t0:.1f} s"
+        + ("" if cmsis else " (CMSIS-NN: documented anchors only)")
     )
     rows = []
     for case in cases:
@@ -634,7 +612,7 @@ def table(rows: list[dict]) -> str:
         ("cyc/MAC", ">"),
         ("portable cycles", ">"),
         ("port cyc/MAC", ">"),
-        ("CMSIS-NN (note)", ">"),
+        ("CMSIS-NN (docs)", ">"),
         ("CMSIS-NN (here)", ">"),
         ("ours/CMSIS", ">"),
         ("<=1.3x", "^"),
@@ -678,7 +656,7 @@ def main() -> None:
     parser.add_argument(
         "--no-cmsis",
         action="store_true",
-        help="do not build CMSIS-NN from a local mirror even if present",
+        help="do not build CMSIS-NN even if KP_CMSIS_NN_DIR names a checkout",
     )
     parser.add_argument("--build-dir", type=Path, help="keep the ELFs here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -690,23 +668,28 @@ def main() -> None:
             f"{m4_profile.UNICORN_HINT}"
         )
     cases = [c for c in CASES if not args.only or args.only in c.layer or args.only in c.shape]
+    cmsis_root = None
+    if not args.no_cmsis and os.environ.get("KP_CMSIS_NN_DIR"):
+        cmsis_root = Path(os.environ["KP_CMSIS_NN_DIR"])
+        if not (cmsis_root / "Include" / "arm_nnfunctions.h").is_file():
+            sys.exit(f"KP_CMSIS_NN_DIR={cmsis_root} is not a CMSIS-NN checkout")
     with tempfile.TemporaryDirectory() as tmp:
         build = args.build_dir or Path(tmp)
         build.mkdir(parents=True, exist_ok=True)
         rows = measure(
             cases,
             build,
-            not args.no_cmsis,
+            cmsis_root,
             args.seed,
             lambda s: print(s, file=sys.stderr, flush=True),
         )
     print(
-        "Cortex-M4 int8 kernels, estimated cycles (m4_profile: unicorn, -O2, zero wait "
-        "states, taken branch 1+2; deterministic, one run each)."
+        "Cortex-M4 int8 kernels, estimated cycles (keras_prune.mcu.profiler: unicorn, -O2, "
+        "zero wait states, taken branch 1+2; deterministic, one run each)."
     )
     print(
-        "CMSIS-NN (note): /work/shared/notes/cmsis-nn-m4.md; ours/CMSIS uses it. "
-        "Bar: dense CONV/FC <= 1.3x.\n"
+        'CMSIS-NN (docs): docs/c-export.md, "CMSIS-NN per-layer baseline"; ours/CMSIS '
+        "uses it. Bar: dense CONV/FC <= 1.3x.\n"
     )
     print(table(rows))
     failed = [r for r in rows if not r["exact"]]

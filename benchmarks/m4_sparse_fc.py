@@ -2,16 +2,17 @@
 a plain scalar CSR kernel, with flash bytes.
 
 One 784 -> 300 int8 layer (batch 1, per-channel quantization), its weights pruned with
-4-weight groups at each group sparsity, runs under ``keras_prune.export.m4_profile``
+4-weight groups at each group sparsity, runs under ``keras_prune.mcu.profiler``
 (unicorn; estimated cycles, zero wait states, taken-branch refill 2: compare ratios, not
 absolute times) in:
 
 * dense: ``kp_fully_connected_s8`` (DSP build), the whole matrix, zeros included;
 * sparse: ``kp_sparse_fully_connected_s8`` (DSP build), each index encoding;
-* CSR: a plain scalar CSR kernel (``demo_m4.CSR_C``: int8 values, uint16 column
-  indices, uint32 row pointers, one MAC per non-zero weight, the same requantization).
+* CSR: a plain scalar CSR kernel (``keras_prune/recipes/csrc/kp_csr_s8.c``: int8 values,
+  uint16 column indices, uint32 row pointers, one MAC per non-zero weight, the same requantization).
 
-Every output must equal ``int8_ops.fully_connected`` bit for bit.
+Every output must equal ``keras_prune.export.int8.reference.fully_connected`` bit for
+bit.
 
     python benchmarks/m4_sparse_fc.py [--sparsity 0.5 0.75 0.9]
 """
@@ -27,12 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_prune.recipes.m4_variants import CSR_C  # noqa: E402  (the plain CSR kernels)
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild  # noqa: E402
+from keras_prune.export.cgen.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
 from keras_prune.export.int8 import reference as int8_ops  # noqa: E402
 from keras_prune.mcu import profiler as m4_profile  # noqa: E402
-from keras_prune.export.cgen.sparse_format import INDEX_KINDS, encode_groups  # noqa: E402
+from keras_prune.recipes.m4_variants import CSR_SOURCE  # noqa: E402  (the plain CSR kernels)
 
 
 def pruned(rng, rows, k, sparsity):
@@ -51,20 +51,19 @@ def main() -> None:
     k, rows = args.k, args.rows
 
     d = Path(tempfile.mkdtemp(prefix="m4_sparse_"))
-    (d / "csr.c").write_text(CSR_C)
     sources = [
         kernel_library.KERNEL_DIR / n
         for n in (
             "kp_fully_connected_s8.c",
-            "kp_nn_mat_s8.c",
-            "kp_nn_mat_s8_dsp.c",
-            "kp_sparse_fc_s8.c",
+            "kp_nn_vec_mat_s8.c",
+            "kp_sparse_fully_connected_s8.c",
             "kp_nn_sparse_vec_s8.c",
-            "kp_nn_sparse_vec_s8_dsp.c",
         )
-    ] + [d / "csr.c"]
+    ] + [CSR_SOURCE]
     emu = m4_profile.M4Emulator(
-        m4_profile.build_library_elf(sources, d / "bench.elf", include_dirs=[kernel_library.KERNEL_DIR])
+        m4_profile.build_library_elf(
+            sources, d / "bench.elf", include_dirs=[kernel_library.KERNEL_DIR]
+        )
     )
 
     rng = np.random.default_rng(0)

@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.recipes import demo  # noqa: E402
+from keras_prune.datasets import mnist_5k  # noqa: E402
 
 
 def digits32(x: np.ndarray) -> np.ndarray:
@@ -55,7 +55,7 @@ def digits32(x: np.ndarray) -> np.ndarray:
 
 
 def build_variants(args, log) -> dict[str, keras.Model]:
-    x, y, xt, yt = demo.mnist_5k()
+    x, y, xt, yt = mnist_5k()
     x, xt = digits32(x), digits32(xt)
     keras.utils.set_random_seed(args.seed)
     dense = kp.models.resnet8(width=args.width)

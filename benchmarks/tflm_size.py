@@ -21,7 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_prune.recipes import demo  # noqa: E402
+from keras_prune.datasets import mnist_5k  # noqa: E402
+from keras_prune.recipes import mnist  # noqa: E402
 
 
 def main() -> None:
@@ -30,11 +31,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sparsity", type=float, default=0.9)
     args = parser.parse_args()
-    x, y, xt, yt = demo.mnist_5k()
+    x, y, xt, yt = mnist_5k()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = demo.run_one(
+            r = mnist.run_one(
                 name,
                 (x, y, xt, yt),
                 Path(tmp),
@@ -42,7 +43,7 @@ def main() -> None:
                 seed=args.seed,
                 overwrite=True,
             )
-            for row in demo.run_tflm(r, (x, xt, yt), Path(tmp), overwrite=True):
+            for row in mnist.run_tflm(r, (x, xt, yt), Path(tmp), overwrite=True):
                 rows.append(
                     {
                         "model": name,

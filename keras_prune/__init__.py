@@ -15,7 +15,22 @@ kp.summary(plain)
 ```
 """
 
-from keras_prune import ( callbacks, export, granularity, graph, integral, io, layers, legr, models, schedules, surgery, )
+from keras_prune import (
+    callbacks,
+    datasets,
+    export,
+    granularity,
+    graph,
+    integral,
+    io,
+    layers,
+    legr,
+    mcu,
+    model_utils,
+    models,
+    schedules,
+    surgery,
+)
 from keras_prune.flops import count_flops, count_macs
 from keras_prune.integral import add_activation_masks
 from keras_prune.pruning import prune, strip, summary
@@ -41,6 +56,9 @@ __all__ = [
     "legr",
     "io",
     "export",
+    "mcu",
+    "datasets",
+    "model_utils",
     "models",
     "__version__",
 ]

@@ -12,7 +12,13 @@ from keras_prune.layers.activation_mask import ActivationMask, ActivationThresho
 from keras_prune.layers.prune_wrapper import PruneWrapper
 from keras_prune.model_utils import LayerGraph, clone_with_weights, fresh
 
-__all__ = ["activation_masks", "calibrate_thresholds", "with_thresholds"]
+__all__ = [
+    "activation_masks",
+    "calibrate_thresholds",
+    "with_thresholds",
+    "int8_threshold",
+    "threshold_for",
+]
 
 
 def activation_masks(model: keras.Model) -> list[ActivationMask]:
@@ -44,11 +50,11 @@ def calibrate_thresholds(
         current = with_thresholds(model, thresholds) if i else model
         (act,) = predict(current, x, batch_size, outputs=[current.get_layer(mask.name).input])
         n = int(np.prod(act.shape[1:]))
-        thresholds[mask.name] = _int8_threshold(act.reshape(-1), mask.winners(n) * len(act))
+        thresholds[mask.name] = int8_threshold(act.reshape(-1), mask.winners(n) * len(act))
     return thresholds
 
 
-def _int8_threshold(values: np.ndarray, keep: int) -> float:
+def int8_threshold(values: np.ndarray, keep: int) -> float:
     """A threshold midway between two int8 levels of ``values``' quantization.
 
     The int8 scale is the one the TFLite converter derives from the same data (per-tensor
@@ -62,11 +68,11 @@ def _int8_threshold(values: np.ndarray, keep: int) -> float:
     scale = (hi - lo) / 255.0
     zero_point = round(-128 - lo / scale)
     levels = np.clip(np.round(values / scale) + zero_point, -128, 127)
-    cut = _threshold_for(levels, keep, zero=zero_point)
+    cut = threshold_for(levels, keep, zero=zero_point)
     return 0.0 if cut is None else float((cut - zero_point) * scale)
 
 
-def _threshold_for(values: np.ndarray, keep: int, zero: float = 0.0) -> float | None:
+def threshold_for(values: np.ndarray, keep: int, zero: float = 0.0) -> float | None:
     """The cut ``t`` for which ``values >= t`` keeps closest to ``keep`` values (``None``:
     keep everything, when only values <= ``zero`` would be dropped).
 

@@ -55,7 +55,7 @@ def _load_npz(path: str) -> dict:
 def _export_tflm(args) -> int:
     from keras_prune import export, io
 
-    io.atomic_dir(args.out, overwrite=args.force).check()  # before the slow part
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before loading anything
     data = _load_npz(args.data)
     model = io.load(args.model, compile=False)
     validation = None
@@ -77,7 +77,7 @@ def _export_tflm(args) -> int:
 def _export_cmsis(args) -> int:
     from keras_prune import export, io
 
-    io.atomic_dir(args.out, overwrite=args.force).check()  # before the slow part
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before loading anything
     data = _load_npz(args.data)
     model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
     validation = None
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export a model for a target",
         description="Export a Keras model (.keras or .h5) for a target.",
     )
-    targets = e.add_subparsers(dest="target", required=True, metavar="TARGET")
+    targets = e.add_subparsers(dest="export_target", required=True, metavar="TARGET")
     t = targets.add_parser(
         "tflm",
         help="int8 .tflite + C array + op resolver + arena size, verified in TFLM",
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, ImportError) as e:
-        name = " ".join(filter(None, [args.command, getattr(args, "target", None)]))
+        name = " ".join(filter(None, [args.command, getattr(args, "export_target", None)]))
         print(f"keras-prune {name}: error: {e}", file=sys.stderr)
         return 2
 

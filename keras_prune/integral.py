@@ -647,7 +647,8 @@ def check_thresholds_int8(
     density with that measured top-k density (``ok`` when within ``tolerance``). With
     ``y``, the three accuracies are reported too. Needs ``pip install keras-prune[tflm]``.
     """
-    from keras_prune.export.int8 import convert as tflite
+    from keras_prune.export.int8.convert import convert_int8
+    from keras_prune.export.int8.runtime import run_tflm
 
     x, y = _check_data(masked, x, y, "x")
     masks = activation_masks(masked)
@@ -671,8 +672,8 @@ def check_thresholds_int8(
         name=f"{stripped.name}_probe",
     )
     rep, _ = _check_data(masked, representative_data, None, "representative_data")
-    model_bytes = tflite.convert_int8(probe, rep)
-    outs = tflite.run_tflm(model_bytes, x, progress=progress)
+    model_bytes = convert_int8(probe, rep)
+    outs = run_tflm(model_bytes, x, progress=progress)
     n_out = len(stripped.outputs)
     rows = []
     for i, (m, t) in enumerate(zip(masks, thresholds, strict=True)):

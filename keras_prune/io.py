@@ -564,21 +564,31 @@ class atomic_dir:
         self.overwrite = overwrite
 
     def check(self) -> None:
-        """Raise now if the directory could not be written at the end."""
+        """Raise now if the directory could not be written at the end: it exists (unless
+        ``overwrite``) or is a file, or the nearest existing folder above it cannot be
+        written. Writability is tried (a temporary folder made and removed), not guessed
+        from permission bits, so read-only mounts and ``/proc`` are caught as root too."""
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(
                 f"'{self.path}' already exists; pass force=True (or --force) to replace it."
             )
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"'{self.path}' exists and is not a directory.")
-        parent = self.path.absolute().parent
-        probe = parent
+        probe = self.path.absolute().parent
         while not probe.exists():
             probe = probe.parent
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise PermissionError(
-                f"Cannot write the output directory '{self.path}': '{probe}' is not writable."
+        if not probe.is_dir():
+            raise NotADirectoryError(
+                f"Cannot write the output directory '{self.path}': '{probe}' is a file, "
+                "so it is not writable as a folder. Choose another output directory (--out)."
             )
+        try:
+            tempfile.TemporaryDirectory(prefix=".kp_probe-", dir=probe).cleanup()
+        except OSError as e:
+            raise PermissionError(
+                f"Cannot write the output directory '{self.path}': '{probe}' is not "
+                f"writable ({e.strerror or e}). Choose another output directory (--out)."
+            ) from None
 
     def __enter__(self) -> Path:
         self.check()

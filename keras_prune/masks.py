@@ -25,10 +25,14 @@ def prune_count(sparsity, units: int):
 
 def _sort_keys(scores):
     """int32 keys that order like ``scores``: 0 for negative scores (already pruned),
-    then the bit patterns of the non-negative float32 scores, which are monotone."""
-    scores = tf.cast(scores, tf.float32)
-    bits = tf.bitcast(tf.maximum(scores, 0.0), tf.int32) + 1
-    return tf.where(scores < 0, tf.zeros_like(bits), bits)
+    then the bit patterns of the non-negative float32 scores, which are monotone.
+
+    Read from the bits alone: float ops on a CPU that flushes denormals to zero would
+    tie a denormal score with 0.0 and break the order."""
+    bits = tf.bitcast(tf.cast(scores, tf.float32), tf.int32)
+    magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
+    negative = tf.logical_and(bits < 0, magnitude > 0)  # -0.0 ranks as 0.0
+    return tf.where(negative, tf.zeros_like(bits), magnitude + 1)
 
 
 def keep_after_pruning_lowest(scores, k):

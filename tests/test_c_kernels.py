@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild
 from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.mcu import toolchain as cbuild
 
 DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_kernel_driver.c"
 (
@@ -449,7 +449,9 @@ def test_kernels_build_warning_free(tmp_path):
         pytest.skip(GCC_HINT)
     # -O2 (not the fuzz build's -O1) turns on the flow-dependent warnings
     exe = cbuild.compile_host(
-        [*kernel_library.kernel_sources(), DRIVER_SRC], [kernel_library.KERNEL_DIR], tmp_path / "driver_o2"
+        [*kernel_library.kernel_sources(), DRIVER_SRC],
+        [kernel_library.KERNEL_DIR],
+        tmp_path / "driver_o2",
     )
     done = subprocess.run([str(exe)], input=encode(OP_CHECKS, [], [], 0), capture_output=True)
     assert done.returncode == 0 and done.stdout[:4] == b"\0\0\0\0", done.stderr.decode()
@@ -485,8 +487,9 @@ def tflm_run():
     pytest.importorskip("tflite_micro", reason="pip install 'keras-prune[tflm]'")
     import keras
 
-    from keras_prune.export.int8 import convert as tflite
+    from keras_prune.export.int8.convert import convert_int8
     from keras_prune.export.int8.flatbuffer import read_tflite
+    from keras_prune.export.int8.runtime import quantize_input, run_tflm_raw
 
     L = keras.layers
     keras.utils.set_random_seed(1)
@@ -513,10 +516,10 @@ def tflm_run():
             [rng.normal(0, 0.3, v.shape).astype(np.float32) for v in layer.get_weights()]
         )
     data = rng.normal(size=(64, 9, 9, 3)).astype(np.float32)
-    model_bytes = tflite.convert_int8(model, data)
+    model_bytes = convert_int8(model, data)
     graph = read_tflite(model_bytes)
     inp_t = graph.tensors[graph.inputs[0]]
-    xq = tflite.quantize_input(
+    xq = quantize_input(
         rng.normal(size=(16, 9, 9, 3)).astype(np.float32) * 1.5,
         float(inp_t.scale[0]),
         int(inp_t.zero_point[0]),
@@ -530,7 +533,7 @@ def tflm_run():
         }
         - set(graph.inputs)
     )
-    raw = tflite.run_tflm_raw(model_bytes, xq, extra=tuple(acts))[len(graph.outputs) :]
+    raw = run_tflm_raw(model_bytes, xq, extra=tuple(acts))[len(graph.outputs) :]
     values = {graph.inputs[0]: xq}
     for i, r in zip(acts, raw, strict=True):
         values[i] = r.reshape(len(xq), *graph.tensors[i].shape[1:])

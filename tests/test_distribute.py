@@ -6,6 +6,10 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+# a subprocess with its own TensorFlow, training twice
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(r"""
     import os, sys

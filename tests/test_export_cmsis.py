@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.mcu import toolchain as cbuild
-from keras_prune.export.cgen import exporter as cortex_m
 from keras_prune.mcu import firmware as m4
+from keras_prune.mcu import host as mcu_host
+from keras_prune.mcu import toolchain as cbuild
 
 pytest.importorskip("tflite_micro")
 needs_cc = pytest.mark.skipif(
@@ -81,6 +81,8 @@ def exports(tmp_path_factory):
     return out
 
 
+# exports builds every model for a Cortex-M4 and runs it on QEMU: its users are slow
+@pytest.mark.slow
 @needs_cc
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_host_build_is_bit_exact_with_tflm(exports, name):
@@ -101,6 +103,7 @@ def test_host_build_is_bit_exact_with_tflm(exports, name):
     assert json.loads((path / "manifest.json").read_text())["verification"]["host"] == host
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_M4, reason="arm-none-eabi-gcc/qemu-system-arm not installed")
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_cortex_m4_on_qemu_equals_host(exports, name):
@@ -112,6 +115,7 @@ def test_cortex_m4_on_qemu_equals_host(exports, name):
     assert size["model_flash"] <= report.manifest["sizes"]["tflite_bytes"] + 16 * 1024
 
 
+@pytest.mark.slow
 @needs_cc
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_static_arena_is_no_larger_than_tflm(exports, name):
@@ -128,20 +132,21 @@ def test_static_arena_is_no_larger_than_tflm(exports, name):
             assert not live or apart, (a, b)
 
 
+@pytest.mark.slow
 @needs_cc
 def test_sanitizer_build_runs_clean_and_agrees(exports, tmp_path):
     """ASan + UBSan over every model on its verification inputs: no report, same bytes."""
     rng = np.random.default_rng(1)
     for name, (_, path, report) in exports.items():
-        exe = cortex_m.build_host(path, tmp_path / f"{name}_asan", sanitize=True)
+        exe = mcu_host.build_host(path, tmp_path / f"{name}_asan", sanitize=True)
         size = int(np.prod(report.manifest["io"]["input"]["shape"]))
         xq = rng.integers(-128, 128, (20, size), dtype=np.int8)
-        plain = cortex_m.run_host(
-            cortex_m.build_host(path, tmp_path / name),
+        plain = mcu_host.run_host(
+            mcu_host.build_host(path, tmp_path / name),
             xq,
             int(np.prod(report.manifest["io"]["output"]["shape"])),
         )
-        checked = cortex_m.run_host(exe, xq, plain.shape[1])
+        checked = mcu_host.run_host(exe, xq, plain.shape[1])
         np.testing.assert_array_equal(checked, plain, err_msg=name)
 
 
@@ -195,6 +200,7 @@ def test_kernel_limits_are_refused(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_asymmetric_weights_are_refused(exports):
     """Non-zero weight zero points cannot be expressed by the kernels."""
     from keras_prune.export.cgen.lowering import lower
@@ -208,6 +214,7 @@ def test_asymmetric_weights_are_refused(exports):
         lower(graph, {fc.index: ("fc1",)})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not os.environ.get("KP_CMSIS_NN_DIR"),
     reason="set KP_CMSIS_NN_DIR to a CMSIS-NN checkout to check that path",
@@ -218,10 +225,10 @@ def test_cmsis_nn_path_agrees(exports, tmp_path):  # pragma: no cover - needs CM
     for name, (_, path, report) in exports.items():
         size = int(np.prod(report.manifest["io"]["input"]["shape"]))
         xq = rng.integers(-128, 128, (20, size), dtype=np.int8)
-        ours = cortex_m.run_host(
-            cortex_m.build_host(path, tmp_path / name),
+        ours = mcu_host.run_host(
+            mcu_host.build_host(path, tmp_path / name),
             xq,
             int(np.prod(report.manifest["io"]["output"]["shape"])),
         )
-        exe = cortex_m.build_host(path, tmp_path / f"{name}_cmsis", cmsis_nn=root)
-        np.testing.assert_array_equal(cortex_m.run_host(exe, xq, ours.shape[1]), ours, err_msg=name)
+        exe = mcu_host.build_host(path, tmp_path / f"{name}_cmsis", cmsis_nn=root)
+        np.testing.assert_array_equal(mcu_host.run_host(exe, xq, ours.shape[1]), ours, err_msg=name)

@@ -12,16 +12,16 @@ import pytest
 
 import keras_prune as kp
 from keras_prune import cli
-from keras_prune.recipes.demo import lenet5
-from keras_prune.export.tflite_micro import exporter as tflm_mod
 from keras_prune.export.int8.tflm_ops import TFLM_OPS
+from keras_prune.export.tflite_micro.verify import expected_tolerance
+from keras_prune.models import lenet5
 
 pytest.importorskip("tflite_micro")
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from keras_prune.recipes.demo import mnist_5k
+    from keras_prune.datasets import mnist_5k
 
     x, y, xt, yt = mnist_5k()
     return x[:1500], y[:1500], xt[:300], yt[:300]
@@ -95,13 +95,15 @@ def _trained_logits(digits):
     return model
 
 
+# exported and the tests that train on digits train on MNIST-5k: slow
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "ds_resnet", "mlp"])
 def test_tflm_agrees_with_litert_within_the_documented_tolerance(exported, name):
     _, path, report = exported[name]
     g = report.agreement
     assert g.samples == 300
     assert g.tflm_deterministic
-    worst, _ = tflm_mod.expected_tolerance((path / "model.tflite").read_bytes(), report.ops)
+    worst, _ = expected_tolerance((path / "model.tflite").read_bytes(), report.ops)
     assert g.max_abs_diff_lsb <= g.tolerance_lsb <= worst
     n_fc = sum(op.name == "FULLY_CONNECTED" for op in report.ops)
     if name == "mlp":  # logits out: one step per FC layer
@@ -140,6 +142,7 @@ def test_without_fully_connected_layers_tflm_and_litert_are_bit_exact(digits, tm
     assert report.accuracy is None
 
 
+@pytest.mark.slow
 def test_the_ops_are_named_with_their_layers_and_the_resolver_has_exactly_them(exported):
     _, path, report = exported["ds_resnet"]
     manifest = json.loads((path / "manifest.json").read_text())
@@ -163,6 +166,7 @@ def test_the_ops_are_named_with_their_layers_and_the_resolver_has_exactly_them(e
     assert "MicroMutableOpResolver<kNumOps>" in resolver and "kNumOps = 7;" in resolver
 
 
+@pytest.mark.slow
 def test_files_c_array_matches_the_tflite_and_settings_match_the_manifest(exported):
     _, path, report = exported["lenet5"]
     assert sorted(p.name for p in path.iterdir()) == sorted(
@@ -208,6 +212,7 @@ def _tool(name):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "lang,std", [("c", "c99"), ("c", "c11"), ("c++", "c++11"), ("c++", "c++17")]
 )
@@ -257,6 +262,7 @@ def test_c_array_and_headers_compile_and_link_on_the_host(exported, tmp_path, la
     assert int(arena) == m["arena"]["size"] and int(prod) == 280 and scale_ok == "1"
 
 
+@pytest.mark.slow
 def test_cortex_m4_object_holds_exactly_the_model_bytes_in_rodata(exported, tmp_path):
     _, path, _ = exported["ds_resnet"]
     gcc = _tool("arm-none-eabi-gcc")
@@ -297,6 +303,7 @@ def test_cortex_m4_object_holds_exactly_the_model_bytes_in_rodata(exported, tmp_
         assert fields[-1] == "16"  # alignment
 
 
+@pytest.mark.slow
 def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits, tmp_path):
     x, y, xt, yt = digits
     keras.utils.set_random_seed(1)
@@ -358,6 +365,7 @@ def test_pruned_zeros_stay_zero_after_batchnorm_folding_and_quantization(digits,
     assert "LOST" not in report.table()
 
 
+@pytest.mark.slow
 def test_activation_masks_export_as_tflm_builtins(digits, tmp_path):
     x, _, xt, yt = digits
     masked = kp.add_activation_masks(_trained(lenet5(), digits, epochs=1), 0.5)
@@ -375,6 +383,7 @@ def test_activation_masks_export_as_tflm_builtins(digits, tmp_path):
     assert report.agreement.ok
 
 
+@pytest.mark.slow
 def test_float_io_export_runs_in_tflm(digits, tmp_path):
     x, _, xt, yt = digits
     report = kp.export.tflm(
@@ -394,6 +403,7 @@ def test_float_io_export_runs_in_tflm(digits, tmp_path):
     assert "KP_INPUT_TYPE_INT8 0" in (tmp_path / "out" / "model_settings.h").read_text()
 
 
+@pytest.mark.slow
 def test_export_is_deterministic(digits, tmp_path):
     x, _, xt, yt = digits
     model = _trained(mlp(), digits, epochs=1)

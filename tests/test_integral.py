@@ -7,7 +7,8 @@ from conftest import compile_mse, mlp, small_cnn
 
 import keras_prune as kp
 from keras_prune import integral
-from keras_prune.recipes import demo
+from keras_prune.datasets import mnist_5k
+from keras_prune.models import lenet_300_100
 
 
 def lenet5_like():
@@ -115,8 +116,8 @@ def test_masking_a_model_output_or_a_model_without_relus_is_refused():
 @pytest.fixture(scope="module")
 def trained_mlp():
     keras.utils.set_random_seed(0)
-    x, y, xt, yt = demo.mnist_5k()
-    model = demo.lenet_300_100()
+    x, y, xt, yt = mnist_5k()
+    model = lenet_300_100()
     model.compile(
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(),
@@ -126,6 +127,8 @@ def trained_mlp():
     return model, (x[:2000], y[:2000], x[3500:], y[3500:], xt[:500], yt[:500])
 
 
+# trained_mlp trains on MNIST-5k: its users are slow
+@pytest.mark.slow
 def test_scan_table_plot_and_choice_within_budget(trained_mlp, tmp_path):
     model, (x, y, xv, yv, _, _) = trained_mlp
     scan = integral.sensitivity_scan(
@@ -146,6 +149,7 @@ def test_scan_table_plot_and_choice_within_budget(trained_mlp, tmp_path):
     assert "winner rates" in rates.report()
 
 
+@pytest.mark.slow
 def test_choice_backs_off_until_the_combination_fits(trained_mlp):
     model, (_, _, xv, yv, _, _) = trained_mlp
     scan = integral.SensitivityScan(
@@ -159,6 +163,7 @@ def test_choice_backs_off_until_the_combination_fits(trained_mlp):
     assert rates.accuracy >= rates.baseline - 0.005 or not rates
 
 
+@pytest.mark.slow
 def test_scan_rejects_bad_data(trained_mlp):
     model, (_, _, xv, yv, _, _) = trained_mlp
     with pytest.raises(ValueError, match=r"x_val has shape \(10, 784\).*expects"):
@@ -170,6 +175,7 @@ def test_scan_rejects_bad_data(trained_mlp):
 
 
 # ---------------------------------------------------------------------- thresholds
+@pytest.mark.slow
 def test_threshold_calibration_matches_the_winner_rate(trained_mlp):
     model, (x, _, xv, _, _, _) = trained_mlp
     masked = kp.add_activation_masks(model, winner_rate={"fc1": 0.2, "fc2": 0.3})
@@ -186,21 +192,22 @@ def test_threshold_calibration_matches_the_winner_rate(trained_mlp):
 
 
 def test_threshold_keeps_or_drops_a_tied_block_whole_and_sits_between_int8_levels():
-    from keras_prune.activation_thresholds import _int8_threshold, _threshold_for
+    from keras_prune.activation_thresholds import int8_threshold, threshold_for
 
     v = np.array([5, 4, 3, 3, 3, 3, 1, 0, 0, 0], np.float32)
-    assert _threshold_for(v, 2) == 3.5  # exact
-    assert _threshold_for(v, 3) == 3.5  # 2 kept is nearer 3 than 6 is
-    assert _threshold_for(v, 5) == 2.0  # 6 kept is nearer 5 than 2 is
-    assert _threshold_for(v, 9) is None  # only zeros would go: keep everything
+    assert threshold_for(v, 2) == 3.5  # exact
+    assert threshold_for(v, 3) == 3.5  # 2 kept is nearer 3 than 6 is
+    assert threshold_for(v, 5) == 2.0  # 6 kept is nearer 5 than 2 is
+    assert threshold_for(v, 9) is None  # only zeros would go: keep everything
     # 255 levels over [0, 2.55]: 0.0100 and 0.0104 are one int8 level (1); a cut can keep
     # or drop both, never one of them
     vals = np.array([2.55] + [0.0104] * 40 + [0.0100] * 40 + [0.0] * 19, np.float32)
-    t = _int8_threshold(vals, 41)
+    t = int8_threshold(vals, 41)
     assert np.count_nonzero(vals >= t) in (1, 81)
     assert t == pytest.approx(0.015) or t == pytest.approx(0.005)
 
 
+@pytest.mark.slow
 def test_strip_needs_data_for_masks_or_keeps_them(trained_mlp):
     model, (x, *_) = trained_mlp
     masked = kp.add_activation_masks(model, winner_rate=0.3)
@@ -212,6 +219,7 @@ def test_strip_needs_data_for_masks_or_keeps_them(trained_mlp):
         kp.strip(masked, activation_masks="topk")
 
 
+@pytest.mark.slow
 def test_int8_threshold_form_in_tflm_matches_the_trained_density(trained_mlp):
     pytest.importorskip("tflite_micro")
     model, (x, _, _, _, xt, yt) = trained_mlp

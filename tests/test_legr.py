@@ -124,7 +124,7 @@ def test_resume_continues_a_killed_run(model, data, tmp_path, monkeypatch):
 
     ckpt = tmp_path / "state.json"
     killed = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
-    real = LeGR._fitness
+    real = LeGR.fitness
     calls = []
 
     def dies_at_fifth(self, *args):
@@ -133,10 +133,10 @@ def test_resume_continues_a_killed_run(model, data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, *args)
 
-    monkeypatch.setattr(LeGR, "_fitness", dies_at_fifth)
+    monkeypatch.setattr(LeGR, "fitness", dies_at_fifth)
     with pytest.raises(KeyboardInterrupt):
         killed.learn(checkpoint=ckpt, **settings)
-    monkeypatch.setattr(LeGR, "_fitness", real)
+    monkeypatch.setattr(LeGR, "fitness", real)
     assert json.loads(ckpt.read_text())["evolution"]["generation"] == 4
 
     resumed = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
@@ -156,8 +156,7 @@ def test_learn_at_several_targets_scores_the_mean_loss(model, data):
     assert legr.learn_at == (0.7, 0.4)
     legr.learn(generations=2, tau=2, population=2, sample=1, progress=False)
     alpha, kappa = legr.ranking.identity()  # generation 0 is the identity
-    ev = legr._evaluator
-    each = [ev(legr.ranking.cut(alpha, kappa, t), 2) for t in (0.7, 0.4)]
+    each = [legr.evaluate_cut(legr.ranking.cut(alpha, kappa, t), 2) for t in (0.7, 0.4)]
     assert each[0] != each[1]
     assert legr.evolution.history[0] == pytest.approx(np.mean(each))
     with pytest.raises(ValueError, match="non-empty"):
@@ -166,6 +165,7 @@ def test_learn_at_several_targets_scores_the_mean_loss(model, data):
         LeGR(model, learn_at=(0.5, 1.5))
 
 
+@pytest.mark.slow  # the whole LeGR job and its CLI: about 6 s
 def test_pareto_and_cli_job(model, data, tmp_path, capsys):
     x, y, xv, yv = data
     model_path = tmp_path / "m.h5"

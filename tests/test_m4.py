@@ -187,6 +187,7 @@ def test_write_test_data(tmp_path):
         m4.write_test_data(np.zeros((0, 3), np.int8), tmp_path)
 
 
+@pytest.mark.slow
 @needs_m4
 def test_qemu_outputs_equal_host_and_numpy(firmware, toy_dir, inputs, tmp_path):
     run = m4.run_qemu_full(firmware, len(inputs), OUT, timeout=30)
@@ -199,12 +200,14 @@ def test_qemu_outputs_equal_host_and_numpy(firmware, toy_dir, inputs, tmp_path):
     np.testing.assert_array_equal(m4.run_qemu(firmware, len(inputs), OUT), run.outputs)
 
 
+@pytest.mark.slow
 @needs_m4
 def test_wrong_output_size_is_an_error(firmware, inputs):
     with pytest.raises(m4.M4Error, match="expected 5 outputs of 21 bytes"):
         m4.run_qemu(firmware, len(inputs), OUT + 1)
 
 
+@pytest.mark.slow
 @needs_m4
 def test_size_report_adds_up(firmware, inputs):
     r = m4.size_report(firmware)
@@ -225,6 +228,7 @@ def test_size_report_adds_up(firmware, inputs):
     assert r["largest"] and all(s["bytes"] > 0 for s in r["largest"])
 
 
+@pytest.mark.slow
 @needs_m4
 def test_compile_error_names_the_file(toy_dir, inputs, tmp_path):
     broken = tmp_path / "broken"
@@ -234,6 +238,7 @@ def test_compile_error_names_the_file(toy_dir, inputs, tmp_path):
         m4.build_firmware(broken, inputs, tmp_path / "m4")
 
 
+@pytest.mark.slow
 @needs_m4
 @pytest.mark.parametrize(
     "define, status, says",
@@ -248,6 +253,7 @@ def test_firmware_failure_is_an_error(toy_dir, inputs, tmp_path, define, status,
         m4.run_qemu(elf, len(inputs), OUT, timeout=30)
 
 
+@pytest.mark.slow
 @needs_m4
 def test_hang_times_out(toy_dir, inputs, tmp_path):
     elf = m4.build_firmware(toy_dir, inputs, tmp_path, defines=["TOY_HANG"])

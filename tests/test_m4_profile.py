@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.mcu import profiler as m4_profile
+from keras_prune.mcu import toolchain as cbuild
 
-pytestmark = pytest.mark.skipif(
-    not m4_profile.available() or cbuild.find_cc() is None,
-    reason="arm-none-eabi-gcc + newlib, unicorn, pyelftools or a host gcc missing: "
-    f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}",
-)
+pytestmark = [
+    pytest.mark.slow,  # every check runs on the unicorn emulator
+    pytest.mark.skipif(
+        not m4_profile.available() or cbuild.find_cc() is None,
+        reason="arm-none-eabi-gcc + newlib, unicorn, pyelftools or a host gcc missing: "
+        f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}",
+    ),
+]
 
 TOY_C = r"""
 #include <stdint.h>
@@ -160,10 +163,18 @@ def kernels(tmp_path_factory):
         s
         for s in kernel_library.kernel_sources()
         if s.name.startswith(
-            ("kp_nn_mat_s8", "kp_depthwise_conv_s8", "kp_elementwise_add_s8", "kp_max_pool_s8")
+            (
+                "kp_nn_vec_mat_s8",
+                "kp_nn_mat_mult_s8_s16_2col",
+                "kp_depthwise_conv_s8",
+                "kp_elementwise_add_s8",
+                "kp_max_pool_s8",
+            )
         )
     ]
-    elf = m4_profile.build_library_elf(sources, d / "kp_dsp.elf", include_dirs=[kernel_library.KERNEL_DIR])
+    elf = m4_profile.build_library_elf(
+        sources, d / "kp_dsp.elf", include_dirs=[kernel_library.KERNEL_DIR]
+    )
     lib = d / "libkp_portable.so"
     subprocess.run(
         [

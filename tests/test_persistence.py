@@ -103,6 +103,7 @@ def _run(tmp_path, interrupt_at=None):
     return model
 
 
+@pytest.mark.slow  # about 10 s of training
 def test_backup_and_restore_resume_gives_identical_masks(tmp_path):
     straight = _run(tmp_path / "a")
     resumed = _run(tmp_path / "b", interrupt_at=2)

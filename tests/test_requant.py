@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from keras_prune.export.int8 import reference as requant
-from keras_prune.export.int8 import convert as tflite
-from keras_prune.export.tflite_micro import exporter as tm
+from keras_prune.export.int8.convert import convert_int8
+from keras_prune.export.int8.op_map import model_ops
+from keras_prune.export.int8.runtime import litert_interpreter, quantize_input, run_tflm_raw
+from keras_prune.export.tflite_micro.verify import run_litert_reference
 
 pytest.importorskip("tflite_micro")
 
@@ -30,8 +32,9 @@ def test_rounding_rules_by_hand():
     assert 0 < np.count_nonzero(twice != once) and np.abs(twice - once).max() == 1
 
 
+@pytest.mark.slow  # trains on MNIST-5k
 def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
-    from keras_prune.recipes.demo import mnist_5k
+    from keras_prune.datasets import mnist_5k
 
     x, y, xt, _ = mnist_5k()
     keras.utils.set_random_seed(0)
@@ -40,25 +43,24 @@ def test_fc_double_rounding_is_tflm_and_float_rounding_is_litert_reference():
     )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:1000], y[:1000], epochs=1, verbose=0)
-    data = tflite.convert_int8(model, x[:200])
-    interp = tm._litert(data)
+    data = convert_int8(model, x[:200])
+    interp = litert_interpreter(data)
     interp.allocate_tensors()
-    (fc,) = [op for op in tm.model_ops(data) if op.name == "FULLY_CONNECTED"]
+    (fc,) = [op for op in model_ops(data) if op.name == "FULLY_CONNECTED"]
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     inp, w, b = (tensors[i] for i in fc.inputs)
     out = tensors[fc.outputs[0]]
     qin, qw, qout = (t["quantization_parameters"] for t in (inp, w, out))
     scale = requant.effective_scale(qin["scales"][0], qw["scales"], qout["scales"][0])
-    xq = tflite.quantize_input(xt, qin["scales"][0], int(qin["zero_points"][0]))
+    xq = quantize_input(xt, qin["scales"][0], int(qin["zero_points"][0]))
     flat = xq.reshape(len(xq), -1)
     weights, bias = interp.get_tensor(w["index"]), interp.get_tensor(b["index"])
-    params = requant.fc_params(int(qin["zero_points"][0]), int(qout["zero_points"][0]),
-                               (-128, 127))
+    params = requant.fc_params(int(qin["zero_points"][0]), int(qout["zero_points"][0]), (-128, 127))
     mult, shift = requant.fc_quant(qin["scales"][0], qw["scales"], qout["scales"][0])
     double = requant.fully_connected(flat, weights, bias, params, mult, shift)
     single = requant.fully_connected(flat, weights, bias, params, scale=scale)
-    tflm_out = tflite.run_tflm_raw(data, xq, 1 << 20)[0]
-    ref_out = tm._run_litert_reference(data, xq)[0]
+    tflm_out = run_tflm_raw(data, xq, 1 << 20)[0]
+    ref_out = run_litert_reference(data, xq)[0]
     assert np.array_equal(double, tflm_out)
     assert np.array_equal(single, ref_out)
     differ = np.count_nonzero(tflm_out != ref_out)

@@ -220,6 +220,7 @@ def test_top_k_masks_stay_and_unstructured_zeros_are_flagged(tmp_path):
     np.testing.assert_allclose(fn(**{name: tf.constant(x)})["output_0"], masked(x), atol=1e-5)
 
 
+@pytest.mark.slow  # runs saved_model_cli in a subprocess: about 10 s
 def test_cli_export_savedmodel(tmp_path, capsys):
     pruned, x = _channel_pruned()
     path = tmp_path / "pruned.keras"

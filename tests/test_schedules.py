@@ -70,6 +70,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # tfmot in a subprocess: about 8 s
 def test_schedules_match_tfmot_at_every_step():
     """Same arguments -> same (should_prune, sparsity), bit for bit, as tfmot 0.8."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

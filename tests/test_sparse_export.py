@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.export.cgen import exporter as cortex_m
-from keras_prune.mcu import firmware as m4
-from keras_prune.mcu import cycles as m4_cycles
-from keras_prune.mcu import profiler as m4_profile
 from keras_prune.export.cgen import cost_model as sparse_cost
-from keras_prune.export.int8 import convert as tflite
 from keras_prune.export.cgen.sparse_format import encode_groups
+from keras_prune.export.int8.runtime import quantize_input
+from keras_prune.mcu import cycles as m4_cycles
+from keras_prune.mcu import firmware as m4
+from keras_prune.mcu import host as mcu_host
+from keras_prune.mcu import profiler as m4_profile
 
 L = keras.layers
 
@@ -69,6 +69,8 @@ def sparse_export(tmp_path_factory, data):
     return model, out, rep
 
 
+# sparse_export builds the Cortex-M4 firmware and runs it on QEMU: its users are slow
+@pytest.mark.slow
 def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_export):
     _, out, rep = sparse_export
     kernels = {
@@ -99,15 +101,17 @@ def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_expo
             assert la["sparse"]["reason"].startswith("sparse='always'")
 
 
+@pytest.mark.slow
 def test_sparse_build_is_clean_under_asan_and_ubsan(sparse_export, tmp_path, data):
     _, out, rep = sparse_export
     inp = rep.manifest["io"]["input"]
-    xq = tflite.quantize_input(data[:20], inp["scale"], inp["zero_point"])
-    plain = cortex_m.run_host(cortex_m.build_host(out, tmp_path / "plain"), xq, 10)
-    checked = cortex_m.run_host(cortex_m.build_host(out, tmp_path / "asan", sanitize=True), xq, 10)
+    xq = quantize_input(data[:20], inp["scale"], inp["zero_point"])
+    plain = mcu_host.run_host(mcu_host.build_host(out, tmp_path / "plain"), xq, 10)
+    checked = mcu_host.run_host(mcu_host.build_host(out, tmp_path / "asan", sanitize=True), xq, 10)
     np.testing.assert_array_equal(plain, checked)
 
 
+@pytest.mark.slow
 def test_sparse_export_is_smaller_than_dense(sparse_export, tmp_path, data):
     model, _, rep = sparse_export
     dense = kp.export.cmsis(
@@ -167,13 +171,12 @@ def test_choice_follows_the_estimates():
     assert encode_groups(np.where(keep, w, 0)).index_kind == "delta8"
 
 
+@pytest.mark.slow  # unicorn
 @pytest.mark.skipif(not m4_profile.available(), reason="needs unicorn and arm-none-eabi-gcc")
 def test_cost_model_estimates_are_close_to_unicorns_count(sparse_export, data):
     _, out, rep = sparse_export
     inp = rep.manifest["io"]["input"]
-    cost = m4_cycles.profile_model(
-        out, tflite.quantize_input(data[:1], inp["scale"], inp["zero_point"])
-    )
+    cost = m4_cycles.profile_model(out, quantize_input(data[:1], inp["scale"], inp["zero_point"]))
     by_index = {la.index: la for la in cost.layers}
     for la in rep.manifest["layers"]:
         if "sparse" in la:
@@ -254,9 +257,8 @@ def test_scratch_and_row_limit_agree_with_the_kernel(tmp_path):
             *(
                 kernel_library.KERNEL_DIR / n
                 for n in (
-                    "kp_sparse_conv_s8.c",
+                    "kp_sparse_convolve_s8.c",
                     "kp_nn_sparse_vec_s8.c",
-                    "kp_nn_sparse_vec_s8_dsp.c",
                 )
             ),
         ],

@@ -1,5 +1,5 @@
 """SIMD-group sparse FULLY_CONNECTED (keras_prune.export.sparse_format and
-csrc/kernels/kp_sparse_fc_s8*.c): the encoder round-trips SIMDGroups-pruned matrices
+csrc/kp_sparse_fully_connected_s8.c): the encoder round-trips SIMDGroups-pruned matrices
 with each index encoding; the portable kernel, built with ASan + UBSan, equals
 ``int8_ops.fully_connected`` on the dense pruned weights bit for bit (hypothesis); the
 Cortex-M4 DSP kernel under unicorn equals it on a handful of shapes."""
@@ -11,23 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import PipeDriver
 from conftest import group_pruned as pruned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild
-from keras_prune.export.int8 import reference as int8_ops
-from keras_prune.mcu import profiler as m4_profile
 from keras_prune.export.cgen.sparse_format import INDEX_KINDS, decode, encode_groups
-from keras_prune.granularity import SIMDGroups
+from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.granularity import DENSE, SIMDGroups
+from keras_prune.mcu import profiler as m4_profile
+from keras_prune.mcu import toolchain as cbuild
 
 DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_sparse_driver.c"
 SPARSE_SOURCES = [
     kernel_library.KERNEL_DIR / n
-    for n in ("kp_sparse_fc_s8.c", "kp_nn_sparse_vec_s8.c", "kp_nn_sparse_vec_s8_dsp.c")
+    for n in ("kp_sparse_fully_connected_s8.c", "kp_nn_sparse_vec_s8.c")
 ]
 
 
@@ -94,7 +93,8 @@ def test_simdgroups_pruning_round_trips():
     rng = np.random.default_rng(3)
     for rows, k, sp in [(10, 37, 0.5), (6, 64, 0.9)]:
         wf = rng.normal(size=(rows, k)).astype(np.float32)
-        keep = SIMDGroups(4)._row_keep(tf.constant(wf), tf.ones_like(wf), sp).numpy()
+        # a Dense kernel is (in, out): its rows are the transpose
+        keep = np.asarray(SIMDGroups(4).compute_mask(wf.T, np.ones_like(wf.T), sp, DENSE)).T > 0
         w = np.where(keep, np.clip(np.round(wf * 60), -127, 127), 0).astype(np.int8)
         s = encode_groups(w)
         np.testing.assert_array_equal(decode(s), w)
@@ -264,6 +264,7 @@ def m4_run(emu, x, sg, eff, params, m, s, skew=0):
     return status, emu.read_array(out, np.int8, b * sg.rows).reshape(b, sg.rows), prof
 
 
+@pytest.mark.slow  # unicorn
 @pytest.mark.parametrize("shape", M4_SHAPES)
 def test_dsp_kernel_equals_host(m4, driver, shape):
     b, k, o, sparsity, kind = shape
@@ -278,6 +279,7 @@ def test_dsp_kernel_equals_host(m4, driver, shape):
         np.testing.assert_array_equal(arm, expected)
 
 
+@pytest.mark.slow  # unicorn
 @pytest.mark.parametrize("kind", list(INDEX_KINDS))
 def test_dsp_kernel_reads_no_input_past_in_len(m4, kind):
     """The input's last byte is the last mapped byte of the emulator's memory, and every
@@ -303,9 +305,9 @@ def test_dsp_kernel_reads_no_input_past_in_len(m4, kind):
         )
         q = m4.put_words(m4.put(m), m4.put(s), 1)
         ea, out = m4.put(eff), m4.alloc(sg.rows)
-        m4.alloc(m4._heap_end - m4._heap_next - x.size, align=1)  # up to the mapped end
+        m4.alloc(m4.heap_free - x.size, align=1)  # up to the mapped end
         xa = m4.alloc(x.size, align=1)
-        assert xa + x.size == m4._heap_end
+        assert xa + x.size == m4.heap_end
         m4.write(xa, x)
         status, _ = m4.call("kp_sparse_fully_connected_s8", p, q, 1, k, sg.rows, xa, w, ea, out)
         assert status == 0

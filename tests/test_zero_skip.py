@@ -13,14 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_prune.export.cgen import kernel_library
-from keras_prune.mcu import toolchain as cbuild
+from keras_prune.export.cgen.sparse_format import encode_input_groups
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.mcu import profiler as m4_profile
-from keras_prune.export.cgen.sparse_format import encode_input_groups
 
 SOURCES = [
     kernel_library.KERNEL_DIR / n
-    for n in ("kp_activation_mask_s8.c", "kp_zero_skip_fc_s8.c", "kp_zero_skip_fc_s8_dsp.c")
+    for n in (
+        "kp_threshold_s8.c",
+        "kp_topk_s8.c",
+        "kp_zero_skip_fully_connected_s8.c",
+        "kp_nn_zero_skip_vec_s8.c",
+    )
 ]
 FUZZ = settings(
     max_examples=40,
@@ -105,6 +109,7 @@ def test_topk_mask_semantics():
 
 
 # ------------------------------------------------------------------ the kernels
+@pytest.mark.slow  # unicorn
 @given(st.data())
 @FUZZ
 def test_masks_equal_int8_ops(emu, data):
@@ -179,13 +184,14 @@ def _run_zero_skip(emu, x, w, bias, params, m, s, at_end=False):
     q = emu.put_words(emu.put(m), emu.put(s), int(m.size > 1))
     ba, out, acc = emu.put(bias.astype("<i4")), emu.alloc(b * o), emu.alloc(4 * o)
     if at_end:  # the input's last byte is the last mapped byte: no read past in_len
-        emu.alloc(emu._heap_end - emu._heap_next - x.size, align=1)
+        emu.alloc(emu.heap_free - x.size, align=1)
     xa = emu.alloc(x.size, align=1)
     emu.write(xa, x)
     status, prof = emu.call("kp_zero_skip_fully_connected_s8", p, q, b, k, o, xa, wa, ba, out, acc)
     return status, emu.read_array(out, np.int8, b * o).reshape(b, o), prof
 
 
+@pytest.mark.slow  # unicorn
 @given(st.data())
 @FUZZ
 def test_zero_skip_fc_equals_int8_ops(emu, data):
@@ -205,6 +211,7 @@ def test_zero_skip_fc_equals_int8_ops(emu, data):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow  # unicorn
 def test_zero_skip_fc_skips_zero_groups(emu):
     """Cycles fall with the input's density (the work is per non-zero input group)."""
     rng = np.random.default_rng(3)
@@ -218,6 +225,7 @@ def test_zero_skip_fc_skips_zero_groups(emu):
     assert cycles[0] > 2 * cycles[1] > 2 * cycles[2]
 
 
+@pytest.mark.slow  # unicorn
 def test_kernels_reject_bad_arguments(emu):
     rng = np.random.default_rng(4)
     x, w, bias, params, m, s, _ = _zero_skip_case(rng, 1, 9, 3, 0.5, 0.5, False)
@@ -259,6 +267,7 @@ def _kernels(rep):
     return {la["keras_layers"][-1]: la["kernel"] for la in rep.manifest["layers"]}
 
 
+@pytest.mark.slow  # QEMU (verify_m4) and unicorn
 def test_masked_model_exports_bit_exact_with_zero_skipping(tmp_path, masked_data):
     import keras_prune as kp
 
@@ -304,6 +313,7 @@ def test_masked_model_exports_bit_exact_with_zero_skipping(tmp_path, masked_data
     assert rep.manifest["verification"]["host"]["bit_exact"]
 
 
+@pytest.mark.slow  # QEMU (verify_m4)
 def test_auto_skips_zeros_where_the_estimate_says_so(tmp_path, masked_data):
     import keras_prune as kp
 
@@ -325,6 +335,7 @@ def test_auto_skips_zeros_where_the_estimate_says_so(tmp_path, masked_data):
     assert rep.manifest["verification"]["host"]["bit_exact"]
 
 
+@pytest.mark.slow  # QEMU (verify_m4)
 def test_topk_masks_in_c(tmp_path, masked_data):
     import keras_prune as kp
     from keras_prune.layers.activation_mask import winner_count
@@ -375,6 +386,7 @@ def test_topk_needs_the_winner_rate(tmp_path, masked_data):
         kp.export.cmsis(model, tmp_path / "c", x, masks="top-k", print_fn=None)
 
 
+@pytest.mark.slow  # QEMU (verify_m4)
 def test_cli_export_cmsis_with_topk_masks(tmp_path, masked_data, capsys):
     import json
 
@@ -412,7 +424,7 @@ def _mask_graph():
     import keras
 
     import keras_prune as kp
-    from keras_prune.export.int8 import convert as tflite
+    from keras_prune.export.int8.convert import convert_int8
     from keras_prune.export.int8.flatbuffer import read_tflite
 
     i = keras.Input((12,))
@@ -420,7 +432,7 @@ def _mask_graph():
     h = kp.layers.ActivationThreshold(0.05, winner_rate=0.5)(h)
     model = keras.Model(i, keras.layers.Dense(3)(h))
     x = np.random.default_rng(0).random((64, 12)).astype("float32")
-    graph = read_tflite(tflite.convert_int8(model, x, int8_io=True))
+    graph = read_tflite(convert_int8(model, x, int8_io=True))
     sel = next(op for op in graph.operators if op.name == "SELECT_V2")
     return graph, sel
 
@@ -430,6 +442,7 @@ def test_mask_lowering_refuses_what_it_cannot_copy_exactly():
 
     from keras_prune.export.cgen import lowering as c_lowering
     from keras_prune.export.cgen.lowering import CExportError
+    from keras_prune.export.cgen.lowering.context import LoweringContext
 
     graph, sel = _mask_graph()
     assert [la.kernel for la in c_lowering.lower(graph) if la.mask] == ["kp_threshold_s8"]
@@ -447,7 +460,7 @@ def test_mask_lowering_refuses_what_it_cannot_copy_exactly():
     with pytest.raises(CExportError, match="GREATER_EQUAL runs in the C export only"):
         c_lowering.lower(dataclasses.replace(graph, operators=ops))
     # top-k counts at most 65,535 values per map
-    low = c_lowering._Lowering(graph, {}, masks="topk")
+    low = LoweringContext(graph, {}, masks="topk")
     m = low.mask_of[sel.index]
     m.rate = 0.5
     big = (1, 300, 300)

@@ -30,3 +30,12 @@ __all__ = [
     "CExport",
     "CExportError",
 ]
+
+
+def __getattr__(name: str):
+    # kp.export.m4_cycles, the README's old path, without importing it up front
+    if name == "m4_cycles":
+        import importlib
+
+        return importlib.import_module("keras_prune.export.m4_cycles")
+    raise AttributeError(f"module 'keras_prune.export' has no attribute {name!r}")

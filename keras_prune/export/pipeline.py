@@ -25,7 +25,6 @@ pipeline.write(dest, files)
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -54,27 +53,10 @@ MIN_CALIBRATION_SAMPLES = 100
 
 
 def destination(out_dir: str | os.PathLike, force: bool) -> kp_io.atomic_dir:
-    """The atomic writer of ``out_dir``, checked now so that a bad destination fails
-    before minutes of work: refused when it exists (unless ``force``) or is a file, and
-    when the nearest existing folder above it cannot be written (tried, not guessed from
-    permission bits, so read-only mounts and ``/proc`` are caught too)."""
+    """The atomic writer of ``out_dir``, checked now (``atomic_dir.check``) so that a bad
+    destination fails before minutes of work, with a plain message."""
     dest = kp_io.atomic_dir(out_dir, overwrite=force)
     dest.check()
-    probe = Path(out_dir).absolute().parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise NotADirectoryError(
-            f"Cannot write the output directory '{out_dir}': '{probe}' is a file, not a "
-            "folder. Choose another --out / out_dir."
-        )
-    try:
-        tempfile.TemporaryDirectory(prefix=".kp_probe-", dir=probe).cleanup()
-    except OSError as e:
-        raise PermissionError(
-            f"Cannot write the output directory '{out_dir}': creating a folder in "
-            f"'{probe}' failed ({e.strerror or e}). Choose a writable --out / out_dir."
-        ) from None
     return dest
 
 
@@ -194,7 +176,9 @@ def prepare(model: keras.Model, representative_data, api: str) -> keras.Model:
     return model
 
 
-def convert(plain: keras.Model, representative_data, model_name: str, int8_io: bool = True) -> bytes:
+def convert(
+    plain: keras.Model, representative_data, model_name: str, int8_io: bool = True
+) -> bytes:
     """The int8 ``.tflite`` of ``plain``; a failed conversion is the model's fault (the
     data was checked before), said once for every exporter."""
     try:

@@ -295,7 +295,7 @@ class LeGR:
         try:
             while not evo.done:
                 alpha, kappa = evo.propose()
-                loss = self._fitness(alpha, kappa, tau)
+                loss = self.fitness(alpha, kappa, tau)
                 evo.add(alpha, kappa, loss)
                 if path is not None:
                     self._save(evo, path, config, fingerprint)
@@ -339,13 +339,20 @@ class LeGR:
             )
         evo.load_state(state["evolution"])
 
-    def _fitness(self, alpha, kappa, tau: int) -> float:
-        if self._evaluator is None:
-            self._evaluator = _Evaluator(self)
+    def fitness(self, alpha, kappa, tau: int) -> float:
+        """What the evolution minimizes for one candidate transform ``(alpha, kappa)``:
+        the mean, over the ``learn_at`` targets, of ``evaluate_cut`` on its cut."""
         targets = self.learn_at if isinstance(self.learn_at, tuple) else (self.learn_at,)
         return float(
-            np.mean([self._evaluator(self.ranking.cut(alpha, kappa, t), tau) for t in targets])
+            np.mean([self.evaluate_cut(self.ranking.cut(alpha, kappa, t), tau) for t in targets])
         )
+
+    def evaluate_cut(self, masks, tau: int) -> float:
+        """Validation loss of one cut (``ranking.cut``'s masks) after ``tau`` fine-tuning
+        steps from the original weights; equal cuts are scored once."""
+        if self._evaluator is None:
+            self._evaluator = _Evaluator(self)
+        return self._evaluator(masks, tau)
 
     # ------------------------------------------------------------------ Pareto set
     def pareto(

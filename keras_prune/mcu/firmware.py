@@ -188,7 +188,11 @@ def build_firmware(
         src, obj = unit
         obj.parent.mkdir(parents=True, exist_ok=True)
         shown = src.relative_to(model_dir) if src.is_relative_to(model_dir) else src
-        run([gcc, *flags, "-c", str(src), "-o", str(obj)], f"compiling {shown} for Cortex-M4", M4Error)
+        run(
+            [gcc, *flags, "-c", str(src), "-o", str(obj)],
+            f"compiling {shown} for Cortex-M4",
+            M4Error,
+        )
 
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         errors = []

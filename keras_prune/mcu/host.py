@@ -15,7 +15,11 @@ from keras_prune.mcu.toolchain import compile_host
 __all__ = [
     "HOST_MAIN",
     "model_sources",
-    "model_include_dirs", "build_host", "run_host", "cmsis_nn_sources"]
+    "model_include_dirs",
+    "build_host",
+    "run_host",
+    "cmsis_nn_sources",
+]
 
 HOST_MAIN = Path(__file__).parent / "csrc" / "host" / "kp_host_main.c"
 

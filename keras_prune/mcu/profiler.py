@@ -46,16 +46,18 @@ printed:
 
 Ratios between kernels measured this way are trustworthy; absolute times are estimates.
 
-Not QEMU (``m4.py`` runs whole firmware there): this loads a bare *library* ELF that
-``build_library_elf`` links without startup code, vector table or C library beyond newlib's
-``memcpy``/``memset``, and calls single functions in it. Memory: the ELF's loadable
-segments where it links them (0x8000 by default), a 1 MiB stack below ``STACK_TOP``, and
-``alloc``'s heap from ``HEAP_BASE``, mapped on demand. No memory-access hooks are used
-(unicorn 2.1.4's break unaligned post-indexed loads, which the kernels rely on).
+Not QEMU (``keras_prune.mcu.firmware`` runs whole firmware there): this loads a bare
+*library* ELF that ``build_library_elf`` links without startup code, vector table or C
+library beyond newlib's ``memcpy``/``memset``, and calls single functions in it.
+Memory: the ELF's loadable segments where it links them (0x8000 by default), a 1 MiB stack
+below ``STACK_TOP``, and ``alloc``'s heap from ``HEAP_BASE``, mapped on demand. No
+memory-access hooks are used (unicorn 2.1.4's break unaligned post-indexed loads, which
+the kernels rely on).
 
-Measured against the CMSIS-NN numbers in /work/shared/notes/cmsis-nn-m4.md, this model
-reproduces them to within 0.1-3% (benchmarks/m4_kernels.py builds CMSIS-NN from a local
-mirror when there is one and prints both).
+Checked against CMSIS-NN's own kernels built the same way (``KP_CMSIS_NN_DIR``), this
+model reproduces the cycle figures of the earlier firmware-level measurements to within
+0.1-3% (``benchmarks/m4_kernels.py`` prints both; the whole-network baseline is the table
+"CMSIS-NN baseline" in ``docs/c-export.md``).
 """
 
 from __future__ import annotations
@@ -417,6 +419,16 @@ class M4Emulator:
             self._heap_end += HEAP_CHUNK
         self._heap_next = end
         return addr
+
+    @property
+    def heap_end(self) -> int:
+        """One past the last byte of heap mapped so far."""
+        return self._heap_end
+
+    @property
+    def heap_free(self) -> int:
+        """Bytes mapped but not yet given out by ``alloc`` (usable without a new map)."""
+        return self._heap_end - self._heap_next
 
     def reset_heap(self) -> None:
         """Reuse the memory ``alloc`` gave out (its contents stay until overwritten)."""

@@ -137,9 +137,7 @@ def require_cross_gcc(error: type[Exception] = ToolchainError) -> str:
     return gcc
 
 
-def binutil(
-    gcc: str, tool: str, error: type[Exception] | None = ToolchainError
-) -> str | None:
+def binutil(gcc: str, tool: str, error: type[Exception] | None = ToolchainError) -> str | None:
     """``arm-none-eabi-<tool>`` beside the compiler, else from PATH. When it is missing:
     ``error`` with the install command, or None when ``error`` is None."""
     prefix = gcc[:-3] if gcc.endswith("gcc") else "arm-none-eabi-"

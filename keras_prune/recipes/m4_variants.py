@@ -12,16 +12,16 @@ counted under unicorn on one test digit:
   one with nothing pruned);
 * dense, CMSIS-NN: the same C built against ARM's kernels (``-DKP_USE_CMSIS_NN``) when
   ``KP_CMSIS_NN_DIR`` names a CMSIS-NN checkout; otherwise the figure measured in
-  ../shared/notes/cmsis-nn-m4.md (same estimator, same network shapes);
+  the figure in ``docs/c-export.md`` ("CMSIS-NN baseline": same estimator, same shapes);
 * unstructured + CSR: the dense model pruned again, unstructured, to the same sparsity;
-  its FULLY_CONNECTED and CONV_2D layers run a plain scalar CSR kernel written here
+  its FULLY_CONNECTED and CONV_2D layers run a plain scalar CSR kernel (``csrc/kp_csr_s8.c``)
   (int8 values, uint16 columns, uint32 row pointers; the conv gathers each window
   first), measured on the layer's own non-zero pattern and checked bit for bit against
   ``int8_ops``; the other layers' cycles and the model's flash come from the dense-kernel
   export of the same weights, with each weight matrix's bytes replaced by its CSR arrays;
 * SIMDGroups(4): our sparse kernels where the cost model picks them (``sparse="auto"``);
 * SIMDGroups(4) + masks: Integral Pruning on top (the thresholds model of
-  ``demo.run_integral``), its masks run as the ``.tflite`` does (bit-exact with TFLM) and
+  ``recipes.mnist.run_integral``), its masks run as the ``.tflite`` does (bit-exact with TFLM) and
   the layers they feed on the zero-skipping kernel where the cost model picks it;
 * the same with top-k masks in C (``masks="topk"``): the winners chosen at run time as
   the Keras layer does; not comparable bit for bit with TFLM, so its accuracy is the
@@ -45,80 +45,20 @@ import numpy as np
 
 import keras_prune as kp
 from keras_prune import granularity
-from keras_prune.recipes import demo
 from keras_prune.export.cgen import kernel_library
 from keras_prune.export.int8 import reference as int8_ops
+from keras_prune.export.int8.runtime import quantize_input
 from keras_prune.mcu import cycles as m4_cycles
 from keras_prune.mcu import profiler as m4_profile
-from keras_prune.export.int8 import convert as tflite
+from keras_prune.recipes.mnist import prune_and_finetune
 
-__all__ = ["CsrBench", "variants", "table", "plot", "CMSIS_NN_NOTES"]
+__all__ = ["CsrBench", "variants", "table", "plot", "CMSIS_NN_CYCLES", "CSR_SOURCE"]
 
-# ../shared/notes/cmsis-nn-m4.md, "Whole networks (O2, all layers)".
-CMSIS_NN_NOTES = {"lenet_300_100": 655_278, "lenet5": 3_041_313}
+# CMSIS-NN's whole-network cycles under the same estimator, measured once with a CMSIS-NN
+# checkout (KP_CMSIS_NN_DIR): the table "CMSIS-NN baseline" in docs/c-export.md.
+CMSIS_NN_CYCLES = {"lenet_300_100": 655_278, "lenet5": 3_041_313}
 
-CSR_C = r"""
-#include "kp_nn.h"
-#include "kp_nn_support.h"
-
-/* Plain CSR: row r's non-zero weights are vals[row_ptr[r] .. row_ptr[r + 1]), at input
- * positions cols[...]. eff_bias as in kp_nn.h. */
-static void csr_rows(const int8_t *x, const int8_t *vals, const uint16_t *cols,
-                     const uint32_t *row_ptr, int32_t rows, const int32_t *eff_bias,
-                     const kp_quant_params *quant, int32_t output_offset, int32_t lo,
-                     int32_t hi, int8_t *out)
-{
-    int32_t r;
-    uint32_t j;
-    for (r = 0; r < rows; ++r) {
-        int32_t acc = eff_bias[r];
-        const int32_t i = quant->per_channel ? r : 0;
-        int32_t v;
-        for (j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-            acc += (int32_t)x[cols[j]] * (int32_t)vals[j];
-        }
-        v = kp_requantize(acc, quant->multiplier[i], quant->shift[i]) + output_offset;
-        out[r] = (int8_t)KP_CLAMP(v, lo, hi);
-    }
-}
-
-void csr_fc_s8(const int8_t *x, const int8_t *vals, const uint16_t *cols,
-               const uint32_t *row_ptr, int32_t rows, const int32_t *eff_bias,
-               const kp_quant_params *quant, int32_t output_offset, int32_t lo, int32_t hi,
-               int8_t *out)
-{
-    csr_rows(x, vals, cols, row_ptr, rows, eff_bias, quant, output_offset, lo, hi, out);
-}
-
-/* dims: h, w, c, kh, kw, pad_h, pad_w, out_h, out_w (stride and dilation 1); each
- * window is gathered into col (kh * kw * c bytes, padding as the input zero point). */
-void csr_conv_s8(const int8_t *in, const int32_t *dims, int32_t input_offset,
-                 const int8_t *vals, const uint16_t *cols, const uint32_t *row_ptr,
-                 int32_t rows, const int32_t *eff_bias, const kp_quant_params *quant,
-                 int32_t output_offset, int32_t lo, int32_t hi, int8_t *col, int8_t *out)
-{
-    const int32_t h = dims[0], w = dims[1], c = dims[2], kh = dims[3], kw = dims[4];
-    int32_t oy, ox, ky, kx, ch;
-    for (oy = 0; oy < dims[7]; ++oy) {
-        for (ox = 0; ox < dims[8]; ++ox) {
-            int8_t *p = col;
-            for (ky = 0; ky < kh; ++ky) {
-                const int32_t iy = oy - dims[5] + ky;
-                for (kx = 0; kx < kw; ++kx) {
-                    const int32_t ix = ox - dims[6] + kx;
-                    const int inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
-                    for (ch = 0; ch < c; ++ch) {
-                        *p++ = inside ? in[(iy * w + ix) * c + ch] : (int8_t)(-input_offset);
-                    }
-                }
-            }
-            csr_rows(col, vals, cols, row_ptr, rows, eff_bias, quant, output_offset, lo,
-                     hi, out);
-            out += rows;
-        }
-    }
-}
-"""
+CSR_SOURCE = Path(__file__).parent / "csrc" / "kp_csr_s8.c"
 
 
 class CsrBench:
@@ -126,10 +66,9 @@ class CsrBench:
 
     def __init__(self):
         d = Path(tempfile.mkdtemp(prefix="m4_csr_"))
-        (d / "csr.c").write_text(CSR_C)
         self.emu = m4_profile.M4Emulator(
             m4_profile.build_library_elf(
-                [d / "csr.c"], d / "csr.elf", include_dirs=[kernel_library.KERNEL_DIR]
+                [CSR_SOURCE], d / "csr.elf", include_dirs=kernel_library.include_dirs()
             )
         )
         self.rng = np.random.default_rng(0)
@@ -227,7 +166,7 @@ def export(
     )
     m = rep.manifest
     inp = m["io"]["input"]
-    xq = tflite.quantize_input(xt[:1], inp["scale"], inp["zero_point"])
+    xq = quantize_input(xt[:1], inp["scale"], inp["zero_point"])
     cost = m4_cycles.profile_model(path, xq)
     row = {
         "accuracy": m["accuracy"]["int8_c"],
@@ -266,14 +205,14 @@ def csr_row(dense_kernels: dict, plain, csr: CsrBench) -> dict:
 def variants(
     r, integral, data, out: Path, csr: CsrBench, sparsity: float = 0.9, samples: int = 100
 ) -> list[tuple]:
-    """The table's rows for one trained model: ``r`` the demo's ``DemoResult`` (dense and
+    """The table's rows for one trained model: ``r`` a ``recipes.mnist.RecipeResult`` (dense and
     SIMDGroups(4)-pruned models), ``integral`` its ``IntegralResult`` (None: no mask rows),
     ``data`` ``(x, y, xt, yt)``. Prunes the dense model once more, unstructured, to
     ``sparsity`` (the SIMDGroups model's target); exports every variant to C under
     ``out``."""
     x, y, xt, yt = data
     name = r.model
-    unstructured, _, _ = demo.prune_and_finetune(
+    unstructured, _, _ = prune_and_finetune(
         r.dense_model, name, x, y, granularity.Unstructured(), sparsity
     )
     plain_u = kp.strip(unstructured)
@@ -285,7 +224,7 @@ def variants(
     if "cmsis_nn_cycles" in dense:
         cmsis_row["cycles"], how = dense["cmsis_nn_cycles"], "built here"
     else:
-        cmsis_row["cycles"], how = CMSIS_NN_NOTES[name], "notes"
+        cmsis_row["cycles"], how = CMSIS_NN_CYCLES[name], "docs table"
     pct = f"{sparsity:.0%}"
     rows = [
         ("dense, ours", dense),

@@ -6,7 +6,6 @@ allocated at run time.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from keras_prune.export.cgen.lowering import CArray, CLayer

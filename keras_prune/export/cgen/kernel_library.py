@@ -1,7 +1,8 @@
 """Where the C kernel library lives in the package, and how it is laid out in an export.
 
-The kernels (``csrc/``) are copied whole into every C export under ``kernels/``; the
-generated model code includes only the public headers at the top of that folder.
+The kernels (``csrc/``, laid out in ``csrc/README.md``) are copied whole into every C
+export under ``kernels/``; the generated model code includes only the public headers at
+the top of that folder, and the kernels reach their internal headers as ``internal/...``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ _SUFFIXES = (".c", ".h")
 
 
 def kernel_sources() -> list[Path]:
-    """The kernels' ``.c`` files (portable and DSP; ``KP_ARM_DSP`` picks per target)."""
+    """The kernels' ``.c`` files (each holds its portable path and, under ``KP_ARM_DSP``,
+    its Cortex-M4 one)."""
     return sorted(KERNEL_DIR.rglob("*.c"))
 
 

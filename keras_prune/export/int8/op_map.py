@@ -87,5 +87,3 @@ def model_ops(model_bytes: bytes, model: keras.Model | None = None) -> list[Op]:
             )
         )
     return ops
-
-

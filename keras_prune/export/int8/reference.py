@@ -18,7 +18,8 @@ Requantization is ``multiply_by_quantized_multiplier``: TFLM (and CMSIS-NN) turn
 factor ``s_in * s_w / s_out`` into a Q31 multiplier and a shift (``quantize_multiplier``),
 then round twice, half away from zero (TFLM's default build). LiteRT's reference
 FULLY_CONNECTED rounds once, in double precision (``requantize_float``; ``fully_connected``
-with ``scale=``); ``docs/tflm-export.md`` explains the difference. Inputs are int8 arrays; outputs are int8 arrays.
+with ``scale=``); ``docs/tflm-export.md`` explains the difference.
+Inputs are int8 arrays; outputs are int8 arrays.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from typing import overload
 
 import numpy as np
 from numpy.typing import ArrayLike
-
 
 __all__ = [
     "quantize_multiplier",
@@ -579,8 +579,10 @@ def fully_connected(
     once in double precision, as LiteRT's reference kernel does.
     """
     if (scale is None) == (multiplier is None or shift is None):
-        raise ValueError("fully_connected: pass multiplier and shift (TFLM's rounding) or "
-                         "scale (LiteRT's reference rounding), not both or neither.")
+        raise ValueError(
+            "fully_connected: pass multiplier and shift (TFLM's rounding) or "
+            "scale (LiteRT's reference rounding), not both or neither."
+        )
     x = np.asarray(x, np.int64) + params["input_offset"]
     w = np.asarray(weights, np.int64)
     acc = x @ w.T

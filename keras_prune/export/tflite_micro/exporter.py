@@ -67,7 +67,6 @@ from keras_prune.export.tflite_micro.verify import (
 __all__ = ["tflm", "TflmExport"]
 
 
-
 # ------------------------------------------------------------------------ export
 @dataclass
 class TflmExport:
@@ -126,7 +125,6 @@ class TflmExport:
 
     def __str__(self) -> str:
         return self.table()
-
 
 
 def _tensor_info(detail, tflm_index: int | None = None) -> dict:

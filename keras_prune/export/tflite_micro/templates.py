@@ -3,8 +3,6 @@ model settings header and the README."""
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import numpy as np
 
 from keras_prune.export.int8.tflm_ops import TFLM_OPS

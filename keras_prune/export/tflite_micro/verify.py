@@ -3,8 +3,6 @@ LiteRT on the same inputs, and whether pruned zeros survived quantization."""
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -50,7 +48,6 @@ class UnsupportedOpsError(ValueError):
     """The model needs ops that TFLite Micro does not have."""
 
 
-
 def check_ops(ops: list[Op]) -> None:
     """Raise ``UnsupportedOpsError`` naming every op TFLM lacks, its layer and a fix."""
     bad = [op for op in ops if op.name not in TFLM_OPS]
@@ -75,7 +72,6 @@ def check_ops(ops: list[Op]) -> None:
         "The int8 model uses ops that TFLite Micro does not have, so it cannot run on a "
         "microcontroller:\n" + "\n".join(lines)
     )
-
 
 
 # ------------------------------------------------------------------------ runtimes
@@ -394,5 +390,3 @@ def zero_checks(
 
     walk(plain)
     return checks
-
-

@@ -3,8 +3,8 @@
  * image and the sum is divided by the number of taps actually inside it, rounding half
  * away from zero.
  */
-#include "kp_nn_check.h"
-#include "kp_nn_support.h"
+#include "internal/kp_nn_check.h"
+#include "internal/kp_nn_support.h"
 
 kp_status kp_avg_pool_s8(const kp_pool_params *params, const kp_dims *input_dims,
                          const int8_t *input, const kp_tile *filter,

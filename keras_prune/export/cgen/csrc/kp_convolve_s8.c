@@ -5,8 +5,8 @@
  */
 #include <string.h>
 
-#include "kp_nn_check.h"
-#include "kp_nn_internal.h"
+#include "internal/kp_nn_check.h"
+#include "internal/kp_nn_internal.h"
 
 /* One im2col column: the filter-sized window of output pixel (b, oy, ox), widened to
  * int16. Taps outside the image read as the input zero point, so that eff_bias cancels

@@ -2,8 +2,8 @@
  * FULLY_CONNECTED, int8: TFLM's reference FullyConnected (per tensor) and
  * FullyConnectedPerChannel, one vector-matrix product per batch row.
  */
-#include "kp_nn_check.h"
-#include "kp_nn_internal.h"
+#include "internal/kp_nn_check.h"
+#include "internal/kp_nn_internal.h"
 
 kp_status kp_fully_connected_s8(const kp_fc_params *params, const kp_quant_params *quant,
                                 int32_t batches, int32_t in_len, int32_t out_len,

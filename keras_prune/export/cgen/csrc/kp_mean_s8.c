@@ -4,8 +4,8 @@
  * division by the window size is folded into multiplier/shift beforehand, exactly as
  * TFLM folds it (int8_ops.mean_params), so here the mean is one requantization.
  */
-#include "kp_nn_check.h"
-#include "kp_nn_support.h"
+#include "internal/kp_nn_check.h"
+#include "internal/kp_nn_support.h"
 
 kp_status kp_mean_s8(const kp_mean_params *params, const kp_dims *input_dims,
                      const int8_t *input, int8_t *output)

@@ -11,9 +11,9 @@
  * raw int8 products, and a padded input position reads as the input zero point
  * (-input_offset), whose product the effective bias cancels exactly.
  *
- * Every function exists as portable C99. Hot inner loops have a Cortex-M4 DSP version
- * (SXTB16/SMLAD) in a *_dsp.c file beside the portable one; KP_ARM_DSP (kp_nn_support.h)
- * picks one at compile time.
+ * Every function exists as portable C99, in the .c file named after it. Hot inner loops
+ * have a Cortex-M4 DSP version (SXTB16/SMLAD) beside the portable one in that file, under
+ * #if KP_ARM_DSP (internal/kp_nn_support.h), which picks one at compile time.
  */
 #ifndef KP_NN_H
 #define KP_NN_H

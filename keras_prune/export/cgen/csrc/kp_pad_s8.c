@@ -4,7 +4,7 @@
  */
 #include <string.h>
 
-#include "kp_nn_check.h"
+#include "internal/kp_nn_check.h"
 
 kp_status kp_pad_s8(const kp_pad_params *params, const kp_dims *input_dims,
                     const int8_t *input, const kp_dims *output_dims, int8_t *output)

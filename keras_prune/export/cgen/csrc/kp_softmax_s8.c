@@ -6,8 +6,8 @@
  * Fixed-point formats: rescaled input differences are Q5.26, exp() results Q0.31, their
  * running sum Q12.19, the Newton-Raphson iterate of 1/x Q2.29.
  */
-#include "kp_nn_check.h"
-#include "kp_nn_support.h"
+#include "internal/kp_nn_check.h"
+#include "internal/kp_nn_support.h"
 
 #define KP_SUM_INT_BITS 12
 

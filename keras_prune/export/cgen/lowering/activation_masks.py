@@ -1,7 +1,7 @@
-"""Activation masks: GREATER_EQUAL + SELECT_V2 (an ActivationThreshold) as one threshold or top-k call."""
+"""Activation masks: GREATER_EQUAL + SELECT_V2 (an ActivationThreshold), lowered together
+as one threshold or top-k call."""
 
 from __future__ import annotations
-
 
 from keras_prune.export.cgen.lowering.context import (
     LoweringContext,
@@ -15,6 +15,7 @@ from keras_prune.export.cgen.lowering.types import (
 from keras_prune.export.int8.flatbuffer import Operator
 from keras_prune.layers.activation_mask import winner_count
 
+
 @register("GREATER_EQUAL")
 def greater_equal(ctx: LoweringContext, op: Operator) -> CLayer | None:
     if op.index in ctx.fused:
@@ -25,6 +26,7 @@ def greater_equal(ctx: LoweringContext, op: Operator) -> CLayer | None:
         "activation mask's threshold form (GREATER_EQUAL against a "
         "constant, then SELECT_V2 with a constant zero).",
     )
+
 
 @register("SELECT_V2")
 def select_v2(ctx: LoweringContext, op: Operator) -> CLayer:
@@ -43,10 +45,7 @@ def select_v2(ctx: LoweringContext, op: Operator) -> CLayer:
     # In place when nothing else reads the activations afterwards.
     others = [c for c in ctx.consumers.get(m.x, []) if c.index not in (m.compare, op.index)]
     alias = (
-        not others
-        and m.x not in ctx.g.inputs
-        and m.x not in ctx.g.outputs
-        and m.x in ctx.producer
+        not others and m.x not in ctx.g.inputs and m.x not in ctx.g.outputs and m.x in ctx.producer
     )
     info = {
         "form": ctx.masks,

@@ -37,7 +37,9 @@ def register(op_name: str) -> Callable[[Lowering], Lowering]:
 
     def add(fn: Lowering) -> Lowering:
         if op_name in OPS:
-            raise ValueError(f"{op_name} is lowered twice: {OPS[op_name].__module__}, {fn.__module__}")
+            raise ValueError(
+                f"{op_name} is lowered twice: {OPS[op_name].__module__}, {fn.__module__}"
+            )
         OPS[op_name] = fn
         return fn
 
@@ -437,4 +439,3 @@ class LoweringContext:
             f"static const cmsis_nn_dims {p}_cout = {c_dims(out.shape)};\n"
         )
         return arrays, decls, cdecls
-

@@ -20,6 +20,7 @@ from keras_prune.export.cgen.lowering.types import (
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.export.int8.flatbuffer import Operator
 
+
 @register("CONV_2D")
 def conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
@@ -107,6 +108,7 @@ def conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
         sparse=choice.as_dict(),
     )
 
+
 @register("DEPTHWISE_CONV_2D")
 def depthwise_conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
@@ -118,8 +120,7 @@ def depthwise_conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     if o != inp.shape[3] * dm:
         raise ctx.fail(
             op,
-            f"filter has {o} channels for {inp.shape[3]} input channels "
-            f"and depth multiplier {dm}.",
+            f"filter has {o} channels for {inp.shape[3]} input channels and depth multiplier {dm}.",
         )
     stride, dil, pad = conv_window(op, inp, out, (kh, kw))
     mult, shift = int8_ops.conv_quant(float(inp.scale[0]), w.scale, float(out.scale[0]))

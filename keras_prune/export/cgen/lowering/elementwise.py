@@ -16,6 +16,7 @@ from keras_prune.export.cgen.lowering.types import (
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.export.int8.flatbuffer import Operator
 
+
 @register("ADD")
 def add(ctx: LoweringContext, op: Operator) -> CLayer:
     a, b = (ctx.act_tensor(op, i) for i in op.inputs[:2])
@@ -63,6 +64,7 @@ def add(ctx: LoweringContext, op: Operator) -> CLayer:
         kernel="kp_elementwise_add_s8",
     )
 
+
 @register("SOFTMAX")
 def softmax(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
@@ -96,6 +98,7 @@ def softmax(ctx: LoweringContext, op: Operator) -> CLayer:
         kernel="kp_softmax_s8",
     )
 
+
 @register("PAD")
 def pad(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
@@ -122,6 +125,7 @@ def pad(ctx: LoweringContext, op: Operator) -> CLayer:
         call,
         kernel="kp_pad_s8",
     )
+
 
 @register("RESHAPE")
 def reshape(ctx: LoweringContext, op: Operator) -> CLayer:

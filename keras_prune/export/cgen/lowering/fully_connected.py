@@ -19,6 +19,7 @@ from keras_prune.export.cgen.lowering.types import (
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.export.int8.flatbuffer import Operator
 
+
 @register("FULLY_CONNECTED")
 def fully_connected(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])

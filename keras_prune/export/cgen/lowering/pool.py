@@ -18,6 +18,7 @@ from keras_prune.export.cgen.lowering.types import (
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.export.int8.flatbuffer import Operator
 
+
 def _pool(ctx: LoweringContext, op: Operator, fn: str) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
     ctx.batch_one(op, inp)
@@ -74,22 +75,23 @@ def _pool(ctx: LoweringContext, op: Operator, fn: str) -> CLayer:
         kernel=fn,
     )
 
+
 @register("MAX_POOL_2D")
 def max_pool_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     return _pool(ctx, op, "kp_max_pool_s8")
 
+
 @register("AVERAGE_POOL_2D")
 def average_pool_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     return _pool(ctx, op, "kp_avg_pool_s8")
+
 
 @register("MEAN")
 def mean(ctx: LoweringContext, op: Operator) -> CLayer:
     inp, out = ctx.act_tensor(op, op.inputs[0]), ctx.act_tensor(op, op.outputs[0])
     ctx.batch_one(op, inp)
     axis = ctx.g.tensors[op.inputs[1]].data
-    axes = (
-        sorted(int(a) % 4 for a in np.asarray(axis).reshape(-1)) if axis is not None else None
-    )
+    axes = sorted(int(a) % 4 for a in np.asarray(axis).reshape(-1)) if axis is not None else None
     if axes != [1, 2]:
         raise ctx.fail(
             op,

@@ -67,5 +67,3 @@ class CLayer:
     kernel: str = ""
     sparse: dict | None = None  # FC/CONV: the dense-or-sparse choice and its reasons
     mask: dict | None = None  # an activation mask: its form, winners, threshold
-
-

@@ -1,7 +1,8 @@
 /*
- * The input-stationary product of kp_zero_skip_fully_connected_s8: Cortex-M4 DSP.
- * Bit-exact with the portable one in kp_zero_skip_fc_s8.c.
+ * The input-stationary product of kp_zero_skip_fully_connected_s8 (kp_nn_internal.h),
+ * portable C99 and Cortex-M4 (Armv7E-M DSP), bit-exact with each other.
  *
+ * The DSP path:
  * Each group of four inputs is read as one word and offset in two SXTAB16 (inputs 0 and
  * 2, 1 and 3, as int16 pairs); a group whose four values are all zero is skipped. Each
  * entry of a kept group then costs one weight word, two SXTB16 and two SMLAD into its
@@ -10,11 +11,11 @@
  */
 #include <string.h>
 
-#include "kp_nn_internal.h"
+#include "internal/kp_nn_internal.h"
 
-#if KP_ARM_DSP
+#if KP_ARM_DSP /* Cortex-M4 (Armv7E-M DSP) */
 
-#include "kp_acle.h"
+#include "internal/kp_acle.h"
 
 /* acc[row] += the entry's four weights . the group's offset inputs, for each entry of
  * one group; ROW(e) is the entry's row. */
@@ -69,6 +70,39 @@ void kp_nn_zero_skip_vec_s8(const int8_t *x, int32_t input_offset, const kp_inpu
             out[r] = (int8_t)kp_clamp(kp_rq_apply(acc[r], q) + output_offset, act.min,
                                       act.max);
         }
+    }
+}
+
+#else /* portable C99 */
+
+void kp_nn_zero_skip_vec_s8(const int8_t *x, int32_t input_offset, const kp_input_groups *w,
+                            const int32_t *bias, const kp_quant_params *quant,
+                            int32_t output_offset, kp_activation act, int32_t *acc,
+                            int8_t *out)
+{
+    const int32_t rows = w->rows, k = w->k, groups = (k + 3) / 4;
+    int32_t g, r;
+    memcpy(acc, bias, (size_t)rows * sizeof *acc);
+    for (g = 0; g < groups; ++g) {
+        const int32_t first = w->starts[g], end = w->starts[g + 1];
+        int32_t i;
+        for (i = 0; i < 4 && 4 * g + i < k; ++i) {
+            const int32_t v = x[4 * g + i] + input_offset;
+            int32_t e;
+            if (v == 0) {
+                continue;
+            }
+            for (e = first; e < end; ++e) {
+                const int32_t row = w->row8 ? w->row8[e] : w->row16 ? w->row16[e] : e - first;
+                acc[row] += v * kp_word_weight((uint32_t)w->words[e], i);
+            }
+        }
+    }
+    for (r = 0; r < rows; ++r) {
+        const int32_t c = quant->per_channel ? r : 0;
+        const int32_t y = kp_requantize(acc[r], quant->multiplier[c], quant->shift[c]) +
+                          output_offset;
+        out[r] = (int8_t)KP_CLAMP(y, act.min, act.max);
     }
 }
 

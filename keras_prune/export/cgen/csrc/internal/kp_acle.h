@@ -1,7 +1,7 @@
 /*
- * Internal to the DSP kernels (*_dsp.c): the few Armv7E-M SIMD operations they use, over
- * GCC's and Clang's <arm_acle.h>, and the requantization and output packing they share.
- * Included only when KP_ARM_DSP (kp_nn_support.h) is 1.
+ * Internal to the kernels' DSP paths (their #if KP_ARM_DSP blocks): the few Armv7E-M SIMD
+ * operations they use, over GCC's and Clang's <arm_acle.h>, and the requantization and
+ * output packing they share. Included only when KP_ARM_DSP (kp_nn_support.h) is 1.
  *
  * Why a shim: <arm_acle.h> has no rotate (GCC 12 lacks __ror), no SMMULR, PKHBT or
  * PKHTB, and compilers do not fold a rotate by 8 into SXTB16's operand, which costs an
@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kp_nn_support.h"
+#include "internal/kp_nn_support.h"
 
 /* Word reads through memcpy: legal C for any alignment and any aliasing, and one LDR on
  * Armv7E-M, which allows unaligned single loads (never LDRD/LDM: the compiler does not

@@ -1,13 +1,13 @@
 /*
  * Internal to the sparse kernels: the argument checks the FULLY_CONNECTED and CONV_2D
  * wrappers apply, and the one sparse matrix-vector product both are built on. The product
- * has a portable C99 version (kp_nn_sparse_vec_s8.c) and a Cortex-M4 DSP version
- * (kp_nn_sparse_vec_s8_dsp.c); KP_ARM_DSP compiles exactly one of them.
+ * (kp_nn_sparse_vec_s8.c) has a portable C99 path and a Cortex-M4 DSP path; KP_ARM_DSP
+ * compiles exactly one of them.
  */
 #ifndef KP_NN_SPARSE_INTERNAL_H
 #define KP_NN_SPARSE_INTERNAL_H
 
-#include "kp_nn_check.h"
+#include "internal/kp_nn_check.h"
 #include "kp_nn_sparse.h"
 
 static inline int kp_sparse_groups_ok(const kp_sparse_groups *w, int32_t rows, int32_t k)

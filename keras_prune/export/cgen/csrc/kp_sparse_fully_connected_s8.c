@@ -3,7 +3,7 @@
  * matrix-vector product per batch row. The product is kp_nn_sparse_vec_s8, portable or
  * Cortex-M4 DSP.
  */
-#include "kp_nn_sparse_internal.h"
+#include "internal/kp_nn_sparse_internal.h"
 
 kp_status kp_sparse_fully_connected_s8(const kp_fc_params *params,
                                        const kp_quant_params *quant, int32_t batches,

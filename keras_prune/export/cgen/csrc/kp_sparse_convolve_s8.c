@@ -16,11 +16,11 @@
  */
 #include <string.h>
 
-#include "kp_nn_sparse_internal.h"
-#include "kp_nn_support.h"
+#include "internal/kp_nn_sparse_internal.h"
+#include "internal/kp_nn_support.h"
 
 #if KP_ARM_DSP
-#include "kp_acle.h"
+#include "internal/kp_acle.h"
 #endif
 
 /* Walks one row's kept groups in any index stream: kp_next_group gives the next kept

@@ -1,12 +1,12 @@
 /*
  * Internal to the kernels: the argument checks every kernel makes before touching memory.
- * Shared so that a portable kernel and its DSP twin reject exactly the same arguments.
+ * Shared so that a kernel's portable and DSP paths reject exactly the same arguments.
  */
 #ifndef KP_NN_CHECK_H
 #define KP_NN_CHECK_H
 
 #include "kp_nn.h"
-#include "kp_nn_support.h"
+#include "internal/kp_nn_support.h"
 
 /* Every dimension of a tensor at least 1. */
 static inline int kp_dims_ok(const kp_dims *d)
