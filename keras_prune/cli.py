@@ -159,6 +159,57 @@ def _legr(args) -> int:
     return 0
 
 
+def _granularity(text: str):
+    from keras_prune import granularity as gr
+
+    if text.startswith("simd"):
+        width = text[4:] or "4"
+        if not width.isdigit():
+            raise ValueError(f"--granularity {text!r}: expected simd4, simd8, ...")
+        return gr.SIMDGroups(int(width))
+    return gr.get(text)
+
+
+def _layer_rates(items: list[str] | None) -> dict[str, float]:
+    rates = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--layer-rate {item!r}: expected NAME=RATE, e.g. fc3=0.1.")
+    return rates
+
+
+def _lottery(args) -> int:
+    from keras_prune import io, lottery
+
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before loading anything
+    data = _load_npz(args.data)
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    lottery.run_job(
+        model,
+        data,
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        random_reinit=not args.no_random_reinit,
+        rounds=args.rounds,
+        rate=args.rate,
+        rewind_epoch=None if args.rewind_step is not None else args.rewind_epoch,
+        rewind_step=args.rewind_step,
+        epochs=args.epochs,
+        granularity=_granularity(args.granularity),
+        layer_rates=_layer_rates(args.layer_rate),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    return 0
+
+
 def _inspect(args) -> int:
     import numpy as np
 
@@ -456,6 +507,51 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="replace an existing --out")
     _unsafe_flag(g)
     g.set_defaults(func=_legr)
+
+    lt = sub.add_parser(
+        "lottery",
+        help="find a lottery ticket: iterative magnitude pruning with weight rewinding",
+        description="Train the model, prune --rate of each layer's surviving weights, "
+        "rewind the survivors to their values after --rewind-epoch epochs, retrain, and "
+        "repeat for --rounds rounds; then train the same mask from fresh random weights "
+        "as a control. Writes dense.keras, ticket.keras, history.json and lottery.png to "
+        "--out (atomically); an interrupted run resumes with --resume.",
+    )
+    lt.add_argument("model", help="a .keras or .h5 model (Keras 3 or Keras 2-era)")
+    lt.add_argument("--data", required=True, help=".npz with x_train, y_train, x_val, y_val")
+    lt.add_argument("--out", required=True, help="output directory to create")
+    lt.add_argument("--rounds", type=int, required=True, help="pruning rounds (>= 1)")
+    lt.add_argument(
+        "--rate", type=float, default=0.2, help="fraction of survivors pruned per round"
+    )
+    lt.add_argument(
+        "--layer-rate",
+        action="append",
+        metavar="NAME=RATE",
+        help="a layer's own rate, e.g. fc3=0.1 (repeatable)",
+    )
+    lt.add_argument(
+        "--rewind-epoch", type=int, default=1, help="rewind to this epoch (0: the initial weights)"
+    )
+    lt.add_argument("--rewind-step", type=int, help="rewind to this training step instead")
+    lt.add_argument("--epochs", type=int, default=10, help="training epochs per round")
+    lt.add_argument(
+        "--granularity",
+        default="unstructured",
+        help="unstructured (default), simd4 (SIMDGroups(4)), simd8, channels",
+    )
+    lt.add_argument("--batch-size", type=int, default=64)
+    lt.add_argument("--learning-rate", type=float, default=1.2e-3, help="Adam's (default 1.2e-3)")
+    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument(
+        "--no-random-reinit", action="store_true", help="skip the random re-init control"
+    )
+    lt.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    lt.add_argument("--force", action="store_true", help="replace an existing --out")
+    _unsafe_flag(lt)
+    lt.set_defaults(func=_lottery)
 
     i = sub.add_parser(
         "inspect",
