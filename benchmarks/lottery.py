@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
 from keras_prune.datasets import mnist_5k  # noqa: E402
@@ -34,7 +35,7 @@ def test_accuracy(model, xt, yt) -> float:
     return float(np.mean(np.argmax(model.predict(xt, verbose=0), -1) == yt))
 
 
-def run(name, granularity, data, args) -> dict:
+def run(name, granularity, data, args, seed: int) -> dict:
     x, y, xv, yv, xt, yt = data
     start = time.perf_counter()
     result = kp.lottery.imp(
@@ -43,21 +44,22 @@ def run(name, granularity, data, args) -> dict:
         (xv, yv),
         rounds=args.rounds,
         rate=0.2,
-        rewind_epoch=1,
+        rewind_epoch=args.rewind_epoch,
         epochs=args.epochs,
         granularity=granularity,
         layer_rates={"fc3": 0.1},
-        seed=args.seed,
+        seed=seed,
         early_stopping=not args.no_early_stopping,
     )
     reinits = {}
     for r in sorted({args.rounds // 3, 2 * args.rounds // 3, args.rounds} - {0}):
         reinits[r] = result.random_reinit(r)
     seconds = time.perf_counter() - start
-    result.plot(args.out / f"lottery_{name}.png")
+    result.plot(args.out / f"lottery_{name}_seed{seed}.png")
     last = reinits[args.rounds]
     return {
         "name": name,
+        "seed": seed,
         "result": result,
         "dense": test_accuracy(result.dense, xt, yt),
         "ticket": test_accuracy(result.ticket, xt, yt),
@@ -108,33 +110,69 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("bench_out/lottery"))
+    ap.add_argument(
+        "--rewind-epoch", type=int, default=0, help="0 (default): the initial weights, as the paper"
+    )
     ap.add_argument("--no-early-stopping", action="store_true")
     ap.add_argument("--only", choices=["unstructured", "simd4"], help="one granularity")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    tf.config.experimental.enable_op_determinism()  # one seed, one result
     x, y, xt, yt = mnist_5k()
     data = (x[:-500], y[:-500], x[-500:], y[-500:], xt, yt)
     grans = {"unstructured": "unstructured", "simd4": kp.granularity.SIMDGroups(4)}
-    rows = [run(n, g, data, args) for n, g in grans.items() if args.only in (None, n)]
+    rows = [
+        run(n, g, data, args, seed)
+        for n, g in grans.items()
+        if args.only in (None, n)
+        for seed in args.seeds
+    ]
     print(
         f"\nLeNet-300-100, MNIST-5k, {args.rounds} rounds of IMP (20%/round, fc3 10%), "
-        f"rewind to epoch 1, {args.epochs} epochs per round; test accuracy on 1,000 digits"
+        f"rewind to epoch {args.rewind_epoch}, {args.epochs} epochs per round; "
+        "test accuracy on 1,000 digits"
     )
     print(
-        f"{'granularity':<14}{'remaining':>10}{'dense':>8}{'ticket':>8}{'re-init':>9}"
-        f"{'ticket-dense':>14}{'ticket-reinit':>15}{'time':>7}"
+        f"{'granularity':<14}{'seed':>5}{'remaining':>10}{'dense':>8}{'ticket':>8}"
+        f"{'re-init':>9}{'ticket-dense':>14}{'ticket-reinit':>15}{'time':>7}"
     )
-    for row in rows:
-        rem = row["result"].remaining
+
+    def line(name, seed, rem, dense, ticket, reinit, seconds):
         print(
-            f"{row['name']:<14}{rem:>10.2%}{row['dense']:>8.2%}{row['ticket']:>8.2%}"
-            f"{row['reinit']:>9.2%}{100 * (row['ticket'] - row['dense']):>+13.1f}pt"
-            f"{100 * (row['ticket'] - row['reinit']):>+14.1f}pt{row['seconds']:>6.0f}s"
+            f"{name:<14}{seed:>5}{rem:>10.2%}{dense:>8.2%}{ticket:>8.2%}{reinit:>9.2%}"
+            f"{100 * (ticket - dense):>+13.1f}pt{100 * (ticket - reinit):>+14.1f}pt"
+            f"{seconds:>6.0f}s"
+        )
+
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name]
+        for r in mine:
+            line(
+                name,
+                r["seed"],
+                r["result"].remaining,
+                r["dense"],
+                r["ticket"],
+                r["reinit"],
+                r["seconds"],
+            )
+        mean = {k: float(np.mean([r[k] for r in mine])) for k in ("dense", "ticket", "reinit")}
+        line(
+            name,
+            "mean",
+            mine[0]["result"].remaining,
+            mean["dense"],
+            mean["ticket"],
+            mean["reinit"],
+            sum(r["seconds"] for r in mine),
         )
     for row in rows:
-        print(f"\n{row['name']}: per round (validation accuracy on 500 digits; test for re-init)")
+        print(
+            f"\n{row['name']}, seed {row['seed']}: per round (validation accuracy on 500 "
+            "digits; test accuracy for the re-init control)"
+        )
         for h in row["result"].history:
             extra = ""
             if h["round"] in row["reinits"]:
@@ -143,11 +181,13 @@ def main() -> None:
                 f"  round {h['round']:>2}  remaining {h['remaining']:>7.2%}  "
                 f"val {h['val_accuracy']:.2%}{extra}"
             )
-        png = args.out / f"lottery_{row['name']}.png"
+        png = args.out / f"lottery_{row['name']}_seed{row['seed']}.png"
         print(f"  plot: {png}")
     simd = [row for row in rows if row["name"] == "simd4"]
     if simd:
-        print("\nThe SIMDGroups(4) ticket on a Cortex-M4 (kp.export.cmsis):")
+        print(
+            f"\nThe SIMDGroups(4) ticket (seed {simd[0]['seed']}) on a Cortex-M4 (kp.export.cmsis):"
+        )
         print(to_c(simd[0], data, args.out))
     print(f"\nReference: {PAPER}.")
 

@@ -124,6 +124,9 @@ def plot_history(
         ax.plot(*zip(*reinit, strict=True), "s--", label="same mask, random re-init")
     ax.axhline(acc[0], color="grey", lw=0.8, ls=":", label="dense")
     ax.set_xscale("log")
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5) if t >= 0.9 * min(rem)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("validation accuracy (%)")

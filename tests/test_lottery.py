@@ -99,6 +99,7 @@ def test_rewinding_restores_the_survivors_early_values(data):
         np.testing.assert_array_equal(got[got != 0], value[got != 0])
 
 
+@pytest.mark.slow  # three IMP runs: about 10 s
 def test_resume_gives_the_same_masks_and_history(data, tmp_path, monkeypatch):
     straight = _search(data, rounds=2).run()
     real_train = IMP.train
@@ -122,6 +123,7 @@ def test_resume_gives_the_same_masks_and_history(data, tmp_path, monkeypatch):
         _search(data, rounds=2, rate=0.3, checkpoint=tmp_path / "ckpt").run()
 
 
+@pytest.mark.slow  # IMP and its re-init control: about 7 s
 def test_simd_groups_ticket_keeps_whole_groups_and_random_reinit(data, tmp_path):
     result = _search(data, rounds=2, granularity=kp.granularity.SIMDGroups(4)).run()
     rows = kp.summary(result.ticket, granularity=kp.granularity.SIMDGroups(4), print_fn=None)
@@ -158,6 +160,7 @@ def test_errors(data):
         IMP(_mlp(), train, val, rounds=1).rewind()
 
 
+@pytest.mark.slow  # a whole lottery job and its control: about 7 s
 def test_cli_lottery(data, tmp_path, capsys):
     (x, y), (xv, yv) = data
     model = tmp_path / "mlp.keras"
