@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_data", "predict", "batches", "quiet_retracing"]
+__all__ = ["check_data", "check_splits", "predict", "batches", "quiet_retracing"]
 
 
 def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
@@ -34,6 +34,16 @@ def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarra
         if len(y) != len(x):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}.")
     return x, y
+
+
+def check_splits(data: dict, job: str) -> None:
+    """The training and validation arrays a job reads from an ``.npz`` must all be there."""
+    missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in data]
+    if missing:
+        raise ValueError(
+            f"{job} needs x_train, y_train, x_val and y_val in the data; missing "
+            f"{', '.join(missing)}."
+        )
 
 
 @contextlib.contextmanager

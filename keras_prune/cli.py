@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rewind-epoch", type=int, default=1, help="rewind to this epoch (0: the initial weights)"
     )
     lt.add_argument("--rewind-step", type=int, help="rewind to this training step instead")
-    lt.add_argument("--epochs", type=int, default=10, help="training epochs per round")
+    lt.add_argument("--epochs", type=int, default=20, help="training epochs per round (default 20)")
     lt.add_argument(
         "--granularity",
         default="unstructured",

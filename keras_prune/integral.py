@@ -378,12 +378,7 @@ class SensitivityScan:
         ax.set_title(f"Activation sensitivity of {self.model}, one layer masked at a time")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        path = Path(path)
-        with io.atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        return path
+        return io.save_figure(fig, path, overwrite=overwrite)
 
 
 def _scan_model(model, sites) -> tuple[keras.Model, dict[str, ActivationMask]]:

@@ -33,7 +33,7 @@ from keras.src.models.functional import Functional
 from keras.src.saving import serialization_lib
 from keras.src.saving.saving_lib import safe_get_h5_group
 
-__all__ = ["load", "save", "atomic_path", "atomic_dir", "LoadError"]
+__all__ = ["load", "save", "atomic_path", "atomic_dir", "save_figure", "LoadError"]
 
 _FORMATS = (".keras", ".h5", ".hdf5")
 
@@ -619,6 +619,21 @@ class atomic_dir:
         finally:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def save_figure(fig, path: str | os.PathLike, overwrite: bool = False, dpi: int = 120) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` atomically (PNG by default, from
+    the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def save(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:

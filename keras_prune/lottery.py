@@ -10,7 +10,7 @@ Example:
 
 ```python
 result = kp.lottery.imp(kp.models.lenet_300_100(), (x, y), (xv, yv), rounds=15,
-                        rate=0.2, rewind_epoch=1, epochs=10, layer_rates={"fc3": 0.1})
+                        rate=0.2, rewind_epoch=1, epochs=20, layer_rates={"fc3": 0.1})
 result.remaining          # 0.036: fraction of prunable weights left
 result.history[-1]        # {"round": 15, "remaining": ..., "val_accuracy": ...}
 result.random_reinit()    # the same mask, fresh initial weights, trained the same way
@@ -39,7 +39,7 @@ import numpy as np
 
 from keras_prune import granularity as gr
 from keras_prune import io
-from keras_prune._data import check_data, quiet_retracing
+from keras_prune._data import check_data, check_splits, quiet_retracing
 from keras_prune.callbacks import PruningScheduler
 from keras_prune.layers import PruneWrapper
 from keras_prune.model_utils import check_model
@@ -133,12 +133,7 @@ def plot_history(
     ax.set_title(f"Iterative magnitude pruning with rewinding{': ' + title if title else ''}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with io.atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return io.save_figure(fig, path, overwrite=overwrite)
 
 
 class IMP:
@@ -157,7 +152,7 @@ class IMP:
         rate: float = 0.2,
         rewind_epoch: int | None = 1,
         rewind_step: int | None = None,
-        epochs: int = 10,
+        epochs: int = 20,
         granularity="unstructured",
         layer_rates: dict[str, float] | None = None,
         batch_size: int = 64,
@@ -474,7 +469,7 @@ def imp(
     rate: float = 0.2,
     rewind_epoch: int | None = 1,
     rewind_step: int | None = None,
-    epochs: int = 10,
+    epochs: int = 20,
     granularity="unstructured",
     layer_rates: dict[str, float] | None = None,
     seed: int = 0,
@@ -546,12 +541,7 @@ def run_job(
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
     writer.check()
-    missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in data]
-    if missing:
-        raise ValueError(
-            f"The lottery job needs x_train, y_train, x_val and y_val in the data; missing "
-            f"{', '.join(missing)}."
-        )
+    check_splits(data, "The lottery job")
     ckpt = out.parent / f".{out.name}.lottery-checkpoint"
     if ckpt.exists() and not resume:
         raise FileExistsError(

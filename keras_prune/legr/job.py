@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from keras_prune import io
+from keras_prune._data import check_splits
 from keras_prune.legr.search import LeGR, ParetoResult
 
 __all__ = ["run", "plot_pareto", "results_csv"]
@@ -65,12 +66,7 @@ def run(
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
     writer.check()
-    missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in data]
-    if missing:
-        raise ValueError(
-            f"LeGR needs x_train, y_train, x_val and y_val in the data; missing "
-            f"{', '.join(missing)}."
-        )
+    check_splits(data, "LeGR")
     if not targets:
         raise ValueError("Give at least one FLOPs target, e.g. --flops 0.7,0.5,0.3.")
     for t in targets:
@@ -185,11 +181,7 @@ def plot_pareto(result: ParetoResult, path: str | os.PathLike, title: str = "LeG
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return io.save_figure(fig, path, overwrite=True)
 
 
 def _targets(learn_at) -> str:

@@ -296,8 +296,6 @@ def plot(name: str, rows: list[tuple], path: Path, overwrite: bool = False) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_prune import io
-
     shown = [(label.strip(), row) for label, row in rows if row.get("cycles")]
     labels = [label for label, _ in shown]
     ms = [row["cycles"] / m4_cycles.REFERENCE_MHZ / 1e3 for _, row in shown]
@@ -316,8 +314,4 @@ def plot(name: str, rows: list[tuple], path: Path, overwrite: bool = False) -> P
     b.set_xlim(0, max(kib) * 1.3)
     a.set_yticks(y, labels, fontsize=8)
     fig.suptitle(f"{name} as C on a Cortex-M4, per variant")
-    fig.tight_layout()
-    with io.atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return kp.io.save_figure(fig, path, overwrite=overwrite)

@@ -57,11 +57,7 @@ def plot_curves(results: list[RecipeResult], schedule, path: Path, overwrite: bo
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return io.save_figure(fig, path, overwrite=overwrite)
 
 
 def format_report(results: list[RecipeResult]) -> str:
