@@ -8,7 +8,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_data", "check_splits", "predict", "batches", "quiet_retracing"]
+__all__ = ["check_data", "check_shape", "check_splits", "predict", "batches", "quiet_retracing"]
+
+
+def check_shape(model, x: np.ndarray, what: str, lead: str = "batch") -> None:
+    """``x`` must be a non-empty stack of the model's (single) input; the error names
+    ``what`` and the shape expected, ``(lead, ...)``."""
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != len(expected) + 1 or any(
+        e is not None and e != s for e, s in zip(expected, x.shape[1:], strict=True)
+    ):
+        raise ValueError(
+            f"{what} has shape {x.shape}, but model '{model.name}' expects ({lead}, "
+            f"{', '.join(str(e) for e in expected)})."
+        )
+    if not len(x):
+        raise ValueError(f"{what} is empty.")
 
 
 def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
@@ -18,16 +33,7 @@ def check_data(model, x, y=None, what: str = "x") -> tuple[np.ndarray, np.ndarra
             "tool takes models with one input."
         )
     x = np.asarray(x)
-    expected = tuple(model.inputs[0].shape[1:])
-    if x.ndim != len(expected) + 1 or any(
-        e is not None and e != s for e, s in zip(expected, x.shape[1:], strict=True)
-    ):
-        raise ValueError(
-            f"{what} has shape {x.shape}, but model '{model.name}' expects (batch, "
-            f"{', '.join(str(e) for e in expected)})."
-        )
-    if not len(x):
-        raise ValueError(f"{what} is empty.")
+    check_shape(model, x, what, "batch")
     x = x.astype(model.inputs[0].dtype, copy=False)
     if y is not None:
         y = np.asarray(y)

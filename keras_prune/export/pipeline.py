@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from keras_prune import io as kp_io
+from keras_prune._data import check_shape
 from keras_prune.export.int8 import convert as int8_convert
 from keras_prune.export.int8.convert import MAX_CALIBRATION_SAMPLES
 from keras_prune.layers import ActivationMask, PruneWrapper
@@ -97,16 +98,7 @@ def _check_array(x, model: keras.Model, what: str) -> np.ndarray:
             f"{what} has dtype {arr.dtype}; it must hold numbers (float32 inputs "
             "as the model takes them)."
         )
-    expected = tuple(model.inputs[0].shape[1:])
-    if arr.ndim != len(expected) + 1 or any(
-        e is not None and e != s for e, s in zip(expected, arr.shape[1:], strict=True)
-    ):
-        raise ValueError(
-            f"{what} has shape {arr.shape}, but model '{model.name}' expects "
-            f"(samples, {', '.join(str(e) for e in expected)})."
-        )
-    if not len(arr):
-        raise ValueError(f"{what} is empty.")
+    check_shape(model, arr, what, "samples")
     arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} holds NaN or infinite values.")
