@@ -44,17 +44,23 @@ KERNELS = (
 FC_SHAPES = [(784, 300), (400, 120), (300, 100), (120, 84), (100, 10), (256, 64)]
 # (h, w, cin, out channels, k, padding, stride)
 CONV_SHAPES = [
-    (28, 28, 1, 6, 5, "SAME", 1),
+    (28, 28, 1, 6, 5, "SAME", 1),  # LeNet-5
     (14, 14, 6, 16, 5, "VALID", 1),
-    (16, 16, 8, 16, 3, "SAME", 1),
-    (8, 8, 32, 32, 3, "SAME", 1),
-    (32, 32, 3, 16, 3, "SAME", 2),
-    (12, 12, 16, 24, 1, "VALID", 1),
-    (10, 10, 12, 6, 1, "VALID", 1),
+    (16, 16, 16, 16, 3, "SAME", 1),  # ResNet-8 (its 32x32 layers at a quarter of the area)
+    (16, 16, 16, 32, 3, "SAME", 2),
+    (8, 8, 64, 64, 3, "SAME", 1),
+    (16, 16, 16, 32, 1, "VALID", 2),
+    (32, 32, 3, 16, 3, "SAME", 1),
+    (48, 48, 3, 8, 3, "SAME", 2),  # MobileNetV1-0.25 (stem at a quarter of the area)
+    (12, 12, 32, 64, 1, "VALID", 1),
+    (6, 6, 128, 128, 1, "VALID", 1),
+    (3, 3, 256, 256, 1, "VALID", 1),
+    (25, 5, 64, 64, 1, "VALID", 1),  # DS-CNN
+    (25, 10, 1, 64, 4, "SAME", 2),  # DS-CNN's stem, 4x4 here
 ]
+CONV_SPARSITIES = (0.0, 0.5, 0.7, 0.9, 0.95)
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.97)
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # non-zero inputs of a zero-skipping FC
-COPY = {k: sparse_cost.CONV_SPARSE[k] for k in ("in_row", "copy")}  # not fitted
 
 
 def pruned(rng, rows: int, k: int, sparsity: float) -> np.ndarray:
@@ -294,7 +300,7 @@ def main() -> None:
     )
 
     feats, cyc, rows = [], [], []
-    sfeats, scyc, srows, ifeats, icyc = [], [], [], [], []
+    sfeats, scyc, srows = [], [], []
     for shape in CONV_SHAPES:
         h, wd, cin, oc, kk, padding, st = shape
         cs = Bench.conv_shape(shape)
@@ -304,35 +310,18 @@ def main() -> None:
         cyc.append(c)
         label = f"{h}x{wd}x{cin}->{oc} {kk}x{kk}/{st} {padding}"
         rows.append((f"conv dense {label}", c, sparse_cost.conv_dense_cycles(cs, oc)))
-        bh = sparse_cost.conv_block_rows(cs.out_h, cs.out_w)
-        blocks = -(-cs.out_h // bh)
-        for sp in SPARSITIES:
+        for sp in CONV_SPARSITIES:
             w = pruned(rng, oc, kl, sp)
             for kind in INDEX_KINDS:
                 sg = encode_groups(w, index=kind)
                 c = b.conv(shape, w, kind)
-                pieces = sparse_cost.conv_pieces(cs, w)
-                if cs.in_place:
-                    ifeats.append([px, px * oc])
-                    icyc.append(c - px * sparse_cost.groups_cycles(sg))
-                else:
-                    _, in_rows, _ = sparse_cost.conv_block(cs)
-                    # The row copies' cost is fixed (a few library calls per row, word
-                    # copies): fitted, it trades off against the others on these shapes.
-                    sfeats.append([blocks * sg.n_groups, px * oc, px * pieces])
-                    scyc.append(
-                        c
-                        - blocks
-                        * (
-                            COPY["in_row"] * in_rows
-                            + COPY["copy"] * sparse_cost.conv_rows_bytes(cs)
-                        )
-                    )
+                sfeats.append(sparse_cost.conv_sparse_features(cs, sg))
+                scyc.append(c)
                 srows.append(
                     (
                         f"conv sparse {label} @{sp:.2f} {kind}",
                         c,
-                        sparse_cost.conv_sparse_cycles(cs, sg, pieces),
+                        sparse_cost.conv_sparse_cycles(cs, sg),
                     )
                 )
     report(
@@ -342,10 +331,9 @@ def main() -> None:
         rows,
     )
     report(
-        f"CONV sparse [group, out, piece] (call 0, {COPY}); 1x1 in place "
-        "[pixel_1x1, row_1x1] (groups at the FC cost)",
-        ["group", "out", "piece", "pixel_1x1", "row_1x1"],
-        np.concatenate([fit(sfeats, scyc), fit(ifeats, icyc)]),
+        "CONV sparse " + str(list(sparse_cost.CONV_SPARSE_FEATURES)),
+        list(sparse_cost.CONV_SPARSE_FEATURES),
+        fit(sfeats, scyc),
         srows,
     )
 

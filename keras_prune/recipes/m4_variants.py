@@ -8,8 +8,7 @@ counted under unicorn on one test digit:
 
 * dense, ours: our dense kernels (``sparse="never"``);
 * dense, ours, ``sparse="auto"``: the same weights where the cost model may still pick a
-  sparse kernel (on a 1-channel input the row-wise sparse convolution beats the dense
-  one with nothing pruned);
+  sparse kernel (never with nothing pruned: the index would add flash);
 * dense, CMSIS-NN: the same C built against ARM's kernels (``-DKP_USE_CMSIS_NN``) when
   ``KP_CMSIS_NN_DIR`` names a CMSIS-NN checkout; otherwise the figure measured in
   the figure in ``docs/c-export.md`` ("CMSIS-NN baseline": same estimator, same shapes);

@@ -31,7 +31,6 @@ from keras_prune.export.cgen.sparse_format import (
     SparseGroups,
     encode_groups,
     encode_input_groups,
-    row_groups,
 )
 
 __all__ = [
@@ -43,7 +42,8 @@ __all__ = [
     "fc_sparse_cycles",
     "conv_dense_cycles",
     "conv_sparse_cycles",
-    "conv_pieces",
+    "conv_sparse_features",
+    "CONV_SPARSE_FEATURES",
     "conv_scratch_bytes",
     "zero_skip_cycles",
     "choose_zero_skip",
@@ -51,7 +51,8 @@ __all__ = [
 
 SPARSE_MODES = ("auto", "never", "always")
 
-# Fitted by benchmarks/m4_cost_model.py (2026-11-24; ZERO_SKIP 2026-12-07; -O2, DSP build).
+# Fitted by benchmarks/m4_cost_model.py (2026-11-24; ZERO_SKIP, CONV_* 2026-12-07; -O2,
+# DSP build).
 FC_DENSE = {"call": 463.0, "row": 47.4, "mac": 1.69}
 FC_SPARSE = {
     "call": 0.0,
@@ -59,18 +60,16 @@ FC_SPARSE = {
     "run_pair": 18.6,
     "group": {"abs16": 10.5, "delta8": 12.6, "runs": 27.0},
 }
-CONV_DENSE = {"call": 0.0, "pixel": 221.0, "tap": 31.8, "value": 6.86, "mac": 1.61, "row": 41.8}
-# The sparse convolution's row copies are not fitted (a few library calls per input row,
-# word copies); the rest is.
+CONV_DENSE = {"call": 0.0, "pixel": 490.0, "tap": 24.5, "value": 4.8, "mac": 1.66, "row": 35.2}
 CONV_SPARSE = {
-    "call": 0.0,
-    "in_row": 40.0,
-    "copy": 0.5,
-    "group": 152.0,
-    "out": 43.8,
-    "piece": 11.4,
-    "pixel_1x1": 248.0,
-    "row_1x1": 59.0,
+    "pixel": 32.7,
+    "word": 9.41,
+    "byte_row": 115.0,
+    "decode_row": 9.88,
+    "decode_delta8": 16.9,
+    "decode_runs": 12.0,
+    "quad_row": 153.0,
+    "quad_group": 29.8,
 }
 # The zero-skipping FULLY_CONNECTED: per row (bias copy, requantization), per group holding
 # a non-zero input, and per entry of such a group. Reading and testing a skipped group is
@@ -117,11 +116,6 @@ class ConvShape:
     def pixels(self) -> int:
         return self.out_h * self.out_w
 
-    @property
-    def in_place(self) -> bool:
-        """An unpadded 1x1 filter: the sparse kernel reads each pixel in place."""
-        return self.kh == self.kw == 1 and not any(self.padding)
-
 
 def conv_dense_cycles(shape: ConvShape, rows: int) -> float:
     c, taps = CONV_DENSE, shape.kh * shape.kw
@@ -131,85 +125,62 @@ def conv_dense_cycles(shape: ConvShape, rows: int) -> float:
     )
 
 
-CONV_BLOCK_PIXELS = 32  # KP_SPARSE_CONV_BLOCK_PIXELS
-
-
-def conv_block_rows(out_h: int, out_w: int) -> int:
-    """Output rows per block of ``kp_sparse_convolve_s8`` (``KP_SPARSE_CONV_BLOCK_ROWS``)."""
-    return min(out_h, -(-CONV_BLOCK_PIXELS // out_w))
-
-
-# KP_SPARSE_CONV_MAX_ROWS_BYTES: the copied input rows are addressed by uint16 offsets.
-CONV_MAX_ROWS_BYTES = 65532
-
-
-def conv_block(shape: ConvShape) -> tuple[int, int, int]:
-    """(output rows, input rows, input pixels per row) of a block of
-    ``kp_sparse_convolve_s8``."""
-    bh = conv_block_rows(shape.out_h, shape.out_w)
-    span = (shape.out_w - 1) * shape.stride[1] + (shape.kw - 1) * shape.dilation[1] + 1
-    in_rows = (bh - 1) * shape.stride[0] + (shape.kh - 1) * shape.dilation[0] + 1
-    return bh, in_rows, span
-
-
-def conv_rows_bytes(shape: ConvShape) -> int:
-    """Bytes of input rows ``kp_sparse_convolve_s8`` copies per block of output rows."""
-    _, in_rows, span = conv_block(shape)
-    return in_rows * span * shape.cin
+CONV_PIXELS = 16  # KP_SPARSE_CONV_PIXELS: output pixels gathered per pass
 
 
 def conv_scratch_bytes(shape: ConvShape) -> int:
     """Arena scratch of ``kp_sparse_convolve_s8`` (``KP_SPARSE_CONV_SCRATCH_BYTES``): the
-    int32 accumulators of a block of output rows, a uint16 offset per filter tap, the input
-    rows the block reads and a word its DSP loop may read past them; none for an unpadded
-    1x1 filter, which reads its input in place."""
-    if shape.in_place:
-        return 0
-    taps = shape.kh * shape.kw * shape.cin
-    return (
-        4 * conv_block_rows(shape.out_h, shape.out_w) * shape.out_w
-        + 4 * ((taps + 1) // 2)
-        + 4
-        + ((conv_rows_bytes(shape) + 3) & ~3)
-    )
+    windows of ``CONV_PIXELS`` pixels and one more, each rounded up to whole 4-byte
+    groups, and 2 bytes per group of a filter (one output channel's kept groups,
+    decoded), rounded up to 4."""
+    groups = -(-(shape.kh * shape.kw * shape.cin) // 4)
+    return 4 * (CONV_PIXELS + 1) * groups + 4 * ((groups + 1) // 2)
 
 
-def conv_pieces(shape: ConvShape, rows: np.ndarray) -> int:
-    """Words the DSP sparse convolution reads per output pixel: a kept group is one word
-    of the copied input rows, two when it crosses into the next filter row; a dilated
-    filter with fewer than 4 input channels takes the per-tap loop, costed as two."""
-    rows = np.asarray(rows)
-    k = rows.shape[1]
-    kept = row_groups(rows, 4).any(axis=2)
-    g = kept.shape[1]
-    if shape.dilation[1] != 1 and shape.cin % 4:
-        return 2 * int(kept.sum())
-    t0 = 4 * np.arange(g)
-    row_len = shape.kw * shape.cin
-    crosses = (t0 % row_len) + np.minimum(4, k - t0) > row_len
-    return int(kept.sum() + (kept & crosses[None, :]).sum())
+#: What ``conv_sparse_cycles`` counts, in the order of ``conv_sparse_features``.
+CONV_SPARSE_FEATURES = (
+    "pixel",
+    "word",
+    "byte_row",
+    "decode_row",
+    "decode_delta8",
+    "decode_runs",
+    "quad_row",
+    "quad_group",
+)
 
 
-def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups, pieces: int) -> float:
-    """``kp_sparse_convolve_s8``: per block of output rows, the copy of its input rows (per
-    row and per byte) and each kept group's setup; per pixel, each output's accumulator and
-    requantization and each word of kept weights (``conv_pieces``). An unpadded 1x1
-    filter runs the FC kernel's product on each pixel instead."""
-    c = CONV_SPARSE
-    if shape.in_place:
-        return shape.pixels * (c["pixel_1x1"] + c["row_1x1"] * sparse.rows + groups_cycles(sparse))
-    bh, in_rows, _ = conv_block(shape)
-    blocks = -(-shape.out_h // bh)
-    return (
-        c["call"]
-        + blocks
-        * (
-            c["in_row"] * in_rows
-            + c["copy"] * conv_rows_bytes(shape)
-            + c["group"] * sparse.n_groups
-        )
-        + shape.pixels * (c["out"] * sparse.rows + c["piece"] * pieces)
-    )
+def conv_sparse_features(shape: ConvShape, sparse: SparseGroups) -> list[float]:
+    """The counts ``kp_sparse_convolve_s8`` spends its cycles on (``CONV_SPARSE_FEATURES``):
+    per output pixel, the gather of its window (per 4-byte word, and per filter row when
+    the input channels are not a multiple of 4 and the window is first built whole, a
+    copy per row); per pass of
+    ``CONV_PIXELS`` pixels, each row's index decoded into group numbers (not for
+    ``abs16``, which the kernel reads as it is); per quad of pixels, each row's
+    accumulators and outputs and each kept group (one weight word over four pixels)."""
+    k = shape.kh * shape.kw * shape.cin
+    words = -(-k // 4)
+    full, rest = divmod(shape.pixels, CONV_PIXELS)
+    passes = full + (rest > 0)
+    quads = full * (CONV_PIXELS // 4) + -(-rest // 4)
+    decode = sparse.index_kind != "abs16"
+    return [
+        shape.pixels,
+        shape.pixels * words,
+        shape.pixels * shape.kh if shape.cin % 4 else 0,
+        passes * sparse.rows * decode,
+        passes * sparse.n_groups * (sparse.index_kind == "delta8"),
+        passes * sparse.n_groups * (sparse.index_kind == "runs"),
+        quads * sparse.rows,
+        quads * sparse.n_groups,
+    ]
+
+
+def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups) -> float:
+    """Estimated cycles of ``kp_sparse_convolve_s8``: ``CONV_SPARSE`` times
+    ``conv_sparse_features``."""
+    counts = conv_sparse_features(shape, sparse)
+    return float(sum(CONV_SPARSE[f] * n for f, n in zip(CONV_SPARSE_FEATURES, counts, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -274,7 +245,6 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
         dense = fc_dense_cycles(shape["batches"], k, n_out)
     elif op == "conv":
         dense = conv_dense_cycles(shape, n_out)
-        pieces = conv_pieces(shape, rows)
     else:
         raise ValueError(f"op={op!r}: expected 'fc' or 'conv'.")
     if mode == "never":
@@ -288,21 +258,11 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
             0,
             None,
         )
-    if op == "conv" and not shape.in_place and conv_rows_bytes(shape) > CONV_MAX_ROWS_BYTES:
-        return Choice(
-            "dense",
-            f"the sparse kernel's {conv_rows_bytes(shape):,} bytes of "
-            f"input rows per block exceed its {CONV_MAX_ROWS_BYTES:,}",
-            0.0,
-            dense,
-            float("nan"),
-            int(rows.size),
-            0,
-            None,
-        )
-    # The index stream is picked by estimated speed, not by size: abs16 decodes fastest
-    # and costs ~20% more flash than the smallest stream at 90% sparsity.
-    best = None
+    # The index stream is picked by estimated speed, not by size (abs16 decodes fastest
+    # and costs ~20% more flash than the smallest stream at 90% sparsity), among the
+    # streams whose storage is no larger than the dense weights: "auto" never trades
+    # flash for speed.
+    best = smallest = None
     for kind in ("abs16", "delta8", "runs"):
         try:
             enc = encode_groups(rows, index=kind)
@@ -311,19 +271,36 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
         if op == "fc":
             cost = fc_sparse_cycles(shape["batches"], enc)
         else:
-            cost = conv_sparse_cycles(shape, enc, pieces)
+            cost = conv_sparse_cycles(shape, enc)
+        if smallest is None or enc.nbytes < smallest[1].nbytes:
+            smallest = (cost, enc)
+        if mode == "auto" and enc.nbytes > rows.size:
+            continue
         if best is None or cost < best[0] or (cost == best[0] and enc.nbytes < best[1].nbytes):
             best = (cost, enc)
-    sparse, enc = best
+    sparse, enc = best or smallest
     gs = enc.group_sparsity
     speed = dense / sparse
     facts = (
         f"{gs:.0%} of 4-weight groups pruned, est. {sparse:,.0f} vs {dense:,.0f} "
         f"dense cycles ({speed:.2f}x)"
     )
-    if mode == "always" or sparse < dense:
-        why = facts if mode == "auto" else f"sparse='always'; {facts}"
-        return Choice("sparse", why, gs, dense, sparse, int(rows.size), enc.nbytes, enc)
+    if mode == "always":
+        return Choice(
+            "sparse",
+            f"sparse='always'; {facts}",
+            gs,
+            dense,
+            sparse,
+            int(rows.size),
+            enc.nbytes,
+            enc,
+        )
+    if best is None:
+        why = f"sparse storage would be larger ({enc.nbytes:,} vs {rows.size:,} bytes): {facts}"
+        return Choice("dense", why, gs, dense, sparse, int(rows.size), enc.nbytes, None)
+    if sparse < dense:
+        return Choice("sparse", facts, gs, dense, sparse, int(rows.size), enc.nbytes, enc)
     return Choice(
         "dense", f"dense is faster: {facts}", gs, dense, sparse, int(rows.size), enc.nbytes, None
     )

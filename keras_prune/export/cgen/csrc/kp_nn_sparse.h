@@ -55,39 +55,17 @@ kp_status kp_sparse_fully_connected_s8(const kp_fc_params *params,
                                        const kp_sparse_groups *w, const int32_t *eff_bias,
                                        int8_t *output);
 
-/* Output pixels kp_sparse_convolve_s8 aims to cover per block of output rows. */
-#define KP_SPARSE_CONV_BLOCK_PIXELS 32
+/* Output pixels kp_sparse_convolve_s8 gathers per pass (a multiple of 4). */
+#define KP_SPARSE_CONV_PIXELS 16
 
-/* Output rows per block: enough whole rows for KP_SPARSE_CONV_BLOCK_PIXELS pixels. */
-#define KP_SPARSE_CONV_BLOCK_ROWS(out_h, out_w)                                   \
-    KP_SPARSE_MIN_((int32_t)(out_h),                                              \
-                   (KP_SPARSE_CONV_BLOCK_PIXELS + (int32_t)(out_w) - 1) / (int32_t)(out_w))
-#define KP_SPARSE_MIN_(a, b) ((a) < (b) ? (a) : (b))
-
-/* Input pixels a row of windows spans along x, and input rows a block of block_h output
- * rows reads. */
-#define KP_SPARSE_CONV_SPAN(filter_w, out_w, stride_w, dilation_w) \
-    (((int32_t)(out_w) - 1) * (int32_t)(stride_w) + \
-     ((int32_t)(filter_w) - 1) * (int32_t)(dilation_w) + 1)
-#define KP_SPARSE_CONV_IN_ROWS(block_h, filter_h, stride_h, dilation_h) \
-    (((int32_t)(block_h) - 1) * (int32_t)(stride_h) + \
-     ((int32_t)(filter_h) - 1) * (int32_t)(dilation_h) + 1)
-
-/* Bytes of scratch kp_sparse_convolve_s8 needs: an int32 accumulator per output pixel of
- * a block, a uint16 offset per filter tap, the input rows a block reads (padding
- * included) and one word more, which the short last group of a filter may read (times a
- * zero weight). A 1x1 filter without padding uses none of it. */
-#define KP_SPARSE_CONV_SCRATCH_BYTES(filter_h, filter_w, in_c, out_h, out_w, stride_h, \
-                                     stride_w, dilation_h, dilation_w)                 \
-    (4 * KP_SPARSE_CONV_BLOCK_ROWS(out_h, out_w) * (int32_t)(out_w) +                  \
-     4 * (((int32_t)(filter_h) * (int32_t)(filter_w) * (int32_t)(in_c) + 1) / 2) + 4 + \
-     ((KP_SPARSE_CONV_IN_ROWS(KP_SPARSE_CONV_BLOCK_ROWS(out_h, out_w), filter_h,       \
-                              stride_h, dilation_h) *                                  \
-           KP_SPARSE_CONV_SPAN(filter_w, out_w, stride_w, dilation_w) * (int32_t)(in_c) + \
-       3) & ~3))
-
-/* The input rows of a block must fit in 64 KiB (they are addressed by uint16 offsets). */
-#define KP_SPARSE_CONV_MAX_ROWS_BYTES 65532
+/* Bytes of scratch kp_sparse_convolve_s8 needs: the windows of KP_SPARSE_CONV_PIXELS
+ * pixels and one more, each rounded up to whole 4-byte groups, and 2 bytes per group of
+ * one filter (one output channel's kept groups, decoded), rounded up to 4 bytes. */
+#define KP_SPARSE_CONV_GROUPS_(filter_h, filter_w, in_c) \
+    (((int32_t)(filter_h) * (int32_t)(filter_w) * (int32_t)(in_c) + 3) / 4)
+#define KP_SPARSE_CONV_SCRATCH_BYTES(filter_h, filter_w, in_c)                      \
+    (4 * (KP_SPARSE_CONV_PIXELS + 1) * KP_SPARSE_CONV_GROUPS_(filter_h, filter_w, in_c) + \
+     4 * ((KP_SPARSE_CONV_GROUPS_(filter_h, filter_w, in_c) + 1) / 2))
 
 /* CONV_2D with w holding the filter (TFLite's OHWI layout, out_c x (h * w * in_c)) as a
  * sparse matrix: w->rows = filter_dims->n, w->k = filter h * w * c. Same arithmetic as

@@ -1,18 +1,19 @@
 /*
- * CONV_2D, int8, on SIMD-group sparse weights (kp_nn_sparse.h), a block of output rows at
- * a time.
+ * CONV_2D, int8, on SIMD-group sparse weights (kp_nn_sparse.h): output-stationary over
+ * four pixels at a time.
  *
- * With ~90% of the groups gone, gathering every output pixel's window (im2col) costs far
- * more than the few kept groups that read it. So the kernel turns the loops around: for
- * a block of output rows (about KP_SPARSE_CONV_BLOCK_PIXELS pixels) it copies the input
- * rows their windows cover into scratch once, padding included as the input zero point;
- * then for each output channel it walks that channel's kept groups and adds each group
- * to every pixel of the block in one pass. A kept weight is decoded once per block, an
- * input byte copied about once per block, and nothing is paid per pixel but the
- * accumulator and its requantization.
+ * The kernel gathers the windows of KP_SPARSE_CONV_PIXELS output pixels (padding as the
+ * input zero point's negation, so that it adds nothing) into scratch, interleaved by
+ * word: group g of the quad's pixel j sits at quad + 16 g + 4 j. Then, per output channel,
+ * it decodes that channel's kept-group indices once and walks them for every quad, four
+ * accumulators held in registers: per kept group one weight word, one index and one
+ * 16-byte run of inputs, where the earlier block kernel loaded and stored every pixel's
+ * accumulator per pair of groups. A kept group costs about what a dense group costs, so
+ * the cycles fall with the groups removed.
  *
- * A 1x1 convolution without padding needs no copy: each pixel's channels are contiguous,
- * and the sparse matrix-vector product of the FC kernel runs on them in place.
+ * The windows hold int8 values as they are (the input offset is in the effective bias),
+ * which every filter shape, stride, dilation and channel count shares: a 1x1 convolution
+ * gathers one pixel's channels, a first convolution over 1-3 channels its whole window.
  */
 #include <string.h>
 
@@ -32,12 +33,6 @@ typedef struct {
     int32_t g;   /* the next group that may be kept */
     int32_t run; /* RUNS8: kept groups left in the current run */
 } kp_group_cursor;
-
-static inline void kp_cursor_row(kp_group_cursor *c)
-{
-    c->g = 0;
-    c->run = 0;
-}
 
 static inline int32_t kp_next_group(kp_group_cursor *c)
 {
@@ -65,198 +60,291 @@ static inline int32_t kp_next_group(kp_group_cursor *c)
     return g;
 }
 
-/* Where a block's pixels read the copied rows: pixel (y, x) of the block starts at
- * y * row_step + x * step. */
-typedef struct {
-    int32_t h, w;     /* output rows and columns in the block */
-    int32_t step;     /* bytes between horizontally adjacent windows */
-    int32_t row_step; /* bytes between vertically adjacent windows */
-} kp_block;
-
-/* acc[0 .. b.h * b.w) += the group's four taps over the block: tap i reads src[off[i] +
- * the pixel's start] (a tap past k: weight 0, offset 0). */
-static void kp_add_group_taps(int32_t *acc, kp_block b, const int8_t *src,
-                              const int32_t *off, const int32_t *wt)
+/* The n kept groups of the cursor's next row into g, as ABS16 holds them: a row is then
+ * read the same way from any index stream, the walk of the stream paid once per pass. */
+static void kp_decode_row(kp_group_cursor *c, int32_t n, uint16_t *g)
 {
-    const int32_t w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
-    int32_t y, j;
-    for (y = 0; y < b.h; ++y, src += b.row_step) {
-        const int8_t *s0 = src + off[0], *s1 = src + off[1], *s2 = src + off[2];
-        const int8_t *s3 = src + off[3];
-        int32_t o = 0;
-        for (j = 0; j < b.w; ++j, o += b.step) {
-            *acc++ += w0 * s0[o] + w1 * s1[o] + w2 * s2[o] + w3 * s3[o];
+    int32_t at = 0;
+    if (c->kind == KP_SPARSE_DELTA8) {
+        const uint8_t *p8 = c->p8;
+        for (; n > 0; --n) {
+            uint32_t d = *p8++;
+            while (d == 255U) {
+                at += 255;
+                d = *p8++;
+            }
+            at += (int32_t)d;
+            *g++ = (uint16_t)at++;
         }
+        c->p8 = p8;
+        return;
     }
+    c->g = 0;
+    c->run = 0;
+    for (; n > 0; --n) {
+        *g++ = (uint16_t)kp_next_group(c);
+    }
+    (void)at;
 }
 
-#if KP_ARM_DSP
-/* acc[0 .. b.h * b.w) += two 4-byte pieces over the block: piece i reads the word at s_i +
- * the pixel's start and multiplies it by word_i (SXTB16, two SMLAD); one accumulator load
- * and store for both. */
-/* Not inlined: inside the block loop GCC spills the pass's registers (26 cycles per
- * pixel instead of 19). */
-__attribute__((noinline)) static void kp_add_words2(int32_t *acc, kp_block b,
-                                                    const int8_t *s0, const int8_t *s1,
-                                                    int32_t word0, int32_t word1)
+/* n words from src (consecutive) to dst, 16 bytes apart: one pixel's slot of a quad.
+ * Four loads then four stores, which the Cortex-M4 pipelines. */
+static inline void kp_copy_words(int8_t *dst, const int8_t *src, int32_t n)
 {
-    const int32_t e0 = kp_sxtb16(word0), o0 = kp_sxtb16_ror8(word0);
-    const int32_t e1 = kp_sxtb16(word1), o1 = kp_sxtb16_ror8(word1);
-    const int32_t step = b.step;
-    int32_t y, j;
-    for (y = 0; y < b.h; ++y, s0 += b.row_step, s1 += b.row_step) {
-        const int8_t *p0 = s0, *p1 = s1;
-        for (j = 0; j < b.w; ++j, p0 += step, p1 += step) {
-            const int32_t x0 = kp_read_s8x4(p0), x1 = kp_read_s8x4(p1);
-            int32_t a = kp_smlad(e0, kp_sxtb16(x0), *acc);
-            a = kp_smlad(o0, kp_sxtb16_ror8(x0), a);
-            a = kp_smlad(e1, kp_sxtb16(x1), a);
-            *acc++ = kp_smlad(o1, kp_sxtb16_ror8(x1), a);
-        }
+    uint32_t v0, v1, v2, v3;
+    for (; n >= 4; n -= 4, src += 16, dst += 64) {
+        memcpy(&v0, src, 4);
+        memcpy(&v1, src + 4, 4);
+        memcpy(&v2, src + 8, 4);
+        memcpy(&v3, src + 12, 4);
+        memcpy(dst, &v0, 4);
+        memcpy(dst + 16, &v1, 4);
+        memcpy(dst + 32, &v2, 4);
+        memcpy(dst + 48, &v3, 4);
+    }
+    for (; n > 0; --n, src += 4, dst += 16) {
+        memcpy(dst, src, 4);
     }
 }
 
-/* Splits a group into at most two contiguous pieces of the copied rows: piece i is
- * (off[i], word[i]) with byte b of word[i] the weight of the byte at off[i] + b, the
- * other bytes' weights zeroed. Returns the number of pieces, or 0 when the taps need
- * more (a dilated filter). tab: the taps' offsets; len: the group's taps inside k. */
-static inline int32_t kp_group_pieces(const uint16_t *tab, int32_t len, uint32_t word,
-                                      int32_t *off, int32_t *wd)
+static inline void kp_fill_words(int8_t *dst, uint32_t v, int32_t n)
 {
-    int32_t i = 1;
-    uint32_t lo;
-    off[0] = tab[0];
-    wd[0] = (int32_t)word;
-    if (tab[len - 1] == tab[0] + len - 1) {
-        return 1;
+    for (; n > 0; --n, dst += 16) {
+        memcpy(dst, &v, 4);
     }
-    while (tab[i] == tab[0] + i) {
-        ++i;
-    }
-    if (tab[len - 1] != tab[i] + len - 1 - i) {
-        return 0;
-    }
-    lo = (1U << (8 * i)) - 1U;
-    wd[0] = (int32_t)(word & lo);
-    off[1] = tab[i] - i;
-    wd[1] = (int32_t)(word & ~lo);
-    return 2;
-}
-#endif
-
-/* out[j * stride] = the requantized, clamped acc[j], one channel's row of outputs. */
-static void kp_out_channel(const int32_t *acc, int32_t n, int32_t multiplier, int32_t shift,
-                           int32_t offset, kp_activation act, int8_t *out, int32_t stride)
-{
-    int32_t j;
-#if KP_ARM_DSP
-    const kp_rq q = kp_rq_make(multiplier, shift);
-    for (j = 0; j < n; ++j, out += stride) {
-        *out = (int8_t)kp_clamp(kp_rq_apply(acc[j], q) + offset, act.min, act.max);
-    }
-#else
-    for (j = 0; j < n; ++j, out += stride) {
-        const int32_t v = kp_requantize(acc[j], multiplier, shift) + offset;
-        *out = (int8_t)KP_CLAMP(v, act.min, act.max);
-    }
-#endif
 }
 
-/* n input rows from iy0 on, each as span pixels from x = -padding.w on (outside the image:
- * the pad value), one after the other into rows. */
-static void kp_copy_rows(const kp_conv_params *p, const kp_dims *in, const int8_t *image,
-                         int32_t iy0, int32_t n, int32_t span, int8_t *rows)
+/* Output pixel (oy, ox)'s window, contiguous, into win (k bytes): per filter row one copy
+ * where the row lies inside the image, else tap by tap with the pad value. */
+static void kp_read_window(const kp_conv_params *p, const kp_dims *in, const kp_dims *f,
+                      const int8_t *image, int32_t oy, int32_t ox, int8_t *win)
 {
     const int8_t pad = (int8_t)(-p->input_offset);
-    const int32_t c = in->c, x0 = -p->padding.w;
-    const int32_t lo = KP_CLAMP(-x0, 0, span);          /* pixels left of the image */
-    const int32_t hi = KP_CLAMP(in->w - x0, lo, span);  /* end of the pixels inside it */
-    int32_t i;
-    for (i = 0; i < n; ++i, rows += span * c) {
-        const int32_t iy = iy0 + i;
+    const int32_t c = in->c, span = f->w * c;
+    const int32_t iy0 = oy * p->stride.h - p->padding.h;
+    const int32_t ix0 = ox * p->stride.w - p->padding.w;
+    const int row_inside = p->dilation.w == 1 && ix0 >= 0 && ix0 + f->w - 1 < in->w;
+    int32_t ky, kx;
+    for (ky = 0; ky < f->h; ++ky, win += span) {
+        const int32_t iy = iy0 + ky * p->dilation.h;
+        const int8_t *row = image + iy * in->w * c;
         if (iy < 0 || iy >= in->h) {
-            memset(rows, pad, (size_t)(span * c));
-            continue;
-        }
-        memset(rows, pad, (size_t)(lo * c));
-        memcpy(rows + lo * c, image + (iy * in->w + x0 + lo) * c, (size_t)((hi - lo) * c));
-        memset(rows + hi * c, pad, (size_t)((span - hi) * c));
-    }
-}
-
-/* tab[t] = where tap t of the filter (t = (ky * kw + kx) * in_c + ch) reads, from the
- * start of a window in the copied rows; once per call, so that no group pays a division. */
-static void kp_tap_table(const kp_dims *f, int32_t span, kp_tile dilation, uint16_t *tab)
-{
-    int32_t ky, kx, ch;
-    for (ky = 0; ky < f->h; ++ky) {
-        for (kx = 0; kx < f->w; ++kx) {
-            const int32_t base = (ky * dilation.h * span + kx * dilation.w) * f->c;
-            for (ch = 0; ch < f->c; ++ch) {
-                *tab++ = (uint16_t)(base + ch);
-            }
-        }
-    }
-}
-
-/* One block of output rows: every channel's kept groups over the copied rows. */
-static void kp_sparse_conv_block(const kp_conv_params *p, const kp_quant_params *quant,
-                                 const kp_sparse_groups *w, const uint16_t *tab,
-                                 const int32_t *eff_bias, kp_block blk, const int8_t *rows,
-                                 int32_t *acc, int8_t *out)
-{
-    const int32_t k = w->k, npx = blk.h * blk.w;
-    const int32_t *wp = w->words;
-    kp_group_cursor cur;
-    int32_t r, j;
-    cur.p8 = (const uint8_t *)w->index;
-    cur.p16 = (const uint16_t *)w->index;
-    cur.kind = w->index_kind;
-    for (r = 0; r < w->rows; ++r) {
-        const int32_t q = quant->per_channel ? r : 0;
-        int32_t n = w->counts[r];
-#if KP_ARM_DSP
-        int32_t po = 0, pw = 0, pending = 0;
-#endif
-        for (j = 0; j < npx; ++j) {
-            acc[j] = eff_bias[r];
-        }
-        kp_cursor_row(&cur);
-        for (; n > 0; --n) {
-            const int32_t t0 = 4 * kp_next_group(&cur);
-            const int32_t len = KP_MIN(4, k - t0);
-            const uint32_t word = (uint32_t)*wp++;
-            int32_t off[4], wt[4], i;
-#if KP_ARM_DSP
-            /* Most groups are one contiguous word of the copied rows; pieces are paired
-             * so that each pass over the block adds two. */
-            const int32_t pieces = kp_group_pieces(tab + t0, len, word, off, wt);
-            for (i = 0; i < pieces; ++i) {
-                if (pending) {
-                    kp_add_words2(acc, blk, rows + po, rows + off[i], pw, wt[i]);
+            memset(win, pad, (size_t)span);
+        } else if (row_inside) {
+            memcpy(win, row + ix0 * c, (size_t)span);
+        } else {
+            for (kx = 0; kx < f->w; ++kx) {
+                const int32_t ix = ix0 + kx * p->dilation.w;
+                if (ix < 0 || ix >= in->w) {
+                    memset(win + kx * c, pad, (size_t)c);
                 } else {
-                    po = off[i];
-                    pw = wt[i];
+                    memcpy(win + kx * c, row + ix * c, (size_t)c);
                 }
-                pending = !pending;
             }
-            if (pieces > 0) {
-                continue;
+        }
+    }
+}
+
+/* The windows of npx output pixels from (oy, ox) on, pixel j into slot j % 4 of quad
+ * j / 4 (quads 4 k4 bytes apart): byte t of a window at quad + 16 (t / 4) + 4 (j % 4) +
+ * t % 4. Outside the image the value is -input_offset (which adds nothing); a window's
+ * tail up to k4 is zero (its weights are zero); a short last quad's free slots repeat
+ * its first pixel. A window wholly inside the image with whole-word taps is copied
+ * row by row straight into its slot; any other goes through win (k4 bytes). */
+static void kp_gather(const kp_conv_params *p, const kp_dims *in, const kp_dims *f,
+                      int32_t out_w, const int8_t *image, int32_t oy, int32_t ox, int32_t npx,
+                      int32_t k4, int8_t *cols, int8_t *win)
+{
+    const int32_t c = in->c, span = f->w * c, k = f->h * span;
+    const int32_t row_step = p->dilation.h * in->w * c;
+    const int32_t reach_h = (f->h - 1) * p->dilation.h, reach_w = f->w - 1;
+    const int words = (c & 3) == 0 && p->dilation.w == 1;
+    int32_t j, ky, t;
+    memset(win + k, 0, (size_t)(k4 - k));
+    for (j = 0; j < npx; ++j) {
+        int8_t *slot = cols + (j >> 2) * 4 * k4 + 4 * (j & 3);
+        const int32_t iy0 = oy * p->stride.h - p->padding.h;
+        const int32_t ix0 = ox * p->stride.w - p->padding.w;
+        if (words && iy0 >= 0 && iy0 + reach_h < in->h && ix0 >= 0 && ix0 + reach_w < in->w) {
+            const int8_t *src = image + (iy0 * in->w + ix0) * c;
+            for (ky = 0; ky < f->h; ++ky, src += row_step, slot += 4 * span) {
+                kp_copy_words(slot, src, span >> 2);
             }
-#endif
+        } else {
+            kp_read_window(p, in, f, image, oy, ox, win);
+            kp_copy_words(slot, win, k4 >> 2);
+        }
+        if (++ox == out_w) {
+            ox = 0;
+            ++oy;
+        }
+    }
+    for (; j & 3; ++j) {
+        int8_t *quad = cols + (j >> 2) * 4 * k4;
+        for (t = 0; t < k4; t += 4) {
+            memcpy(quad + 4 * t + 4 * (j & 3), quad + 4 * t, 4);
+        }
+    }
+}
+
+#if KP_ARM_DSP
+/* One kept group over the quad's four pixels: its index g and weight word, its inputs at
+ * quad + 16 g; SXTB16 splits the weight word and each input word into even and odd
+ * bytes, two SMLAD per pixel. */
+#define KP_QUAD_GROUP                                   \
+    "ldrh   %[o], [%[gp]], #2\n\t"                      \
+    "ldr    %[wo], [%[wp]], #4\n\t"                     \
+    "add    %[o], %[q], %[o], lsl #4\n\t"               \
+    "ldr    %[x0], [%[o]]\n\t"                          \
+    "ldr    %[x1], [%[o], #4]\n\t"                      \
+    "sxtb16 %[we], %[wo]\n\t"                           \
+    "sxtb16 %[wo], %[wo], ror #8\n\t"                   \
+    KP_QUAD_TWO("a0", "a1")                             \
+    "ldr    %[x0], [%[o], #8]\n\t"                      \
+    "ldr    %[x1], [%[o], #12]\n\t"                     \
+    KP_QUAD_TWO("a2", "a3")
+
+#define KP_QUAD_TWO(a, b)                               \
+    "sxtb16 %[t], %[x0]\n\t"                            \
+    "smlad  %[" a "], %[we], %[t], %[" a "]\n\t"        \
+    "sxtb16 %[x0], %[x0], ror #8\n\t"                   \
+    "smlad  %[" a "], %[wo], %[x0], %[" a "]\n\t"       \
+    "sxtb16 %[t], %[x1]\n\t"                            \
+    "smlad  %[" b "], %[we], %[t], %[" b "]\n\t"        \
+    "sxtb16 %[x1], %[x1], ror #8\n\t"                   \
+    "smlad  %[" b "], %[wo], %[x1], %[" b "]\n\t"
+
+#define KP_QUAD_OPERANDS                                                                 \
+    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [gp] "+r"(gp),         \
+      [wp] "+r"(wp), [o] "=&r"(o), [wo] "=&r"(wo), [we] "=&r"(we), [x0] "=&r"(x0),      \
+      [x1] "=&r"(x1), [t] "=&r"(t)
+
+/* a0..a3 += the n groups (indices g, weights words) over the quad's four pixels; two
+ * groups a turn. */
+static inline void kp_quad_groups(const int8_t *quad, const uint16_t *g, const int32_t *words,
+                                  int32_t n, int32_t *acc)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    int32_t o, wo, we, x0, x1, t, pairs = n >> 1;
+    const uint16_t *gp = g;
+    const int32_t *wp = words;
+    if (pairs > 0) {
+        __asm__ volatile("1:\n\t" KP_QUAD_GROUP KP_QUAD_GROUP
+                         "subs   %[n], %[n], #1\n\t"
+                         "bne    1b\n\t"
+                         KP_QUAD_OPERANDS, [n] "+r"(pairs)
+                         : [q] "r"(quad)
+                         : "cc", "memory");
+    }
+    if (n & 1) {
+        __asm__ volatile(KP_QUAD_GROUP KP_QUAD_OPERANDS : [q] "r"(quad) : "memory");
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* One output channel over npx gathered pixels: out[j * stride], j < npx. The
+ * accumulators of all quads first, then one tight loop over them: a channel without left
+ * shift whose activation spans int8 (none, or a ReLU with its zero point at -128, as most
+ * layers) clamps with one SSAT. */
+static void kp_row_quads(const int8_t *cols, int32_t k4, int32_t npx, const uint16_t *g,
+                         const int32_t *words, int32_t n, int32_t bias, kp_rq rq,
+                         int32_t offset, kp_activation act, int8_t *out, int32_t stride)
+{
+    int32_t acc[KP_SPARSE_CONV_PIXELS];
+    const int32_t *a = acc;
+    int32_t q;
+    for (q = 0; q < npx; q += 4, cols += 4 * k4) {
+        acc[q] = acc[q + 1] = acc[q + 2] = acc[q + 3] = bias;
+        kp_quad_groups(cols, g, words, n, acc + q);
+    }
+    if (rq.left == 0 && act.min == -128 && act.max == 127) {
+        const int32_t half = rq.mask >> 1;
+        for (; npx > 0; --npx, out += stride) {
+            const int32_t v = *a++;
+            int32_t twice, r;
+            if (__builtin_add_overflow(v, v, &twice)) {
+                r = kp_requantize(v, rq.multiplier, rq.shift);
+            } else {
+                const int32_t high = kp_smmulr(twice, rq.multiplier);
+                const int32_t over = half + (int32_t)((uint32_t)high >> 31) - (high & rq.mask);
+                r = (high >> rq.right) - (over >> 31);
+            }
+            *out = (int8_t)__ssat(r + offset, 8);
+        }
+        return;
+    }
+    for (; npx > 0; --npx, out += stride) {
+        *out = (int8_t)kp_clamp(kp_rq_apply(*a++, rq) + offset, act.min, act.max);
+    }
+}
+#else
+static void kp_quad_groups(const int8_t *quad, const uint16_t *g, const int32_t *words,
+                           int32_t n, int32_t *acc)
+{
+    int32_t i, j;
+    for (; n > 0; --n) {
+        const int8_t *x = quad + 16 * *g++;
+        const uint32_t wv = (uint32_t)*words++;
+        for (j = 0; j < 4; ++j, x += 4) {
             for (i = 0; i < 4; ++i) {
-                off[i] = i < len ? tab[t0 + i] : 0;
-                wt[i] = i < len ? kp_word_weight(word, i) : 0;
+                acc[j] += kp_word_weight(wv, i) * x[i];
             }
-            kp_add_group_taps(acc, blk, rows, off, wt);
+        }
+    }
+}
+#endif
+
+/* npx pixels of one image, gathered as quads in cols (k4 bytes a window): every output
+ * channel of each, into out (npx x rows). g: room for one row's kept-group indices. */
+static void kp_sparse_conv_pass(const kp_conv_params *p, const kp_quant_params *quant,
+                                const kp_sparse_groups *w, const int32_t *eff_bias,
+                                const int8_t *cols, int32_t k4, int32_t npx, uint16_t *g,
+                                int8_t *out)
+{
+    const int32_t rows = w->rows, offset = p->output_offset;
+    const int32_t *wp = w->words;
+    const uint16_t *gi = (const uint16_t *)w->index;
+    const int decode = w->index_kind != KP_SPARSE_ABS16;
+    kp_group_cursor cur;
+#if !KP_ARM_DSP
+    int32_t acc[4], q, j;
+#endif
+    int32_t r;
+    cur.p8 = (const uint8_t *)w->index;
+    cur.p16 = gi;
+    cur.kind = w->index_kind;
+    for (r = 0; r < rows; ++r, ++out) {
+        const int32_t n = w->counts[r];
+        const int32_t qi = quant->per_channel ? r : 0;
+        const int32_t bias = eff_bias[r];
+        const uint16_t *rg = gi;
+#if KP_ARM_DSP
+        const kp_rq rq = kp_rq_make(quant->multiplier[qi], quant->shift[qi]);
+#else
+        const int32_t mult = quant->multiplier[qi], shift = quant->shift[qi];
+#endif
+        if (decode) {
+            kp_decode_row(&cur, n, g);
+            rg = g;
         }
 #if KP_ARM_DSP
-        if (pending) {
-            kp_add_words2(acc, blk, rows + po, rows + po, pw, 0);
+        kp_row_quads(cols, k4, npx, rg, wp, n, bias, rq, offset, p->activation, out, rows);
+#else
+        for (q = 0; q < npx; q += 4) {
+            acc[0] = acc[1] = acc[2] = acc[3] = bias;
+            kp_quad_groups(cols + q * k4, rg, wp, n, acc);
+            for (j = 0; j < KP_MIN(4, npx - q); ++j) {
+                const int32_t v = kp_requantize(acc[j], mult, shift) + offset;
+                out[(q + j) * rows] =
+                    (int8_t)KP_CLAMP(v, p->activation.min, p->activation.max);
+            }
         }
 #endif
-        kp_out_channel(acc, npx, quant->multiplier[q], quant->shift[q], p->output_offset,
-                       p->activation, out + r, w->rows);
+        wp += n;
+        gi += n;
     }
 }
 
@@ -266,7 +354,9 @@ kp_status kp_sparse_convolve_s8(const kp_conv_params *params, const kp_quant_par
                                 const int32_t *eff_bias, const kp_dims *output_dims,
                                 int8_t *output, int8_t *scratch)
 {
-    int32_t k_len, span, block_h, in_rows, b, oy, ox;
+    int32_t k_len, k4, b, px, pixels;
+    uint16_t *g;
+    int8_t *cols, *win;
     if (params == 0 || input == 0 || eff_bias == 0 || output == 0 || scratch == 0 ||
         !kp_dims_ok(input_dims) || !kp_dims_ok(filter_dims) || !kp_dims_ok(output_dims) ||
         input_dims->n != output_dims->n || filter_dims->c != input_dims->c ||
@@ -280,52 +370,21 @@ kp_status kp_sparse_convolve_s8(const kp_conv_params *params, const kp_quant_par
     if (!kp_sparse_groups_ok(w, filter_dims->n, k_len)) {
         return KP_ERR_ARG;
     }
-    if (filter_dims->h == 1 && filter_dims->w == 1 && params->padding.h == 0 &&
-        params->padding.w == 0) {
-        /* A 1x1 window is one input pixel, its channels contiguous: no copy. */
-        for (b = 0; b < output_dims->n; ++b) {
-            const int8_t *image = input + b * input_dims->h * input_dims->w * input_dims->c;
-            for (oy = 0; oy < output_dims->h; ++oy) {
-                const int8_t *x = image + oy * params->stride.h * input_dims->w * k_len;
-                for (ox = 0; ox < output_dims->w; ++ox) {
-                    kp_nn_sparse_vec_s8(x + ox * params->stride.w * k_len, 0, w, eff_bias,
-                                        quant, params->output_offset, params->activation,
-                                        output);
-                    output += output_dims->c;
-                }
-            }
+    k4 = 4 * ((k_len + 3) >> 2);
+    cols = scratch;
+    win = cols + KP_SPARSE_CONV_PIXELS * k4;
+    g = (uint16_t *)(void *)(win + k4);
+    pixels = output_dims->h * output_dims->w;
+    for (b = 0; b < output_dims->n; ++b) {
+        const int8_t *image = input + b * input_dims->h * input_dims->w * input_dims->c;
+        for (px = 0; px < pixels; px += KP_SPARSE_CONV_PIXELS) {
+            const int32_t npx = KP_MIN(KP_SPARSE_CONV_PIXELS, pixels - px);
+            kp_gather(params, input_dims, filter_dims, output_dims->w, image,
+                      px / output_dims->w, px % output_dims->w, npx, k4, cols, win);
+            kp_sparse_conv_pass(params, quant, w, eff_bias, cols, k4, npx, g,
+                                output + px * output_dims->c);
         }
-        return KP_OK;
-    }
-    span = KP_SPARSE_CONV_SPAN(filter_dims->w, output_dims->w, params->stride.w,
-                               params->dilation.w);
-    block_h = KP_SPARSE_CONV_BLOCK_ROWS(output_dims->h, output_dims->w);
-    in_rows = KP_SPARSE_CONV_IN_ROWS(block_h, filter_dims->h, params->stride.h,
-                                     params->dilation.h);
-    if (in_rows * span * input_dims->c > KP_SPARSE_CONV_MAX_ROWS_BYTES) {
-        return KP_ERR_ARG;
-    }
-    {
-        int32_t *acc = (int32_t *)(void *)scratch;
-        uint16_t *tab = (uint16_t *)(void *)(acc + block_h * output_dims->w);
-        int8_t *rows = (int8_t *)(void *)(tab + ((k_len + 1) & ~1));
-        kp_block blk;
-        blk.w = output_dims->w;
-        blk.step = params->stride.w * input_dims->c;
-        blk.row_step = params->stride.h * span * input_dims->c;
-        kp_tap_table(filter_dims, span, params->dilation, tab);
-        for (b = 0; b < output_dims->n; ++b) {
-            const int8_t *image = input + b * input_dims->h * input_dims->w * input_dims->c;
-            for (oy = 0; oy < output_dims->h; oy += block_h) {
-                blk.h = KP_MIN(block_h, output_dims->h - oy);
-                kp_copy_rows(params, input_dims, image, oy * params->stride.h -
-                             params->padding.h, KP_SPARSE_CONV_IN_ROWS(blk.h, filter_dims->h,
-                             params->stride.h, params->dilation.h), span, rows);
-                kp_sparse_conv_block(params, quant, w, tab, eff_bias, blk, rows, acc,
-                                     output);
-                output += blk.h * output_dims->w * output_dims->c;
-            }
-        }
+        output += pixels * output_dims->c;
     }
     return KP_OK;
 }
