@@ -63,6 +63,7 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/m4_sparse_fc.py
 	$(BIN)/python benchmarks/m4_cost_model.py
 	$(BIN)/python benchmarks/m4_sparse.py
+	$(BIN)/python benchmarks/m4_sparse_convnets.py
 	$(BIN)/python benchmarks/lottery.py
 
 clean:

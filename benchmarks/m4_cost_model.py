@@ -24,6 +24,7 @@ from keras_prune.export.cgen import cost_model as sparse_cost  # noqa: E402
 from keras_prune.export.cgen import kernel_library
 from keras_prune.export.cgen.sparse_format import (  # noqa: E402
     INDEX_KINDS,
+    depthwise_rows,
     encode_groups,
     encode_input_groups,
 )
@@ -37,6 +38,8 @@ KERNELS = (
     "kp_nn_mat_mult_s8_s16_2col.c",
     "kp_sparse_fully_connected_s8.c",
     "kp_sparse_convolve_s8.c",
+    "kp_depthwise_conv_s8.c",
+    "kp_sparse_depthwise_conv_s8.c",
     "kp_nn_sparse_vec_s8.c",
     "kp_zero_skip_fully_connected_s8.c",
     "kp_nn_zero_skip_vec_s8.c",
@@ -59,6 +62,17 @@ CONV_SHAPES = [
     (25, 10, 1, 64, 4, "SAME", 2),  # DS-CNN's stem, 4x4 here
 ]
 CONV_SPARSITIES = (0.0, 0.5, 0.7, 0.9, 0.95)
+# (h, w, channels, k, padding, stride): MobileNetV1-0.25's and DS-CNN's depthwise layers
+DW_SHAPES = [
+    (24, 24, 8, 3, "SAME", 1),
+    (24, 24, 16, 3, "SAME", 2),
+    (12, 12, 32, 3, "SAME", 1),
+    (6, 6, 128, 3, "SAME", 1),
+    (25, 5, 64, 3, "SAME", 1),
+    (9, 9, 12, 5, "VALID", 1),
+    (10, 10, 16, 5, "SAME", 1),
+    (16, 16, 8, 3, "VALID", 2),
+]
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.97)
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # non-zero inputs of a zero-skipping FC
 
@@ -217,6 +231,42 @@ class Bench:
         return prof.cycles
 
 
+def dw_cycles(b: Bench, shape, sparsity: float, kind: str | None):
+    """(dense cycles, sparse cycles, the encoding) of one depthwise layer, groups of 4
+    channels at one tap pruned at random; both outputs checked against the reference."""
+    e, rng = b.emu, b.rng
+    h, wd, c, kk, padding, st = shape
+    cs = Bench.conv_shape((h, wd, c, c, kk, padding, st))
+    (oh, ow), (ph, pw), taps = (cs.out_h, cs.out_w), cs.padding, kk * kk
+    keep = np.repeat(rng.random((taps, c // 4)) >= sparsity, 4, axis=1)
+    wt = np.where(keep, rng.integers(-127, 128, (taps, c)), 0).astype(np.int8)
+    x = rng.integers(-128, 128, (1, h, wd, c)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, c)
+    m, s = b._quant(c)
+    prm = int8_ops.dw_conv_params(-7, -128, 1, (st, st), (ph, pw), (1, 1), (-128, 127))
+    expected = int8_ops.depthwise_conv2d(x, wt.reshape(1, kk, kk, c), bias, prm, m, s, (oh, ow))
+    eff = int8_ops.effective_bias(bias, wt.T, prm["input_offset"])
+    sg = encode_groups(depthwise_rows(wt), index=kind)
+    cycles = []
+    for sparse in (False, True):
+        e.reset_heap()
+        pa = e.put_words(prm["input_offset"], -128, 1, st, st, ph, pw, 1, 1, -128, 127)
+        qa = e.put_words(e.put(m), e.put(s), 1)
+        dims = (e.put_words(1, h, wd, c), e.put(x), e.put_words(1, kk, kk, c))
+        out = e.alloc(expected.size)
+        if sparse:
+            args = (b._sparse(sg), e.put(eff), e.put_words(1, oh, ow, c), out)
+            args += (e.alloc(sparse_cost.dw_scratch_bytes(kk, kk)),)
+            _, prof = e.call("kp_sparse_depthwise_conv_s8", pa, qa, *dims, *args)
+        else:
+            args = (e.put(wt), e.put(eff), e.put_words(1, oh, ow, c), out)
+            _, prof = e.call("kp_depthwise_conv_s8", pa, qa, *dims, *args)
+        got = e.read_array(out, np.int8, expected.size).reshape(expected.shape)
+        assert (got == expected).all(), (shape, sparse)
+        cycles.append(prof.cycles)
+    return cycles[0], cycles[1], cs, sg
+
+
 def fit(features: list[list[float]], cycles: list[int]) -> np.ndarray:
     coef, *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(cycles, float), rcond=None)
     return coef
@@ -333,6 +383,35 @@ def main() -> None:
     report(
         "CONV sparse " + str(list(sparse_cost.CONV_SPARSE_FEATURES)),
         list(sparse_cost.CONV_SPARSE_FEATURES),
+        fit(sfeats, scyc),
+        srows,
+    )
+
+    feats, cyc, rows, sfeats, scyc, srows = [], [], [], [], [], []
+    for shape in DW_SHAPES:
+        label = f"{shape[0]}x{shape[1]}x{shape[2]} {shape[3]}x{shape[3]}/{shape[5]} {shape[4]}"
+        for sp in CONV_SPARSITIES:
+            for kind in INDEX_KINDS:
+                dense, sparse, cs, sg = dw_cycles(b, shape, sp, kind)
+                if sp == 0.0 and kind == "runs":
+                    feats.append(sparse_cost.dw_dense_features(cs))
+                    cyc.append(dense)
+                    rows.append((f"dw dense {label}", dense, sparse_cost.dw_dense_cycles(cs)))
+                sfeats.append(sparse_cost.dw_sparse_features(cs, sg))
+                scyc.append(sparse)
+                srows.append(
+                    (f"dw sparse {label} @{sp:.2f} {kind}", sparse,
+                     sparse_cost.dw_sparse_cycles(cs, sg))
+                )  # fmt: skip
+    report(
+        "DW dense " + str(list(sparse_cost.DW_DENSE)),
+        list(sparse_cost.DW_DENSE),
+        fit(feats, cyc),
+        rows,
+    )
+    report(
+        "DW sparse " + str(list(sparse_cost.DW_SPARSE)),
+        list(sparse_cost.DW_SPARSE),
         fit(sfeats, scyc),
         srows,
     )

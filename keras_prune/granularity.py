@@ -11,6 +11,8 @@ granularity        unit                                   score
 =================  =====================================  ==================================
 ``Unstructured``   one weight                             ``|w|``
 ``SIMDGroups(w)``  ``w`` consecutive weights of a row     L2 norm of the group
+                   (depthwise: ``w`` consecutive channels
+                   at one tap)
 ``NofM(n, m)``     one weight, chosen inside each block   ``|w|``, ranked within its block
                    of ``m`` consecutive weights of a row
 ``Channels()``     a whole row (output filter/neuron)     L2 norm of the row
@@ -78,6 +80,9 @@ DENSE = KernelLayout((1, 0))  # (in, out)
 CONV1D = KernelLayout((2, 0, 1))  # (k, cin, cout)
 CONV2D = KernelLayout((3, 0, 1, 2))  # (kh, kw, cin, cout) -> OHWI
 DEPTHWISE2D = KernelLayout((2, 3, 0, 1), 2)  # (kh, kw, cin, mult) -> channel c*mult+m, window
+# The same kernel read the other way for SIMDGroups: one row per tap, the channels along
+# it in TFLite's order (c*mult+m), as a depthwise kernel loads them: 4 channels a word.
+DEPTHWISE2D_TAPS = KernelLayout((0, 1, 2, 3), 2)
 CONV2D_TRANSPOSE = KernelLayout((2, 0, 1, 3))  # (kh, kw, cout, cin) -> OHWI
 
 
@@ -161,6 +166,10 @@ class SIMDGroups(Granularity):
     whole words and stores one index per kept group. A row whose length is not a
     multiple of ``width`` ends in a shorter group (see the module docs).
 
+    A ``DepthwiseConv2D`` kernel has no sum over channels; its kernels load ``width``
+    consecutive channels at one tap as a word, so there a group is ``width`` consecutive
+    (output) channels at one tap of the window.
+
     Args:
         width: weights per group (4 for int8 on Cortex-M4, 8 in Scalpel's examples).
 
@@ -175,6 +184,15 @@ class SIMDGroups(Granularity):
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ValueError(f"SIMDGroups: `width` must be a positive integer, got {width!r}.")
         self.width = width
+
+    @staticmethod
+    def group_layout(layout: KernelLayout) -> KernelLayout:
+        """A depthwise kernel has no sum over channels: its SIMD word is ``width``
+        consecutive channels at one tap, so its groups run along the channels."""
+        return DEPTHWISE2D_TAPS if layout == DEPTHWISE2D else layout
+
+    def compute_mask(self, kernel, mask, sparsity, layout):
+        return super().compute_mask(kernel, mask, sparsity, self.group_layout(layout))
 
     def _row_keep(self, w, m, sparsity):
         rows, cols = int(w.shape[0]), int(w.shape[1])
@@ -191,11 +209,11 @@ class SIMDGroups(Granularity):
         return keep[:, :cols]
 
     def units(self, shape, layout):
-        rows, cols = layout.rows_shape(shape)
+        rows, cols = self.group_layout(layout).rows_shape(shape)
         return rows * -(-cols // self.width)
 
     def _groups_np(self, kernel, layout):
-        rows = layout.to_rows_np(kernel)
+        rows = self.group_layout(layout).to_rows_np(kernel)
         pad = (-rows.shape[1]) % self.width
         rows = np.pad(rows, ((0, 0), (0, pad)))
         return rows.reshape(rows.shape[0], -1, self.width), pad

@@ -1,7 +1,8 @@
 """Reference models from the papers and benchmarks this project measures itself against.
 
 LeNet-300-100 and LeNet-5 (the pruning papers' MNIST models), and MLPerf Tiny's ResNet-8
-(image classification) and DS-CNN (keyword spotting) layouts. They are untrained
+(image classification), MobileNetV1 (visual wake words) and DS-CNN (keyword spotting)
+layouts. They are untrained
 builders; the demo, the benchmarks and the tests train or calibrate them as needed.
 
 Example:
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["lenet_300_100", "lenet5", "resnet8", "ds_cnn"]
+__all__ = ["lenet_300_100", "lenet5", "resnet8", "mobilenet_v1", "ds_cnn"]
 
 L = keras.layers
 
@@ -69,6 +70,61 @@ def resnet8(input_shape=(32, 32, 3), classes: int = 10, width: int = 16) -> kera
     x = L.Flatten(name="flatten")(x)
     out = L.Dense(classes, activation="softmax", name="fc")(x)
     return keras.Model(inp, out, name="resnet8")
+
+
+# MobileNetV1's 13 depthwise-separable blocks: (stride of the 3x3 depthwise conv, filters
+# of the 1x1 pointwise conv at alpha=1).
+_MOBILENET_V1_BLOCKS = (
+    (1, 64),
+    (2, 128),
+    (1, 128),
+    (2, 256),
+    (1, 256),
+    (2, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (2, 1024),
+    (1, 1024),
+)
+
+
+def mobilenet_v1(alpha: float = 0.25, input_shape=(96, 96, 3), classes: int = 2) -> keras.Model:
+    """MobileNetV1 as MLPerf Tiny's Visual Wake Words reference builds it (person / no
+    person at 96x96x3, width multiplier ``alpha=0.25``).
+
+    A 3x3 stride-2 stem convolution with ``int(32 * alpha)`` filters, the paper's 13
+    depthwise-separable blocks (3x3 depthwise, then a 1x1 convolution of ``int(f * alpha)``
+    filters), each convolution followed by batch normalization and a plain ReLU (as the
+    MLPerf Tiny reference, which does not use ReLU6), then average pooling over the whole
+    map, Flatten and a softmax Dense. Convolutions have no bias (the batch normalization
+    supplies it). Layers are named ``stem``, ``dw1``..``dw13``, ``pw1``..``pw13``, each
+    with its ``_bn`` and ``_relu``.
+
+    At the defaults the last block leaves a 3x3x256 map; the model has 219,058 parameters
+    (213,586 trainable; the reference, whose convolutions keep their biases, has 221,794)
+    and does 7.49M MACs per image (``kp.count_macs``): 6.19M in the 1x1 convolutions,
+    0.80M in the depthwise ones, 0.50M in the stem.
+    """
+    inp = keras.Input(input_shape, name="image")
+
+    def bn_relu(x, name):
+        x = L.BatchNormalization(name=f"{name}_bn")(x)
+        return L.ReLU(name=f"{name}_relu")(x)
+
+    x = L.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
+    x = bn_relu(x, "stem")
+    for k, (strides, filters) in enumerate(_MOBILENET_V1_BLOCKS, start=1):
+        x = L.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"dw{k}")(x)
+        x = bn_relu(x, f"dw{k}")
+        x = L.Conv2D(int(filters * alpha), 1, use_bias=False, name=f"pw{k}")(x)
+        x = bn_relu(x, f"pw{k}")
+    x = L.AveragePooling2D((x.shape[1], x.shape[2]), name="pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    out = L.Dense(classes, activation="softmax", name="fc")(x)
+    return keras.Model(inp, out, name="mobilenet_v1")
 
 
 def ds_cnn(

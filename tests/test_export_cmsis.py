@@ -232,3 +232,18 @@ def test_cmsis_nn_path_agrees(exports, tmp_path):  # pragma: no cover - needs CM
         )
         exe = mcu_host.build_host(path, tmp_path / f"{name}_cmsis", cmsis_nn=root)
         np.testing.assert_array_equal(mcu_host.run_host(exe, xq, ours.shape[1]), ours, err_msg=name)
+
+
+def test_mobilenet_v1_layout():
+    """MLPerf Tiny's VWW MobileNetV1: 13 depthwise-separable blocks, 2 classes at 96x96."""
+    model = kp.models.mobilenet_v1()
+    assert model.output.shape == (None, 2)
+    depthwise = [la for la in model.layers if isinstance(la, L.DepthwiseConv2D)]
+    assert [la.name for la in depthwise] == [f"dw{k}" for k in range(1, 14)]
+    assert [la.strides[0] for la in depthwise] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert model.get_layer("stem").filters == 8 and model.get_layer("pw13").filters == 256
+    assert model.count_params() == 219_058
+    wider = kp.models.mobilenet_v1(alpha=0.5, input_shape=(32, 32, 3), classes=5)
+    assert wider.output.shape == (None, 5)
+    assert wider.get_layer("pw13").filters == 512
+    assert wider.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 5)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,3 +190,20 @@ def test_selection_equals_a_stable_sort(scores, k_frac):
     expected = np.ones(len(s), bool)
     expected[np.argsort(s, kind="stable")[:k]] = False
     np.testing.assert_array_equal(keep_after_pruning_lowest(s, k).numpy(), expected)
+
+
+def test_simd_groups_of_a_depthwise_kernel_are_channels_at_one_tap():
+    """A depthwise kernel has no sum over channels; its SIMD word is 4 consecutive
+    channels at one tap (what kp_sparse_depthwise_conv_s8 skips)."""
+    g = gr.SIMDGroups(4)
+    k = np.random.default_rng(0).normal(size=(3, 3, 16, 1)).astype("float32")
+    m = g.compute_mask(tf.constant(k), tf.ones_like(k), 0.5, gr.DEPTHWISE2D).numpy()
+    quads = m.reshape(9, 4, 4)  # (tap, channel quad, channel)
+    assert np.all(quads.min(-1) == quads.max(-1))  # whole quads kept or removed
+    assert g.units(k.shape, gr.DEPTHWISE2D) == 36 and int((quads[..., 0] == 0).sum()) == 18
+    assert g.check_pattern(k * m, gr.DEPTHWISE2D)[0]
+    # one removed weight short of a whole quad is a mixed group
+    broken = (k * m).copy()
+    tap, quad = np.argwhere(quads[..., 0] == 1)[0]
+    broken.reshape(9, 16)[tap, 4 * quad] = 0
+    assert not g.check_pattern(broken, gr.DEPTHWISE2D)[0]

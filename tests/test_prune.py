@@ -169,7 +169,7 @@ def test_training_keeps_pruned_weights_zero(granularity):
         for mask, layout in zip(w.masks, w.layouts, strict=True):
             units = g.units(mask.shape, layout)
             if isinstance(g, kp.granularity.SIMDGroups):
-                rows = layout.to_rows_np(mask.numpy())
+                rows = g.group_layout(layout).to_rows_np(mask.numpy())
                 pad = (-rows.shape[1]) % 4
                 grp = np.pad(rows, ((0, 0), (0, pad)))
                 kept = np.any(grp.reshape(rows.shape[0], -1, 4) > 0, axis=-1).sum()

@@ -27,7 +27,12 @@ def _group_prune(model: keras.Model, sparsity: float, seed: int = 0) -> keras.Mo
     accumulation axis of each output channel (what SIMDGroups(4) leaves)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if hasattr(layer, "kernel"):
+        if isinstance(layer, L.DepthwiseConv2D):  # groups: 4 channels at one tap
+            w = layer.kernel.numpy()
+            keep = rng.random((*w.shape[:2], w.shape[2] // 4)) >= sparsity
+            keep = np.repeat(keep, 4, axis=2)[..., None]
+            layer.kernel.assign(w * keep)
+        elif hasattr(layer, "kernel"):
             w = layer.kernel.numpy()
             rows = np.moveaxis(w, -1, 0).reshape(w.shape[-1], -1)
             keep = rng.random((rows.shape[0], -(-rows.shape[1] // 4))) >= sparsity
@@ -37,14 +42,15 @@ def _group_prune(model: keras.Model, sparsity: float, seed: int = 0) -> keras.Mo
 
 
 def _cnn() -> keras.Model:
-    """Every path of the sparse conv: a 1-channel SAME window (border taps, groups crossing
-    filter rows, k % 4 != 0, a short last block of output rows), stride 2 over 8
-    channels, a 1x1 conv (read in place), a dilated window (the per-tap loop), a VALID
-    3x3, then FULLY_CONNECTED layers."""
+    """Every path of the sparse convs: a 1-channel SAME window (border taps, windows built
+    whole, k % 4 != 0, a short last pass and quad), stride 2 over 8 channels, a
+    depthwise 3x3 over 12 channels, a 1x1 conv, a dilated window, a VALID 3x3, then
+    FULLY_CONNECTED layers."""
     keras.utils.set_random_seed(3)
     inp = keras.Input((13, 13, 1))
     x = L.Conv2D(8, 5, padding="same", activation="relu", name="c5")(inp)
     x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="c3s2")(x)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
     x = L.Conv2D(6, 1, activation="relu", name="c1x1")(x)
     x = L.Conv2D(6, 3, dilation_rate=2, padding="same", activation="relu", name="c3dil")(x)
     x = L.Conv2D(8, 3, activation="relu", name="c3valid")(x)
@@ -76,11 +82,12 @@ def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_expo
     kernels = {
         (la["keras_layers"] or ["?"])[-1]: la["kernel"]
         for la in rep.manifest["layers"]
-        if la["op"] in ("CONV_2D", "FULLY_CONNECTED")
+        if la["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
     }
     assert kernels == {
         "c5": "kp_sparse_convolve_s8",
         "c3s2": "kp_sparse_convolve_s8",
+        "dw": "kp_sparse_depthwise_conv_s8",
         "c1x1": "kp_sparse_convolve_s8",
         "c3dil": "kp_sparse_convolve_s8",
         "c3valid": "kp_sparse_convolve_s8",
@@ -135,7 +142,7 @@ def test_auto_follows_the_estimates_on_a_dense_model(tmp_path, data, capsys):
     choices = {
         la["keras_layers"][-1]: la["sparse"] for la in rep.manifest["layers"] if "sparse" in la
     }
-    assert len(choices) == 7
+    assert len(choices) == 8
     for c in choices.values():
         faster = c["est_sparse_cycles"] < c["est_dense_cycles"]
         smaller = c["sparse_weight_bytes"] <= c["dense_weight_bytes"]

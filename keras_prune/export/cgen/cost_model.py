@@ -45,6 +45,9 @@ __all__ = [
     "conv_sparse_features",
     "CONV_SPARSE_FEATURES",
     "conv_scratch_bytes",
+    "dw_scratch_bytes",
+    "dw_dense_cycles",
+    "dw_sparse_cycles",
     "zero_skip_cycles",
     "choose_zero_skip",
 ]
@@ -62,15 +65,24 @@ FC_SPARSE = {
 }
 CONV_DENSE = {"call": 0.0, "pixel": 490.0, "tap": 24.5, "value": 4.8, "mac": 1.66, "row": 35.2}
 CONV_SPARSE = {
-    "pixel": 32.7,
-    "word": 9.41,
-    "byte_row": 115.0,
-    "decode_row": 9.88,
-    "decode_delta8": 16.9,
-    "decode_runs": 12.0,
-    "quad_row": 153.0,
-    "quad_group": 29.8,
+    "word": 5.53,
+    "byte_row": 18.5,
+    "byte_word": 10.7,
+    "border_tap": 28.7,
+    "pass_row": 79.3,
+    "decode_row": 147.0,
+    "decode_delta8": 16.8,
+    "decode_runs": 16.1,
+    "quad_row": 55.8,
+    "quad_group": 28.9,
+    "tail_row": 175.0,
+    "tail_group": 2.49,
+    "empty_row": 140.0,
+    "empty_abs16": 5.35,
 }
+# Depthwise (depth multiplier 1), dense and on SIMD groups of 4 channels at one tap.
+DW_DENSE = {"pixel_quad": 232.0, "tap": 2.69, "border_tap": 20.3}
+DW_SPARSE = {"quad": 615.0, "pixel_quad": 173.0, "tap": 18.0, "border_tap": 38.8}
 # The zero-skipping FULLY_CONNECTED: per row (bias copy, requantization), per group holding
 # a non-zero input, and per entry of such a group. Reading and testing a skipped group is
 # not separable from "active" on the measured shapes, so it has no term of its own.
@@ -137,42 +149,125 @@ def conv_scratch_bytes(shape: ConvShape) -> int:
     return 4 * (CONV_PIXELS + 1) * groups + 4 * ((groups + 1) // 2)
 
 
+def dw_scratch_bytes(kh: int, kw: int) -> int:
+    """Arena scratch of ``kp_sparse_depthwise_conv_s8`` (``KP_SPARSE_DW_SCRATCH_BYTES``):
+    one channel quad's kept taps decoded, 12 bytes per tap."""
+    return 12 * kh * kw
+
+
+def border_pixels(shape: ConvShape) -> int:
+    """Output pixels whose window crosses the image border (the kernels' slower path).
+    The padding after is taken as what a SAME window needs beyond the padding before."""
+    counts = []
+    for out, k, s, d, pad in zip(
+        (shape.out_h, shape.out_w),
+        (shape.kh, shape.kw),
+        shape.stride,
+        shape.dilation,
+        shape.padding,
+        strict=True,
+    ):
+        after = max((k - 1) * d - pad, 0) if pad else 0
+        counts.append(min(out, -(-pad // s) + -(-after // s)))
+    return shape.pixels - (shape.out_h - counts[0]) * (shape.out_w - counts[1])
+
+
+def dw_dense_features(shape: ConvShape) -> list[float]:
+    """What ``kp_depthwise_conv_s8`` spends its cycles on (``DW_DENSE``): per output pixel
+    and channel quad (bias, four requantizations, the store), per tap of each, and per
+    tap of each outside its one-block 3x3 path (the border, other windows)."""
+    quads = -(-shape.cin // 4)
+    taps = shape.kh * shape.kw
+    fast = shape.kh == shape.kw == 3 and shape.dilation[1] == 1
+    slow = border_pixels(shape) if fast else shape.pixels
+    return [shape.pixels * quads, shape.pixels * quads * taps, slow * quads * taps]
+
+
+def dw_dense_cycles(shape: ConvShape) -> float:
+    """Estimated cycles of ``kp_depthwise_conv_s8`` (depth multiplier 1; ``shape.cin`` is
+    the channel count)."""
+    return float(np.dot(list(DW_DENSE.values()), dw_dense_features(shape)))
+
+
+def dw_sparse_features(shape: ConvShape, sparse: SparseGroups) -> list[float]:
+    """What ``kp_sparse_depthwise_conv_s8`` spends its cycles on (``DW_SPARSE``): per
+    channel quad, the decoding of its kept taps; per output pixel and quad, the same
+    fixed work as the dense kernel; per pixel and kept tap of a quad, one word of input
+    and of weights and four MACs, and more on the border (a bounds check per tap)."""
+    return [
+        sparse.rows,
+        shape.pixels * sparse.rows,
+        shape.pixels * sparse.n_groups,
+        border_pixels(shape) * sparse.n_groups,
+    ]
+
+
+def dw_sparse_cycles(shape: ConvShape, sparse: SparseGroups) -> float:
+    """Estimated cycles of ``kp_sparse_depthwise_conv_s8``."""
+    return float(np.dot(list(DW_SPARSE.values()), dw_sparse_features(shape, sparse)))
+
+
 #: What ``conv_sparse_cycles`` counts, in the order of ``conv_sparse_features``.
 CONV_SPARSE_FEATURES = (
-    "pixel",
     "word",
     "byte_row",
+    "byte_word",
+    "border_tap",
+    "pass_row",
     "decode_row",
     "decode_delta8",
     "decode_runs",
     "quad_row",
     "quad_group",
+    "tail_row",
+    "tail_group",
+    "empty_row",
+    "empty_abs16",
 )
 
 
 def conv_sparse_features(shape: ConvShape, sparse: SparseGroups) -> list[float]:
     """The counts ``kp_sparse_convolve_s8`` spends its cycles on (``CONV_SPARSE_FEATURES``):
-    per output pixel, the gather of its window (per 4-byte word, and per filter row when
-    the input channels are not a multiple of 4 and the window is first built whole, a
-    copy per row); per pass of
-    ``CONV_PIXELS`` pixels, each row's index decoded into group numbers (not for
-    ``abs16``, which the kernel reads as it is); per quad of pixels, each row's
-    accumulators and outputs and each kept group (one weight word over four pixels)."""
+    per output pixel, the gather of its window: per 4-byte word, plus the pixel's own loop
+    and addresses counted as 4 words more (the measured layers, all with long windows,
+    cannot tell the two apart); where the input channels are not a multiple of 4 and the
+    window is built whole first, per filter row and per word again; per tap of a window
+    that crosses the image border (copied tap by tap). Per pass of ``CONV_PIXELS`` pixels,
+    the walk over the rows, and for a row with kept groups in a ``delta8`` or ``runs``
+    stream, its index decoded into group numbers (``abs16`` is read as it is). Per quad of
+    pixels, each row's accumulators and outputs, and each kept group (one weight word over
+    four pixels). Per row and kept group, a quad of an image's last pass done in C. Per
+    row without kept groups, its outputs (one constant) written once per image, and per
+    pass a skip in the ``abs16`` walk."""
     k = shape.kh * shape.kw * shape.cin
     words = -(-k // 4)
     full, rest = divmod(shape.pixels, CONV_PIXELS)
     passes = full + (rest > 0)
     quads = full * (CONV_PIXELS // 4) + -(-rest // 4)
-    decode = sparse.index_kind != "abs16"
+    abs16 = sparse.index_kind == "abs16"
+    # A last pass of 5-15 pixels, no multiple of 4, ends on a quad that overlaps the one
+    # before: for abs16 one more walk over the rows, else the C path per row; a last pass
+    # of 1-3 pixels takes the C path.
+    overlap = rest > 4 and rest % 4 != 0
+    c_quad = 0 < rest < 4 or (overlap and not abs16)
+    bytewise = shape.cin % 4 != 0
+    live = int(np.count_nonzero(sparse.counts))
+    empty = sparse.rows - live
     return [
-        shape.pixels,
-        shape.pixels * words,
-        shape.pixels * shape.kh if shape.cin % 4 else 0,
-        passes * sparse.rows * decode,
+        shape.pixels * (words + 4),
+        shape.pixels * shape.kh * bytewise,
+        shape.pixels * words * bytewise,
+        border_pixels(shape) * shape.kh * shape.kw,
+        (passes + (overlap and abs16)) * sparse.rows,
+        passes * live * (not abs16),
         passes * sparse.n_groups * (sparse.index_kind == "delta8"),
         passes * sparse.n_groups * (sparse.index_kind == "runs"),
-        quads * sparse.rows,
+        quads * live,
         quads * sparse.n_groups,
+        live * c_quad,
+        sparse.n_groups * c_quad,
+        empty,
+        passes * empty * abs16,
     ]
 
 
@@ -230,10 +325,12 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
     """Dense or sparse for one layer.
 
     Args:
-        op: ``"fc"`` or ``"conv"``.
+        op: ``"fc"``, ``"conv"`` or ``"dw"`` (depthwise, depth multiplier 1).
         rows: the int8 weights as (output channels, k), TFLite's row layout (a
-            convolution's OHWI filter flattened per output channel).
-        shape: ``{"batches": n}`` for ``fc``; a ``ConvShape`` for ``conv``.
+            convolution's OHWI filter flattened per output channel); for ``dw``,
+            ``sparse_format.depthwise_rows`` of the (taps, channels) filter.
+        shape: ``{"batches": n}`` for ``fc``; a ``ConvShape`` for ``conv`` and ``dw``
+            (``cin``: the depthwise layer's channels).
         mode: ``"auto"`` picks the lower estimate, ``"always"`` takes sparse whenever
             the layer has weights at all, ``"never"`` keeps dense.
     """
@@ -245,8 +342,10 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
         dense = fc_dense_cycles(shape["batches"], k, n_out)
     elif op == "conv":
         dense = conv_dense_cycles(shape, n_out)
+    elif op == "dw":
+        dense = dw_dense_cycles(shape)
     else:
-        raise ValueError(f"op={op!r}: expected 'fc' or 'conv'.")
+        raise ValueError(f"op={op!r}: expected 'fc', 'conv' or 'dw'.")
     if mode == "never":
         return Choice(
             "dense",
@@ -270,6 +369,8 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
             continue
         if op == "fc":
             cost = fc_sparse_cycles(shape["batches"], enc)
+        elif op == "dw":
+            cost = dw_sparse_cycles(shape, enc)
         else:
             cost = conv_sparse_cycles(shape, enc)
         if smallest is None or enc.nbytes < smallest[1].nbytes:

@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "InputGroups",
     "encode_input_groups",
+    "depthwise_rows",
     "INDEX_KINDS",
     "WIDTH",
 ]
@@ -114,6 +115,21 @@ class SparseGroups:
     def decode(self) -> np.ndarray:
         """The dense int8 (rows x k) matrix; see ``decode``."""
         return decode(self)
+
+
+def depthwise_rows(filter_taps: np.ndarray) -> np.ndarray:
+    """A depthwise filter as ``kp_sparse_depthwise_conv_s8`` stores it: ``filter_taps``
+    (taps, channels), channels a multiple of 4, becomes (channels / 4, 4 * taps) with
+    group ``t`` of row ``q`` = channels ``4q..4q+3`` at tap ``t``, so that
+    ``encode_groups`` keeps exactly the SIMD groups ``SIMDGroups`` prunes in a depthwise
+    kernel (4 consecutive channels at one tap)."""
+    taps, channels = filter_taps.shape
+    if channels % WIDTH:
+        raise ValueError(f"depthwise_rows: {channels} channels is not a multiple of {WIDTH}.")
+    quads = channels // WIDTH
+    return np.ascontiguousarray(
+        filter_taps.reshape(taps, quads, WIDTH).transpose(1, 0, 2).reshape(quads, taps * WIDTH)
+    )
 
 
 def row_groups(weights: np.ndarray, width: int) -> np.ndarray:

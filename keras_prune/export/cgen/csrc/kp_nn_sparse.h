@@ -77,6 +77,23 @@ kp_status kp_sparse_convolve_s8(const kp_conv_params *params, const kp_quant_par
                                 const int32_t *eff_bias, const kp_dims *output_dims,
                                 int8_t *output, int8_t *scratch);
 
+/* Bytes of scratch kp_sparse_depthwise_conv_s8 needs: 12 per tap of the filter. */
+#define KP_SPARSE_DW_SCRATCH_BYTES(filter_h, filter_w) \
+    (12 * (int32_t)(filter_h) * (int32_t)(filter_w))
+
+/* DEPTHWISE_CONV_2D, depth multiplier 1, channels a multiple of 4, with w holding the
+ * filter (TFLite's 1 x h x w x c) as SIMD groups of four channels at one tap: w->rows =
+ * c / 4 channel quads, w->k = 4 * h * w, group t of row q = channels 4q..4q+3 at tap t
+ * (ky * w + kx). Same arithmetic as kp_depthwise_conv_s8 on the dense pruned filter;
+ * scratch: KP_SPARSE_DW_SCRATCH_BYTES, 4-byte aligned. KP_ERR_ARG for any other depth
+ * multiplier or channel count, or the dense kernel's parameter errors. */
+kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
+                                      const kp_quant_params *quant, const kp_dims *input_dims,
+                                      const int8_t *input, const kp_dims *filter_dims,
+                                      const kp_sparse_groups *w, const int32_t *eff_bias,
+                                      const kp_dims *output_dims, int8_t *output,
+                                      int8_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@ from keras_prune.export.cgen.lowering.types import (
     MAX_DEPTH,
     CLayer,
 )
+from keras_prune.export.cgen.sparse_format import depthwise_rows
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.export.int8.flatbuffer import Operator
 
@@ -146,6 +147,19 @@ def depthwise_conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
     )
     cdecls = cp + cdecls
     macs = int(np.prod(out.shape)) * kh * kw
+    kernel, scratch, choice = "kp_depthwise_conv_s8", 0, None
+    if dm == 1 and o % 4 == 0:  # the sparse kernel's groups: 4 channels at one tap
+        cshape = sparse_cost.ConvShape(*out.shape[1:3], kh, kw, o, stride, dil, pad)
+        taps = w.data.reshape(kh * kw, o)
+        choice = sparse_cost.choose("dw", depthwise_rows(taps), cshape, ctx.sparse)
+        if choice.kernel == "sparse":
+            decls += ctx.sparse_weights(p, choice, arrays)
+            kernel, scratch = "kp_sparse_depthwise_conv_s8", sparse_cost.dw_scratch_bytes(kh, kw)
+            call = (
+                f"kp_sparse_depthwise_conv_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, "
+                f"&{p}_f, &{p}_sg, kp_{p}_eb, &{p}_out, {{out0}}, "
+                f"(int8_t *)(void *){{scratch}})"
+            )
     return CLayer(
         op.index,
         op.name,
@@ -158,5 +172,7 @@ def depthwise_conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
         ccall,
         arrays=arrays,
         macs=macs,
-        kernel="kp_depthwise_conv_s8",
+        scratch=scratch,
+        kernel=kernel,
+        sparse=choice.as_dict() if choice is not None else None,
     )
