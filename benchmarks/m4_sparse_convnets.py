@@ -81,8 +81,8 @@ def build(name: str, x_cal: np.ndarray, seed: int) -> keras.Model:
 
 def group_prune(model: keras.Model, sparsity: float) -> keras.Model:
     """A copy of ``model`` with every Conv2D, DepthwiseConv2D and Dense kernel pruned to
-    ``sparsity`` of its 4-weight groups by magnitude (the library's SIMDGroups(4) mask); ``model`` is left as
-    it was."""
+    ``sparsity`` of its 4-weight groups by magnitude (the library's SIMDGroups(4) mask);
+    ``model`` is left as it was."""
     pruned = clone_with_weights(model, fresh)
     for layer in pruned.layers:
         if not isinstance(layer, PRUNED):

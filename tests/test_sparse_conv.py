@@ -262,9 +262,7 @@ def make_dw_case(rng, shape, sparsity, per_channel, kind=None):
     eff = int8_ops.effective_bias(bias, wt.T, params["input_offset"])
     sg = encode_groups(depthwise_rows(wt), index=kind)
     m, s = np.asarray(m, np.int32).ravel(), np.asarray(s, np.int32).ravel()
-    expected = int8_ops.depthwise_conv2d(
-        x, wt.reshape(1, kh, kw, c), bias, params, m, s, (oh, ow)
-    )
+    expected = int8_ops.depthwise_conv2d(x, wt.reshape(1, kh, kw, c), bias, params, m, s, (oh, ow))
     return x, sg, eff, params, m, s, (kh, kw), expected
 
 
