@@ -38,6 +38,7 @@ KERNELS = (
     "kp_nn_mat_mult_s8_s16_2col.c",
     "kp_sparse_fully_connected_s8.c",
     "kp_sparse_convolve_s8.c",
+    "kp_sparse_convolve_rows_s8.c",
     "kp_depthwise_conv_s8.c",
     "kp_sparse_depthwise_conv_s8.c",
     "kp_nn_sparse_vec_s8.c",
@@ -180,7 +181,7 @@ class Bench:
         ow, pw = int8_ops.padding(wd, kk, st, 1, padding)
         return sparse_cost.ConvShape(oh, ow, kk, kk, cin, (st, st), (1, 1), (ph, pw))
 
-    def conv(self, shape, w: np.ndarray, kind: str | None) -> int:
+    def conv(self, shape, w: np.ndarray, kind: str | None, variant: str = "quads") -> int:
         e = self.emu
         h, wd, cin, oc, kk, _, st = shape
         cs = self.conv_shape(shape)
@@ -213,8 +214,12 @@ class Bench:
                 e.alloc(4 * kk * kk * cin),
             )
         else:
+            rows = variant == "rows"
+            scratch = (
+                sparse_cost.conv_rows_scratch_bytes if rows else sparse_cost.conv_scratch_bytes
+            )(cs)
             _, prof = e.call(
-                "kp_sparse_convolve_s8",
+                "kp_sparse_convolve_rows_s8" if rows else "kp_sparse_convolve_s8",
                 pa,
                 qa,
                 dims_in,
@@ -224,7 +229,7 @@ class Bench:
                 ea,
                 dims_out,
                 out,
-                e.alloc(max(4, sparse_cost.conv_scratch_bytes(cs))),
+                e.alloc(max(4, scratch)),
             )
         got = e.read_array(out, np.int8, expected.size).reshape(expected.shape)
         assert (got == expected).all(), (shape, kind)
@@ -379,6 +384,34 @@ def main() -> None:
         ["pixel", "tap", "value", "mac", "row"],
         fit(feats, cyc),
         rows,
+    )
+    rfeats, rcyc, rrows = [], [], []
+    for shape in CONV_SHAPES:
+        if shape[2] >= 8:  # the variant is a candidate for few input channels
+            continue
+        h, wd, cin, oc, kk, padding, st = shape
+        cs = Bench.conv_shape(shape)
+        label = f"{h}x{wd}x{cin}->{oc} {kk}x{kk}/{st} {padding}"
+        for sp in CONV_SPARSITIES:
+            w = pruned(rng, oc, kk * kk * cin, sp)
+            sg = encode_groups(w, index="abs16")
+            c = b.conv(shape, w, "abs16", "rows")
+            _, in_rows, _ = sparse_cost.conv_rows_block(cs)
+            blocks = -(-cs.out_h // sparse_cost.conv_rows_block(cs)[0])
+            pieces = sparse_cost.conv_rows_pieces(cs, w)
+            rfeats.append(
+                [blocks * in_rows, blocks * sparse_cost.conv_rows_bytes(cs),
+                 blocks * sg.n_groups, cs.pixels * oc, cs.pixels * pieces]
+            )  # fmt: skip
+            rcyc.append(c)
+            rrows.append(
+                (f"conv rows {label} @{sp:.2f}", c, sparse_cost.conv_rows_cycles(cs, sg, pieces))
+            )
+    report(
+        "CONV rows " + str(list(sparse_cost.CONV_ROWS)),
+        list(sparse_cost.CONV_ROWS),
+        fit(rfeats, rcyc),
+        rrows,
     )
     report(
         "CONV sparse " + str(list(sparse_cost.CONV_SPARSE_FEATURES)),

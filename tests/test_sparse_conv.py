@@ -95,7 +95,26 @@ def host_run(driver, x, sg, eff, params, m, s, window, expected_shape):
     return status, out.reshape(expected_shape)
 
 
-@given(st.data())
+@pytest.fixture(scope="module")
+def rows_driver(tmp_path_factory):
+    if cbuild.find_cc() is None:
+        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
+    exe = cbuild.compile_host(
+        [
+            kernel_library.KERNEL_DIR / "kp_sparse_convolve_rows_s8.c",
+            DRIVER_SRC.with_name("kp_sparse_conv_rows_driver.c"),
+        ],
+        [kernel_library.KERNEL_DIR, DRIVER_SRC.parent],
+        tmp_path_factory.mktemp("sparse_conv_rows") / "kp_sparse_conv_rows_driver",
+        sanitize=True,
+    )
+    d = PipeDriver(exe)
+    yield d
+    d.close()
+
+
+@pytest.mark.parametrize("variant", ["quads", "rows"])
+@given(data=st.data())
 @settings(
     max_examples=40,
     deadline=None,
@@ -103,7 +122,11 @@ def host_run(driver, x, sg, eff, params, m, s, window, expected_shape):
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-def test_portable_kernel_equals_reference(driver, data):
+def test_portable_kernel_equals_reference(driver, rows_driver, variant, data):
+    """Both sparse convolutions: kp_sparse_convolve_s8 (quads) and the block-of-rows
+    variant the cost model picks for few-channel layers."""
+    if variant == "rows":
+        driver = rows_driver
     kh, kw = data.draw(st.sampled_from([(1, 1), (3, 3), (5, 5), (3, 1), (2, 4)]))
     shape = (
         data.draw(st.integers(1, 2)),
@@ -159,12 +182,14 @@ def m4(tmp_path_factory):
         pytest.skip(f"{m4_profile.INSTALL_HINT}; {m4_profile.UNICORN_HINT}")
     d = tmp_path_factory.mktemp("sparse_conv_m4")
     elf = m4_profile.build_library_elf(
-        SOURCES, d / "kp_sparse_conv.elf", include_dirs=[kernel_library.KERNEL_DIR]
+        [*SOURCES, kernel_library.KERNEL_DIR / "kp_sparse_convolve_rows_s8.c"],
+        d / "kp_sparse_conv.elf",
+        include_dirs=[kernel_library.KERNEL_DIR],
     )
     return m4_profile.M4Emulator(elf)
 
 
-def m4_run(emu, x, sg, eff, params, m, s, window, expected_shape):
+def m4_run(emu, x, sg, eff, params, m, s, window, expected_shape, variant="quads"):
     n, h, w, cin = x.shape
     _, oh, ow, oc = expected_shape
     p = params
@@ -184,10 +209,20 @@ def m4_run(emu, x, sg, eff, params, m, s, window, expected_shape):
         emu.put(sg.words.astype("<u4")) if sg.n_groups else 0,
         emu.put(sg.index) if sg.index.size else 0,
     )
-    shape = sparse_cost.ConvShape(oh, ow, *window, cin)
+    p_ = params
+    shape = sparse_cost.ConvShape(
+        oh, ow, *window, cin,
+        (p_["stride"]["h"], p_["stride"]["w"]), (p_["dilation"]["h"], p_["dilation"]["w"]),
+        (p_["padding"]["h"], p_["padding"]["w"]),
+    )  # fmt: skip
+    scratch = (
+        sparse_cost.conv_rows_scratch_bytes(shape)
+        if variant == "rows"
+        else sparse_cost.conv_scratch_bytes(shape)
+    )
     out = emu.alloc(int(np.prod(expected_shape)))
     status, prof = emu.call(
-        "kp_sparse_convolve_s8",
+        "kp_sparse_convolve_rows_s8" if variant == "rows" else "kp_sparse_convolve_s8",
         pa,
         qa,
         emu.put_words(n, h, w, cin),
@@ -197,15 +232,16 @@ def m4_run(emu, x, sg, eff, params, m, s, window, expected_shape):
         emu.put(eff),
         emu.put_words(n, oh, ow, oc),
         out,
-        emu.alloc(sparse_cost.conv_scratch_bytes(shape)),
+        emu.alloc(scratch),
     )
     got = emu.read_array(out, np.int8, int(np.prod(expected_shape))).reshape(expected_shape)
     return status, got, prof
 
 
 @pytest.mark.slow  # unicorn
+@pytest.mark.parametrize("variant", ["quads", "rows"])
 @pytest.mark.parametrize("shape,sparsity,kind", M4_SHAPES)
-def test_dsp_kernel_equals_reference(m4, driver, shape, sparsity, kind):
+def test_dsp_kernel_equals_reference(m4, driver, shape, sparsity, kind, variant):
     rng = np.random.default_rng(shape[1] * 31 + shape[3])
     for trial in range(2):
         x, sg, eff, params, m, s, window, expected = make_case(
@@ -214,7 +250,7 @@ def test_dsp_kernel_equals_reference(m4, driver, shape, sparsity, kind):
         status, host = host_run(driver, x, sg, eff, params, m, s, window, expected.shape)
         assert status == 0
         np.testing.assert_array_equal(host, expected)
-        status, arm, _ = m4_run(m4, x, sg, eff, params, m, s, window, expected.shape)
+        status, arm, _ = m4_run(m4, x, sg, eff, params, m, s, window, expected.shape, variant)
         assert status == 0
         np.testing.assert_array_equal(arm, expected)
 

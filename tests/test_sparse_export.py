@@ -84,12 +84,13 @@ def test_sparse_layers_are_bit_exact_with_tflm_on_host_and_cortex_m4(sparse_expo
         for la in rep.manifest["layers"]
         if la["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
     }
+    # The block-of-rows variant wins on the 1-channel and the dilated 6-channel windows.
     assert kernels == {
-        "c5": "kp_sparse_convolve_s8",
+        "c5": "kp_sparse_convolve_rows_s8",
         "c3s2": "kp_sparse_convolve_s8",
         "dw": "kp_sparse_depthwise_conv_s8",
         "c1x1": "kp_sparse_convolve_s8",
-        "c3dil": "kp_sparse_convolve_s8",
+        "c3dil": "kp_sparse_convolve_rows_s8",
         "c3valid": "kp_sparse_convolve_s8",
         "fc_a": "kp_sparse_fully_connected_s8",
         "fc_b": "kp_sparse_fully_connected_s8",
@@ -214,14 +215,16 @@ _SCRATCH_C = r"""
 #include <stdio.h>
 #include "kp_nn_sparse.h"
 
-static const int32_t shapes[][3] = {SHAPES}; /* kh, kw, cin */
+static const int32_t shapes[][9] = {SHAPES}; /* kh, kw, cin, oh, ow, sh, sw, dh, dw */
 
 int main(void)
 {
     size_t i;
     for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
         const int32_t *s = shapes[i];
-        printf("%ld\n", (long)KP_SPARSE_CONV_SCRATCH_BYTES(s[0], s[1], s[2]));
+        printf("%ld %ld\n", (long)KP_SPARSE_CONV_SCRATCH_BYTES(s[0], s[1], s[2]),
+               (long)KP_SPARSE_CONV_ROWS_SCRATCH_BYTES(s[0], s[1], s[2], s[3], s[4], s[5],
+                                                       s[6], s[7], s[8]));
     }
     return 0;
 }
@@ -229,8 +232,8 @@ int main(void)
 
 
 def test_scratch_agrees_with_the_kernel(tmp_path):
-    """sparse_cost's scratch size is the C macro's (tests/test_sparse_conv.py runs the kernel
-    under ASan with exactly that much)."""
+    """sparse_cost's scratch sizes are the C macros' (tests/test_sparse_conv.py runs both
+    sparse convolutions under ASan with exactly that much)."""
     import subprocess
 
     from keras_prune.export.cgen import kernel_library
@@ -238,9 +241,18 @@ def test_scratch_agrees_with_the_kernel(tmp_path):
 
     if cbuild.find_cc() is None:
         pytest.skip("no host C compiler")
-    rows = ", ".join("{" + f"{s.kh}, {s.kw}, {s.cin}" + "}" for s in SCRATCH_SHAPES)
+    rows = ", ".join(
+        "{"
+        + ", ".join(map(str, (s.kh, s.kw, s.cin, s.out_h, s.out_w, *s.stride, *s.dilation)))
+        + "}"
+        for s in SCRATCH_SHAPES
+    )
     src = tmp_path / "scratch.c"
     src.write_text(_SCRATCH_C.replace("{SHAPES}", "{" + rows + "}"))
     exe = cbuild.compile_host([src], [kernel_library.KERNEL_DIR], tmp_path / "scratch")
     lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert [int(v) for v in lines] == [sparse_cost.conv_scratch_bytes(s) for s in SCRATCH_SHAPES]
+    assert [int(v) for v in lines] == [
+        n
+        for s in SCRATCH_SHAPES
+        for n in (sparse_cost.conv_scratch_bytes(s), sparse_cost.conv_rows_scratch_bytes(s))
+    ]

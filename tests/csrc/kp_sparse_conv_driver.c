@@ -7,6 +7,9 @@
  * KP_SPARSE_CONV_SCRATCH_BYTES, so a read or write past any of them trips
  * AddressSanitizer.
  *
+ * Built with -DKP_DRIVER_ROWS (kp_sparse_conv_rows_driver.c) it drives
+ * kp_sparse_convolve_rows_s8 instead, with KP_SPARSE_CONV_ROWS_SCRATCH_BYTES.
+ *
  * Format, int32 little-endian: header[24] = n h w c  oc kh kw  oh ow  stride_h stride_w
  * pad_h pad_w dil_h dil_w  input_offset output_offset act_min act_max per_channel
  * index_kind n_groups index_bytes n_quant, then the bytes of input[n h w c] (int8),
@@ -72,7 +75,12 @@ int main(void)
         mult = read_array(4 * (size_t)h[23]);
         shift = read_array(4 * (size_t)h[23]);
         output = malloc(out_bytes ? out_bytes : 1);
+#ifdef KP_DRIVER_ROWS
+        scratch = malloc((size_t)KP_SPARSE_CONV_ROWS_SCRATCH_BYTES(
+            f.h, f.w, f.c, out.h, out.w, h[9], h[10], h[13], h[14]));
+#else
         scratch = malloc((size_t)KP_SPARSE_CONV_SCRATCH_BYTES(f.h, f.w, f.c));
+#endif
         if (output == NULL || scratch == NULL) {
             die("out of memory");
         }
@@ -97,8 +105,13 @@ int main(void)
         w.counts = counts;
         w.words = words;
         w.index = index;
+#ifdef KP_DRIVER_ROWS
+        status = kp_sparse_convolve_rows_s8(&p, &quant, &in, input, &f, &w, eff_bias, &out,
+                                            output, scratch);
+#else
         status = kp_sparse_convolve_s8(&p, &quant, &in, input, &f, &w, eff_bias, &out, output,
                                        scratch);
+#endif
         if (fwrite(&status, sizeof status, 1, stdout) != 1 ||
             fwrite(output, 1, out_bytes, stdout) != out_bytes) {
             die("short write");

@@ -31,6 +31,7 @@ from keras_prune.export.cgen.sparse_format import (
     SparseGroups,
     encode_groups,
     encode_input_groups,
+    row_groups,
 )
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "conv_sparse_features",
     "CONV_SPARSE_FEATURES",
     "conv_scratch_bytes",
+    "conv_rows_cycles",
+    "conv_rows_scratch_bytes",
     "dw_scratch_bytes",
     "dw_dense_cycles",
     "dw_sparse_cycles",
@@ -278,6 +281,66 @@ def conv_sparse_cycles(shape: ConvShape, sparse: SparseGroups) -> float:
     return float(sum(CONV_SPARSE[f] * n for f, n in zip(CONV_SPARSE_FEATURES, counts, strict=True)))
 
 
+# kp_sparse_convolve_rows_s8: by blocks of output rows (the variant for few channels).
+# Its copies of input rows are not fitted (a few library calls per row, word copies).
+CONV_ROWS = {"in_row": 40.0, "copy": 0.5, "group": 152.0, "out": 43.8, "piece": 11.4}
+CONV_ROWS_BLOCK_PIXELS = 32  # KP_SPARSE_CONV_ROWS_BLOCK_PIXELS
+# KP_SPARSE_CONV_ROWS_MAX_BYTES: the copied input rows are addressed by uint16 offsets.
+CONV_ROWS_MAX_BYTES = 65532
+
+
+def conv_rows_block(shape: ConvShape) -> tuple[int, int, int]:
+    """(output rows, input rows, input pixels per row) of a block of
+    ``kp_sparse_convolve_rows_s8``."""
+    bh = min(shape.out_h, -(-CONV_ROWS_BLOCK_PIXELS // shape.out_w))
+    span = (shape.out_w - 1) * shape.stride[1] + (shape.kw - 1) * shape.dilation[1] + 1
+    in_rows = (bh - 1) * shape.stride[0] + (shape.kh - 1) * shape.dilation[0] + 1
+    return bh, in_rows, span
+
+
+def conv_rows_bytes(shape: ConvShape) -> int:
+    """Bytes of input rows ``kp_sparse_convolve_rows_s8`` copies per block."""
+    _, in_rows, span = conv_rows_block(shape)
+    return in_rows * span * shape.cin
+
+
+def conv_rows_scratch_bytes(shape: ConvShape) -> int:
+    """Arena scratch of ``kp_sparse_convolve_rows_s8``
+    (``KP_SPARSE_CONV_ROWS_SCRATCH_BYTES``): a block's int32 accumulators, a uint16 offset
+    per filter tap, the block's input rows and a word its DSP loop may read past them."""
+    bh, _, _ = conv_rows_block(shape)
+    taps = shape.kh * shape.kw * shape.cin
+    return 4 * bh * shape.out_w + 4 * ((taps + 1) // 2) + 4 + ((conv_rows_bytes(shape) + 3) & ~3)
+
+
+def conv_rows_pieces(shape: ConvShape, rows: np.ndarray) -> int:
+    """Words ``kp_sparse_convolve_rows_s8`` reads per output pixel: a kept group is one
+    word of the copied rows, two when it crosses into the next filter row; a dilated
+    filter with fewer than 4 input channels takes the per-tap loop, costed as two."""
+    rows = np.asarray(rows)
+    k = rows.shape[1]
+    kept = row_groups(rows, 4).any(axis=2)
+    if shape.dilation[1] != 1 and shape.cin % 4:
+        return 2 * int(kept.sum())
+    t0 = 4 * np.arange(kept.shape[1])
+    row_len = shape.kw * shape.cin
+    crosses = (t0 % row_len) + np.minimum(4, k - t0) > row_len
+    return int(kept.sum() + (kept & crosses[None, :]).sum())
+
+
+def conv_rows_cycles(shape: ConvShape, sparse: SparseGroups, pieces: int) -> float:
+    """Estimated cycles of ``kp_sparse_convolve_rows_s8``: per block of output rows, the copy
+    of its input rows and each kept group's setup; per pixel, each output's accumulator
+    and requantization and each word of kept weights (``conv_rows_pieces``)."""
+    c = CONV_ROWS
+    bh, in_rows, _ = conv_rows_block(shape)
+    blocks = -(-shape.out_h // bh)
+    per_block = c["in_row"] * in_rows + c["copy"] * conv_rows_bytes(shape)
+    return blocks * (per_block + c["group"] * sparse.n_groups) + shape.pixels * (
+        c["out"] * sparse.rows + c["piece"] * pieces
+    )
+
+
 @dataclass(frozen=True)
 class Choice:
     """What the exporter decided for one layer, and why."""
@@ -293,6 +356,9 @@ class Choice:
     input_groups: InputGroups | None = None  # the encoding, when kernel == "zero_skip"
     zero_skip_cycles: float = float("nan")
     input_density: float | None = None  # expected non-zero fraction of the input
+    # CONV_2D: "rows" when the block-of-rows variant (kp_sparse_convolve_rows_s8) is the
+    # faster sparse kernel, else "quads" (kp_sparse_convolve_s8)
+    conv_variant: str | None = None
 
     def as_dict(self) -> dict:
         extra = {}
@@ -317,6 +383,7 @@ class Choice:
             ),
             "dense_weight_bytes": self.dense_bytes,
             "sparse_weight_bytes": self.sparse_bytes,
+            **({"conv_variant": self.conv_variant} if self.conv_variant else {}),
             **extra,
         }
 
@@ -362,24 +429,33 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
     # streams whose storage is no larger than the dense weights: "auto" never trades
     # flash for speed.
     best = smallest = None
+    # The block-of-rows convolution is a candidate where its input rows fit its offsets.
+    rows_cost = rows_pieces = None
+    if op == "conv" and conv_rows_bytes(shape) <= CONV_ROWS_MAX_BYTES:
+        rows_cost, rows_pieces = True, conv_rows_pieces(shape, rows)
     for kind in ("abs16", "delta8", "runs"):
         try:
             enc = encode_groups(rows, index=kind)
         except ValueError:  # abs16 beyond 65536 groups per row
             continue
+        variant = None
         if op == "fc":
             cost = fc_sparse_cycles(shape["batches"], enc)
         elif op == "dw":
             cost = dw_sparse_cycles(shape, enc)
         else:
-            cost = conv_sparse_cycles(shape, enc)
+            cost, variant = conv_sparse_cycles(shape, enc), "quads"
+            if rows_cost is not None:
+                alt = conv_rows_cycles(shape, enc, rows_pieces)
+                if alt < cost:
+                    cost, variant = alt, "rows"
         if smallest is None or enc.nbytes < smallest[1].nbytes:
-            smallest = (cost, enc)
+            smallest = (cost, enc, variant)
         if mode == "auto" and enc.nbytes > rows.size:
             continue
         if best is None or cost < best[0] or (cost == best[0] and enc.nbytes < best[1].nbytes):
-            best = (cost, enc)
-    sparse, enc = best or smallest
+            best = (cost, enc, variant)
+    sparse, enc, variant = best or smallest
     gs = enc.group_sparsity
     speed = dense / sparse
     facts = (
@@ -396,12 +472,23 @@ def choose(op: str, rows: np.ndarray, shape: dict | ConvShape, mode: str = "auto
             int(rows.size),
             enc.nbytes,
             enc,
+            conv_variant=variant,
         )
     if best is None:
         why = f"sparse storage would be larger ({enc.nbytes:,} vs {rows.size:,} bytes): {facts}"
         return Choice("dense", why, gs, dense, sparse, int(rows.size), enc.nbytes, None)
     if sparse < dense:
-        return Choice("sparse", facts, gs, dense, sparse, int(rows.size), enc.nbytes, enc)
+        return Choice(
+            "sparse",
+            facts,
+            gs,
+            dense,
+            sparse,
+            int(rows.size),
+            enc.nbytes,
+            enc,
+            conv_variant=variant,
+        )
     return Choice(
         "dense", f"dense is faster: {facts}", gs, dense, sparse, int(rows.size), enc.nbytes, None
     )

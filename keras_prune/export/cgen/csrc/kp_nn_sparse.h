@@ -94,6 +94,51 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
                                       const kp_dims *output_dims, int8_t *output,
                                       int8_t *scratch);
 
+/* Output pixels kp_sparse_convolve_rows_s8 aims to cover per block of output rows. */
+#define KP_SPARSE_CONV_ROWS_BLOCK_PIXELS 32
+
+/* Output rows per block: enough whole rows for KP_SPARSE_CONV_ROWS_BLOCK_PIXELS pixels. */
+#define KP_SPARSE_CONV_ROWS_BLOCK(out_h, out_w)                                   \
+    KP_SPARSE_ROWS_MIN_((int32_t)(out_h),                                              \
+                   (KP_SPARSE_CONV_ROWS_BLOCK_PIXELS + (int32_t)(out_w) - 1) / (int32_t)(out_w))
+#define KP_SPARSE_ROWS_MIN_(a, b) ((a) < (b) ? (a) : (b))
+
+/* Input pixels a row of windows spans along x, and input rows a block of block_h output
+ * rows reads. */
+#define KP_SPARSE_CONV_ROWS_SPAN(filter_w, out_w, stride_w, dilation_w) \
+    (((int32_t)(out_w) - 1) * (int32_t)(stride_w) + \
+     ((int32_t)(filter_w) - 1) * (int32_t)(dilation_w) + 1)
+#define KP_SPARSE_CONV_ROWS_IN(block_h, filter_h, stride_h, dilation_h) \
+    (((int32_t)(block_h) - 1) * (int32_t)(stride_h) + \
+     ((int32_t)(filter_h) - 1) * (int32_t)(dilation_h) + 1)
+
+/* Bytes of scratch kp_sparse_convolve_rows_s8 needs: an int32 accumulator per output pixel of
+ * a block, a uint16 offset per filter tap, the input rows a block reads (padding
+ * included) and one word more, which the short last group of a filter may read (times a
+ * zero weight). */
+#define KP_SPARSE_CONV_ROWS_SCRATCH_BYTES(filter_h, filter_w, in_c, out_h, out_w, stride_h, \
+                                     stride_w, dilation_h, dilation_w)                 \
+    (4 * KP_SPARSE_CONV_ROWS_BLOCK(out_h, out_w) * (int32_t)(out_w) +                  \
+     4 * (((int32_t)(filter_h) * (int32_t)(filter_w) * (int32_t)(in_c) + 1) / 2) + 4 + \
+     ((KP_SPARSE_CONV_ROWS_IN(KP_SPARSE_CONV_ROWS_BLOCK(out_h, out_w), filter_h,       \
+                              stride_h, dilation_h) *                                  \
+           KP_SPARSE_CONV_ROWS_SPAN(filter_w, out_w, stride_w, dilation_w) * (int32_t)(in_c) + \
+       3) & ~3))
+
+/* The input rows of a block must fit in 64 KiB (they are addressed by uint16 offsets). */
+#define KP_SPARSE_CONV_ROWS_MAX_BYTES 65532
+
+/* CONV_2D as kp_sparse_convolve_s8 (same arguments and results), by blocks of output rows
+ * (kp_sparse_convolve_rows_s8.c); scratch: KP_SPARSE_CONV_ROWS_SCRATCH_BYTES, 4-byte
+ * aligned. KP_ERR_ARG also when a block's input rows exceed
+ * KP_SPARSE_CONV_ROWS_MAX_BYTES. */
+kp_status kp_sparse_convolve_rows_s8(const kp_conv_params *params,
+                                     const kp_quant_params *quant, const kp_dims *input_dims,
+                                     const int8_t *input, const kp_dims *filter_dims,
+                                     const kp_sparse_groups *w, const int32_t *eff_bias,
+                                     const kp_dims *output_dims, int8_t *output,
+                                     int8_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -85,10 +85,14 @@ def conv_2d(ctx: LoweringContext, op: Operator) -> CLayer:
         kernel, scratch = "kp_zero_skip_fully_connected_s8", 4 * o
     elif choice.kernel == "sparse":
         decls += ctx.sparse_weights(p, choice, arrays)
-        kernel = "kp_sparse_convolve_s8"
-        scratch = sparse_cost.conv_scratch_bytes(cshape)
+        if choice.conv_variant == "rows":
+            kernel = "kp_sparse_convolve_rows_s8"
+            scratch = sparse_cost.conv_rows_scratch_bytes(cshape)
+        else:
+            kernel = "kp_sparse_convolve_s8"
+            scratch = sparse_cost.conv_scratch_bytes(cshape)
         call = (
-            f"kp_sparse_convolve_s8(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, "
+            f"{kernel}(&{p}_params, &{p}_quant, &{p}_in, {{in0}}, "
             f"&{p}_f, &{p}_sg, kp_{p}_eb, &{p}_out, {{out0}}, "
             f"(int8_t *)(void *){{scratch}})"
         )
