@@ -421,35 +421,6 @@ static void kp_gather(const kp_conv_geom *gm, const int8_t *image, int32_t oy, i
     }
 }
 
-/* One output channel's requantization. Most channels take the short form (fast != 0): no
- * left shift, a right shift e of 1-22, a positive multiplier and an accumulator that
- * provably doubles without overflow (|bias| < 2^29, and fewer than 8192 kept groups of at
- * most 4 * 128 * 128 each, keep it below 2^30). Then kp_rq_apply's rounding shift of the
- * high product h is (h + 2^(e-1) - (h < 0)) >> e, rounding half away from zero, and the
- * output offset rides in the same add as offset << e (a multiple of 2^e, so the shift
- * keeps it whole; |h| <= 2^30 and e <= 22 leave room for it): half is that addend. */
-typedef struct {
-    int32_t fast;
-    int32_t multiplier;
-    int32_t shift;
-    int32_t e;
-    int32_t half;
-} kp_row_rq;
-
-static inline kp_row_rq kp_row_rq_make(int32_t multiplier, int32_t shift, int32_t offset,
-                                       int32_t bias, int32_t n)
-{
-    kp_row_rq r;
-    r.multiplier = multiplier;
-    r.shift = shift;
-    r.e = -shift;
-    r.fast = (uint32_t)(r.e - 1) < 22U && multiplier > 0 && n < 8192 &&
-             (uint32_t)bias + (1U << 29) < (1U << 30);
-    /* the shift counts masked to 0-31 keep this defined where it goes unused */
-    r.half = (int32_t)((1U << ((r.e - 1) & 31)) + ((uint32_t)offset << (r.e & 31)));
-    return r;
-}
-
 /* Checked once per call: bit 0, every output channel with kept groups takes the short
  * requantization; bit 1, some channel has none (its outputs are one constant, which
  * kp_fill_row writes; a wholly pruned channel's scale, and so its shift, is often far
@@ -670,25 +641,6 @@ static void kp_pass_short(kp_pass_job *job)
           [x0] "=&r"(x0), [x1] "=&r"(x1), [t] "+r"(t), [q] "=&r"(q)
         :
         : "cc", "memory");
-}
-
-/* (acc * 2^32 + a * b + 2^31) >> 32: SMMULR with an accumulator, one instruction. */
-static inline int32_t kp_smmlar(int32_t a, int32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-
-/* The short requantization (kp_row_rq) of one accumulator, offset included, before the
- * int8 saturation: SMMLAR adds half to the rounded high product h. With a positive
- * multiplier, h < 0 only where acc < 0, and where acc < 0 but h == 0 the -1 changes
- * nothing (2^(e-1) is no multiple of 2^e): the sign is read from acc. */
-static inline int32_t kp_rq_short(int32_t acc, const kp_row_rq *r)
-{
-    const int32_t twice = (int32_t)((uint32_t)acc << 1);
-    const int32_t v = kp_smmlar(twice, r->multiplier, r->half);
-    return (v - (int32_t)((uint32_t)twice >> 31)) >> r->e;
 }
 
 /* One output channel over npx gathered pixels in C (the quads kp_pass_short doesn't

@@ -102,6 +102,41 @@ static inline void kp_dw_inside_taps(const int8_t *x, const int32_t *pairs, int3
     acc[3] = a3;
 }
 
+/* One pixel whose window is inside the image, on a quad whose four channels all take the
+ * short requantization: the taps, the requantization and the store with the
+ * accumulators kept in registers (through acc they would go to the stack and back). */
+static inline void kp_dw_pixel_short(const int8_t *x, const int32_t *pairs, int32_t n,
+                                     const int32_t *bias, const kp_row_rq *rs, uint32_t lo4,
+                                     uint32_t hi4, int8_t *out)
+{
+    int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    int32_t o, wv, we, xv, t;
+    uint32_t packed;
+    if (n > 0) {
+        __asm__ volatile("1:\n\t"
+                         "ldrd   %[o], %[wv], [%[pp]], #8\n\t"
+                         "ldr    %[xv], [%[x], %[o]]\n\t"
+                         "sxtb16 %[we], %[wv]\n\t"
+                         "sxtb16 %[wv], %[wv], ror #8\n\t"
+                         "sxtb16 %[t], %[xv]\n\t"
+                         "sxtb16 %[xv], %[xv], ror #8\n\t"
+                         "smlabb %[a0], %[t], %[we], %[a0]\n\t"
+                         "smlatt %[a2], %[t], %[we], %[a2]\n\t"
+                         "smlabb %[a1], %[xv], %[wv], %[a1]\n\t"
+                         "smlatt %[a3], %[xv], %[wv], %[a3]\n\t"
+                         "subs   %[n], %[n], #1\n\t"
+                         "bne    1b\n\t"
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+                           [pp] "+r"(pairs), [n] "+r"(n), [o] "=&r"(o), [wv] "=&r"(wv),
+                           [we] "=&r"(we), [xv] "=&r"(xv), [t] "=&r"(t)
+                         : [x] "r"(x)
+                         : "cc", "memory");
+    }
+    packed = kp_clamp_pack4(kp_rq_short(a0, &rs[0]), kp_rq_short(a1, &rs[1]),
+                            kp_rq_short(a2, &rs[2]), kp_rq_short(a3, &rs[3]), lo4, hi4);
+    memcpy(out, &packed, 4);
+}
+
 static inline void kp_dw_mac(int32_t xv, int32_t wv, int32_t *acc)
 {
     const int32_t xe = kp_sxtb16(xv), xo = kp_sxtb16_ror8(xv);
@@ -167,6 +202,8 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
         int32_t mult[4], shift[4];
 #if KP_ARM_DSP
         kp_rq rq[4];
+        kp_row_rq rs[4];
+        int fast = 1;
         const uint32_t lo4 = kp_splat8(params->activation.min);
         const uint32_t hi4 = kp_splat8(params->activation.max);
 #endif
@@ -179,6 +216,9 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
             shift[i] = quant->shift[qi];
 #if KP_ARM_DSP
             rq[i] = kp_rq_make(mult[i], shift[i]);
+            /* a channel's taps add at most taps * 2^14 to its bias */
+            rs[i] = kp_row_rq_make(mult[i], shift[i], offset, eff_bias[c + i], taps);
+            fast = fast && rs[i].fast;
 #endif
         }
         for (b = 0; b < output_dims->n; ++b) {
@@ -191,10 +231,18 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
                 for (ox = 0; ox < output_dims->w; ++ox, out += output_dims->c) {
                     const int32_t x0 = ox * params->stride.w - params->padding.w;
                     const int8_t *x = image + (y0 * input_dims->w + x0) * input_dims->c;
+                    const int inside =
+                        rows_inside && x0 >= 0 &&
+                        x0 + (filter_dims->w - 1) * params->dilation.w < input_dims->w;
                     int32_t acc[4];
+#if KP_ARM_DSP
+                    if (inside && fast) {
+                        kp_dw_pixel_short(x, d.pairs, d.n, eff_bias + c, rs, lo4, hi4, out);
+                        continue;
+                    }
+#endif
                     memcpy(acc, eff_bias + c, sizeof acc);
-                    if (rows_inside && x0 >= 0 &&
-                        x0 + (filter_dims->w - 1) * params->dilation.w < input_dims->w) {
+                    if (inside) {
                         kp_dw_inside_taps(x, d.pairs, d.n, acc);
                     } else {
                         for (i = 0; i < d.n; ++i) {
@@ -211,7 +259,12 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
                         }
                     }
 #if KP_ARM_DSP
-                    {
+                    if (fast) { /* the short requantization, offset included */
+                        const uint32_t packed = kp_clamp_pack4(
+                            kp_rq_short(acc[0], &rs[0]), kp_rq_short(acc[1], &rs[1]),
+                            kp_rq_short(acc[2], &rs[2]), kp_rq_short(acc[3], &rs[3]), lo4, hi4);
+                        memcpy(out, &packed, 4);
+                    } else {
                         const uint32_t packed = kp_clamp_pack4(
                             kp_rq_apply(acc[0], rq[0]) + offset,
                             kp_rq_apply(acc[1], rq[1]) + offset,

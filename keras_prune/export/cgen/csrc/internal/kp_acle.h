@@ -226,4 +226,23 @@ static inline uint32_t kp_clamp_pack2(int32_t v0, int32_t v1, uint32_t lo4, uint
     return p;
 }
 
+/* (acc * 2^32 + a * b + 2^31) >> 32: SMMULR with an accumulator, one instruction. */
+static inline int32_t kp_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+/* The short requantization (kp_row_rq) of one accumulator, offset included, before the
+ * int8 saturation: SMMLAR adds half to the rounded high product h. With a positive
+ * multiplier, h < 0 only where acc < 0, and where acc < 0 but h == 0 the -1 changes
+ * nothing (2^(e-1) is no multiple of 2^e): the sign is read from acc. */
+static inline int32_t kp_rq_short(int32_t acc, const kp_row_rq *r)
+{
+    const int32_t twice = (int32_t)((uint32_t)acc << 1);
+    const int32_t v = kp_smmlar(twice, r->multiplier, r->half);
+    return (v - (int32_t)((uint32_t)twice >> 31)) >> r->e;
+}
+
 #endif /* KP_ACLE_H */

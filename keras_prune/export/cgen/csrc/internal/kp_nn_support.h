@@ -58,4 +58,34 @@ static inline int32_t kp_requantize(int32_t acc, int32_t multiplier, int32_t shi
                             right);
 }
 
+/* One output channel's requantization, for the sparse kernels' DSP paths (kp_rq_short in
+ * kp_acle.h). Most channels take the short form (fast != 0): no
+ * left shift, a right shift e of 1-22, a positive multiplier and an accumulator that
+ * provably doubles without overflow (|bias| < 2^29, and fewer than n = 8192 terms of at
+ * most 2^16 each, such as kept groups of 4 * 128 * 128, keep it below 2^30). Then kp_rq_apply's rounding shift of the
+ * high product h is (h + 2^(e-1) - (h < 0)) >> e, rounding half away from zero, and the
+ * output offset rides in the same add as offset << e (a multiple of 2^e, so the shift
+ * keeps it whole; |h| <= 2^30 and e <= 22 leave room for it): half is that addend. */
+typedef struct {
+    int32_t fast;
+    int32_t multiplier;
+    int32_t shift;
+    int32_t e;
+    int32_t half;
+} kp_row_rq;
+
+static inline kp_row_rq kp_row_rq_make(int32_t multiplier, int32_t shift, int32_t offset,
+                                       int32_t bias, int32_t n)
+{
+    kp_row_rq r;
+    r.multiplier = multiplier;
+    r.shift = shift;
+    r.e = -shift;
+    r.fast = (uint32_t)(r.e - 1) < 22U && multiplier > 0 && n < 8192 &&
+             (uint32_t)bias + (1U << 29) < (1U << 30);
+    /* the shift counts masked to 0-31 keep this defined where it goes unused */
+    r.half = (int32_t)((1U << ((r.e - 1) & 31)) + ((uint32_t)offset << (r.e & 31)));
+    return r;
+}
+
 #endif /* KP_NN_SUPPORT_H */
