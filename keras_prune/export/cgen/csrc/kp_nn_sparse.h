@@ -77,9 +77,9 @@ kp_status kp_sparse_convolve_s8(const kp_conv_params *params, const kp_quant_par
                                 const int32_t *eff_bias, const kp_dims *output_dims,
                                 int8_t *output, int8_t *scratch);
 
-/* Bytes of scratch kp_sparse_depthwise_conv_s8 needs: 12 per tap of the filter. */
+/* Bytes of scratch kp_sparse_depthwise_conv_s8 needs: 16 per tap of the filter. */
 #define KP_SPARSE_DW_SCRATCH_BYTES(filter_h, filter_w) \
-    (12 * (int32_t)(filter_h) * (int32_t)(filter_w))
+    (16 * (int32_t)(filter_h) * (int32_t)(filter_w))
 
 /* DEPTHWISE_CONV_2D, depth multiplier 1, channels a multiple of 4, with w holding the
  * filter (TFLite's 1 x h x w x c) as SIMD groups of four channels at one tap: w->rows =

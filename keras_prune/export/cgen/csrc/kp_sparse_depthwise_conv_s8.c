@@ -22,10 +22,12 @@
 #endif
 
 /* One channel quad's kept taps: pairs[2 i] = the tap's input offset from the window's
- * first byte, pairs[2 i + 1] = its four weights; taps[i] = the tap (ky * f_w + kx). */
+ * first byte, pairs[2 i + 1] = its four weights; dy[i], dx[i] = the tap's input row and
+ * column from the window's first (for the border's bounds checks, without a division). */
 typedef struct {
     int32_t *pairs;
-    int32_t *taps;
+    int32_t *dy;
+    int32_t *dx;
     int32_t n;
 } kp_dw_taps;
 
@@ -60,8 +62,9 @@ static const uint8_t *kp_dw_decode(const kp_sparse_groups *w, const uint8_t *ind
             --run;
             t = g++;
         }
-        d->taps[i] = t;
-        d->pairs[2 * i] = ((t / f->w) * dilation.h * in->w + (t % f->w) * dilation.w) * in->c;
+        d->dy[i] = (t / f->w) * dilation.h;
+        d->dx[i] = (t % f->w) * dilation.w;
+        d->pairs[2 * i] = (d->dy[i] * in->w + d->dx[i]) * in->c;
         d->pairs[2 * i + 1] = words[i];
     }
     return index;
@@ -193,7 +196,8 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
         return KP_ERR_ARG;
     }
     d.pairs = (int32_t *)(void *)scratch;
-    d.taps = d.pairs + 2 * taps;
+    d.dy = d.pairs + 2 * taps;
+    d.dx = d.dy + taps;
     offset = params->output_offset;
     pad4 = 0x01010101U * (uint8_t)(-params->input_offset);
     index = (const uint8_t *)w->index;
@@ -246,10 +250,8 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
                         kp_dw_inside_taps(x, d.pairs, d.n, acc);
                     } else {
                         for (i = 0; i < d.n; ++i) {
-                            const int32_t iy = y0 + (d.taps[i] / filter_dims->w) *
-                                                        params->dilation.h;
-                            const int32_t ix = x0 + (d.taps[i] % filter_dims->w) *
-                                                        params->dilation.w;
+                            const int32_t iy = y0 + d.dy[i];
+                            const int32_t ix = x0 + d.dx[i];
                             int32_t xv = (int32_t)pad4;
                             if (iy >= 0 && iy < input_dims->h && ix >= 0 &&
                                 ix < input_dims->w) {
