@@ -360,7 +360,7 @@ def plot(results: list[dict], sparsities: list[float], path: Path) -> Path:
             ]
             ax.plot(*zip(*pts, strict=True), "s--", color=color, alpha=0.6, label="  vs CMSIS-NN")
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("SIMDGroups(4) sparsity of Conv2D and Dense kernels")
+    ax.set_xlabel("SIMDGroups(4) sparsity of every Conv2D, DepthwiseConv2D and Dense kernel")
     ax.set_ylabel("speedup (estimated Cortex-M4 cycles)")
     ax.set_title("SIMDGroups(4) sparse C on a Cortex-M4")
     ax.legend(fontsize=8)
