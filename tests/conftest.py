@@ -113,3 +113,21 @@ class PipeDriver:
             self.proc.stdin.close()
             self.proc.wait()
             self.err.close()
+
+
+def sanitized_driver(tmp_path_factory, sources, name: str):
+    """A PipeDriver over the test driver ``name`` built from ``sources`` (kernels and the
+    driver's .c) with ASan + UBSan; skips without a host C compiler. Yield it from a
+    fixture and close it after."""
+    from keras_prune.export.cgen import kernel_library
+    from keras_prune.mcu import toolchain as cbuild
+
+    if cbuild.find_cc() is None:
+        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
+    exe = cbuild.compile_host(
+        list(sources),
+        [kernel_library.KERNEL_DIR],
+        tmp_path_factory.mktemp(name) / name,
+        sanitize=True,
+    )
+    return PipeDriver(exe)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PipeDriver
 from conftest import group_pruned as pruned
+from conftest import sanitized_driver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,6 @@ from keras_prune.export.cgen import kernel_library
 from keras_prune.export.cgen.sparse_format import INDEX_KINDS, depthwise_rows, encode_groups
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.mcu import profiler as m4_profile
-from keras_prune.mcu import toolchain as cbuild
 
 DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_sparse_conv_driver.c"
 SOURCES = [kernel_library.KERNEL_DIR / "kp_sparse_convolve_s8.c"]
@@ -30,15 +29,7 @@ SOURCES = [kernel_library.KERNEL_DIR / "kp_sparse_convolve_s8.c"]
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    if cbuild.find_cc() is None:
-        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
-    exe = cbuild.compile_host(
-        [*SOURCES, DRIVER_SRC],
-        [kernel_library.KERNEL_DIR],
-        tmp_path_factory.mktemp("sparse_conv") / "kp_sparse_conv_driver",
-        sanitize=True,
-    )
-    d = PipeDriver(exe)
+    d = sanitized_driver(tmp_path_factory, [*SOURCES, DRIVER_SRC], "kp_sparse_conv_driver")
     yield d
     d.close()
 
@@ -97,18 +88,11 @@ def host_run(driver, x, sg, eff, params, m, s, window, expected_shape):
 
 @pytest.fixture(scope="module")
 def rows_driver(tmp_path_factory):
-    if cbuild.find_cc() is None:
-        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
-    exe = cbuild.compile_host(
-        [
-            kernel_library.KERNEL_DIR / "kp_sparse_convolve_rows_s8.c",
-            DRIVER_SRC.with_name("kp_sparse_conv_rows_driver.c"),
-        ],
-        [kernel_library.KERNEL_DIR, DRIVER_SRC.parent],
-        tmp_path_factory.mktemp("sparse_conv_rows") / "kp_sparse_conv_rows_driver",
-        sanitize=True,
-    )
-    d = PipeDriver(exe)
+    sources = [
+        kernel_library.KERNEL_DIR / "kp_sparse_convolve_rows_s8.c",
+        DRIVER_SRC.with_name("kp_sparse_conv_rows_driver.c"),
+    ]
+    d = sanitized_driver(tmp_path_factory, sources, "kp_sparse_conv_rows_driver")
     yield d
     d.close()
 
@@ -262,15 +246,7 @@ DW_SOURCES = [kernel_library.KERNEL_DIR / "kp_sparse_depthwise_conv_s8.c"]
 
 @pytest.fixture(scope="module")
 def dw_driver(tmp_path_factory):
-    if cbuild.find_cc() is None:
-        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
-    exe = cbuild.compile_host(
-        [*DW_SOURCES, DW_DRIVER_SRC],
-        [kernel_library.KERNEL_DIR],
-        tmp_path_factory.mktemp("sparse_dw") / "kp_sparse_dw_driver",
-        sanitize=True,
-    )
-    d = PipeDriver(exe)
+    d = sanitized_driver(tmp_path_factory, [*DW_SOURCES, DW_DRIVER_SRC], "kp_sparse_dw_driver")
     yield d
     d.close()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PipeDriver
 from conftest import group_pruned as pruned
+from conftest import sanitized_driver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +21,6 @@ from keras_prune.export.cgen.sparse_format import INDEX_KINDS, decode, encode_gr
 from keras_prune.export.int8 import reference as int8_ops
 from keras_prune.granularity import DENSE, SIMDGroups
 from keras_prune.mcu import profiler as m4_profile
-from keras_prune.mcu import toolchain as cbuild
 
 DRIVER_SRC = Path(__file__).parent / "csrc" / "kp_sparse_driver.c"
 SPARSE_SOURCES = [
@@ -113,15 +112,7 @@ def test_encoder_rejects():
 # ------------------------------------------------------------------ the host kernel
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    if cbuild.find_cc() is None:
-        pytest.skip("needs a host C compiler: sudo apt-get install gcc")
-    exe = cbuild.compile_host(
-        [*SPARSE_SOURCES, DRIVER_SRC],
-        [kernel_library.KERNEL_DIR],
-        tmp_path_factory.mktemp("sparse") / "kp_sparse_driver",
-        sanitize=True,
-    )
-    d = PipeDriver(exe)
+    d = sanitized_driver(tmp_path_factory, [*SPARSE_SOURCES, DRIVER_SRC], "kp_sparse_driver")
     yield d
     d.close()
 

@@ -23,27 +23,10 @@
 
 #include "kp_nn_sparse.h"
 
-static void die(const char *why)
-{
-    fprintf(stderr, "kp_sparse_conv_driver: %s\n", why);
-    exit(2);
-}
-
-static void *read_array(size_t bytes)
-{
-    void *p;
-    if (bytes == 0) {
-        return NULL;
-    }
-    p = malloc(bytes);
-    if (p == NULL) {
-        die("out of memory");
-    }
-    if (fread(p, 1, bytes, stdin) != bytes) {
-        die("short read");
-    }
-    return p;
-}
+#ifndef KP_DRIVER_NAME
+#define KP_DRIVER_NAME "kp_sparse_conv_driver"
+#endif
+#include "kp_driver_io.h"
 
 int main(void)
 {

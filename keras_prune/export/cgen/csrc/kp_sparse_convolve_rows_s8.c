@@ -21,48 +21,6 @@
 #include "internal/kp_acle.h"
 #endif
 
-/* Walks one row's kept groups in any index stream: kp_next_group gives the next kept
- * group's index g (in groups of 4 from the row's start). */
-typedef struct {
-    const uint8_t *p8;
-    const uint16_t *p16;
-    int32_t kind;
-    int32_t g;   /* the next group that may be kept */
-    int32_t run; /* RUNS8: kept groups left in the current run */
-} kp_group_cursor;
-
-static inline void kp_cursor_row(kp_group_cursor *c)
-{
-    c->g = 0;
-    c->run = 0;
-}
-
-static inline int32_t kp_next_group(kp_group_cursor *c)
-{
-    int32_t g;
-    if (c->kind == KP_SPARSE_ABS16) {
-        return *c->p16++;
-    }
-    if (c->kind == KP_SPARSE_DELTA8) {
-        uint32_t d = *c->p8++;
-        while (d == 255U) {
-            c->g += 255;
-            d = *c->p8++;
-        }
-        c->g += (int32_t)d;
-    } else { /* KP_SPARSE_RUNS8; a (255, 0) pair only extends the skip */
-        while (c->run == 0) {
-            c->g += c->p8[0];
-            c->run = c->p8[1];
-            c->p8 += 2;
-        }
-        --c->run;
-    }
-    g = c->g;
-    c->g = g + 1;
-    return g;
-}
-
 /* Where a block's pixels read the copied rows: pixel (y, x) of the block starts at
  * y * row_step + x * step. */
 typedef struct {
@@ -207,9 +165,7 @@ static void kp_sparse_conv_block(const kp_conv_params *p, const kp_quant_params 
     const int32_t *wp = w->words;
     kp_group_cursor cur;
     int32_t r, j;
-    cur.p8 = (const uint8_t *)w->index;
-    cur.p16 = (const uint16_t *)w->index;
-    cur.kind = w->index_kind;
+    kp_cursor_start(&cur, w);
     for (r = 0; r < w->rows; ++r) {
         const int32_t q = quant->per_channel ? r : 0;
         int32_t n = w->counts[r];

@@ -37,49 +37,14 @@
 #include "internal/kp_acle.h"
 #endif
 
-/* Walks one row's kept groups in any index stream: kp_next_group gives the next kept
- * group's index g (in groups of 4 from the row's start). */
-typedef struct {
-    const uint8_t *p8;
-    const uint16_t *p16;
-    int32_t kind;
-    int32_t g;   /* the next group that may be kept */
-    int32_t run; /* RUNS8: kept groups left in the current run */
-} kp_group_cursor;
-
-static inline int32_t kp_next_group(kp_group_cursor *c)
-{
-    int32_t g;
-    if (c->kind == KP_SPARSE_ABS16) {
-        return *c->p16++;
-    }
-    if (c->kind == KP_SPARSE_DELTA8) {
-        uint32_t d = *c->p8++;
-        while (d == 255U) {
-            c->g += 255;
-            d = *c->p8++;
-        }
-        c->g += (int32_t)d;
-    } else { /* KP_SPARSE_RUNS8; a (255, 0) pair only extends the skip */
-        while (c->run == 0) {
-            c->g += c->p8[0];
-            c->run = c->p8[1];
-            c->p8 += 2;
-        }
-        --c->run;
-    }
-    g = c->g;
-    c->g = g + 1;
-    return g;
-}
-
 /* The n kept groups of the cursor's next row into g, as ABS16 holds them: a row is then
  * read the same way from any index stream, the walk of the stream paid once per pass. */
 static void kp_decode_row(kp_group_cursor *c, int32_t n, uint16_t *g)
 {
-    int32_t at = 0;
-    if (c->kind == KP_SPARSE_DELTA8) {
+    kp_cursor_row(c);
+    if (c->kind == KP_SPARSE_DELTA8) { /* kp_next_group's DELTA8 step without its switch */
         const uint8_t *p8 = c->p8;
+        int32_t at = 0;
         for (; n > 0; --n) {
             uint32_t d = *p8++;
             while (d == 255U) {
@@ -92,12 +57,9 @@ static void kp_decode_row(kp_group_cursor *c, int32_t n, uint16_t *g)
         c->p8 = p8;
         return;
     }
-    c->g = 0;
-    c->run = 0;
     for (; n > 0; --n) {
         *g++ = (uint16_t)kp_next_group(c);
     }
-    (void)at;
 }
 
 /* What the gather needs of the layer's geometry, worked out once per call: the per-pixel
@@ -854,9 +816,7 @@ static void kp_sparse_conv_pass(const kp_conv_params *p, const kp_quant_params *
         }
     }
 #endif
-    cur.p8 = (const uint8_t *)w->index;
-    cur.p16 = gi;
-    cur.kind = w->index_kind;
+    kp_cursor_start(&cur, w);
     for (r = 0; r < rows && !(asm_pass && whole); ++r, mp += step, sp += step) {
         const int32_t n = w->counts[r];
         kp_row_rq rq;

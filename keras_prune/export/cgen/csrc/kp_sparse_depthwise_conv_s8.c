@@ -31,73 +31,55 @@ typedef struct {
     int32_t n;
 } kp_dw_taps;
 
-static const uint8_t *kp_dw_decode(const kp_sparse_groups *w, const uint8_t *index,
-                                   const int32_t *words, int32_t row, const kp_dims *in,
-                                   const kp_dims *f, kp_tile dilation, kp_dw_taps *d)
+/* The next channel quad's kept taps (the cursor's next row) into d. */
+static void kp_dw_decode(kp_group_cursor *cur, const int32_t *words, int32_t n,
+                         const kp_dims *in, const kp_dims *f, kp_tile dilation, kp_dw_taps *d)
 {
-    const int32_t n = w->counts[row];
-    int32_t i, g = 0, run = 0;
+    int32_t i;
     d->n = n;
+    kp_cursor_row(cur);
     for (i = 0; i < n; ++i) {
-        int32_t t;
-        if (w->index_kind == KP_SPARSE_ABS16) {
-            uint16_t v;
-            memcpy(&v, index, 2);
-            index += 2;
-            t = v;
-        } else if (w->index_kind == KP_SPARSE_DELTA8) {
-            uint32_t step = *index++;
-            while (step == 255U) {
-                g += 255;
-                step = *index++;
-            }
-            t = g + (int32_t)step;
-            g = t + 1;
-        } else { /* KP_SPARSE_RUNS8 */
-            while (run == 0) {
-                g += index[0];
-                run = index[1];
-                index += 2;
-            }
-            --run;
-            t = g++;
-        }
+        const int32_t t = kp_next_group(cur);
         d->dy[i] = (t / f->w) * dilation.h;
         d->dx[i] = (t % f->w) * dilation.w;
         d->pairs[2 * i] = (d->dy[i] * in->w + d->dx[i]) * in->c;
         d->pairs[2 * i + 1] = words[i];
     }
-    return index;
 }
 
 #if KP_ARM_DSP
-/* a0..a3 += the quad's kept taps over a window wholly inside the image (x: its first
- * byte, channel 4q): per tap one input word and one weight word, both split by SXTB16
- * into even and odd channels, four SMLAxy (depthwise has no sum for SMLAD to pair). */
+/* a0..a3 += the n kept taps (pairs) over the window at x: per tap one input word and one
+ * weight word, both split by SXTB16 into even and odd channels, four SMLAxy (depthwise has
+ * no sum for SMLAD to pair). Uses the locals a0..a3, pairs, n, x, o, wv, we, xv, t. */
+#define KP_DW_TAPS_ASM \
+        __asm__ volatile("1:\n\t" \
+                         "ldrd   %[o], %[wv], [%[pp]], #8\n\t" \
+                         "ldr    %[xv], [%[x], %[o]]\n\t" \
+                         "sxtb16 %[we], %[wv]\n\t" \
+                         "sxtb16 %[wv], %[wv], ror #8\n\t" \
+                         "sxtb16 %[t], %[xv]\n\t" \
+                         "sxtb16 %[xv], %[xv], ror #8\n\t" \
+                         "smlabb %[a0], %[t], %[we], %[a0]\n\t" \
+                         "smlatt %[a2], %[t], %[we], %[a2]\n\t" \
+                         "smlabb %[a1], %[xv], %[wv], %[a1]\n\t" \
+                         "smlatt %[a3], %[xv], %[wv], %[a3]\n\t" \
+                         "subs   %[n], %[n], #1\n\t" \
+                         "bne    1b\n\t" \
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), \
+                           [pp] "+r"(pairs), [n] "+r"(n), [o] "=&r"(o), [wv] "=&r"(wv), \
+                           [we] "=&r"(we), [xv] "=&r"(xv), [t] "=&r"(t) \
+                         : [x] "r"(x) \
+                         : "cc", "memory")
+
+/* acc += the quad's kept taps over a window wholly inside the image (x: its first byte,
+ * channel 4q). */
 static inline void kp_dw_inside_taps(const int8_t *x, const int32_t *pairs, int32_t n,
                                      int32_t *acc)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     int32_t o, wv, we, xv, t;
     if (n > 0) {
-        __asm__ volatile("1:\n\t"
-                         "ldrd   %[o], %[wv], [%[pp]], #8\n\t"
-                         "ldr    %[xv], [%[x], %[o]]\n\t"
-                         "sxtb16 %[we], %[wv]\n\t"
-                         "sxtb16 %[wv], %[wv], ror #8\n\t"
-                         "sxtb16 %[t], %[xv]\n\t"
-                         "sxtb16 %[xv], %[xv], ror #8\n\t"
-                         "smlabb %[a0], %[t], %[we], %[a0]\n\t"
-                         "smlatt %[a2], %[t], %[we], %[a2]\n\t"
-                         "smlabb %[a1], %[xv], %[wv], %[a1]\n\t"
-                         "smlatt %[a3], %[xv], %[wv], %[a3]\n\t"
-                         "subs   %[n], %[n], #1\n\t"
-                         "bne    1b\n\t"
-                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-                           [pp] "+r"(pairs), [n] "+r"(n), [o] "=&r"(o), [wv] "=&r"(wv),
-                           [we] "=&r"(we), [xv] "=&r"(xv), [t] "=&r"(t)
-                         : [x] "r"(x)
-                         : "cc", "memory");
+        KP_DW_TAPS_ASM;
     }
     acc[0] = a0;
     acc[1] = a1;
@@ -116,24 +98,7 @@ static inline void kp_dw_pixel_short(const int8_t *x, const int32_t *pairs, int3
     int32_t o, wv, we, xv, t;
     uint32_t packed;
     if (n > 0) {
-        __asm__ volatile("1:\n\t"
-                         "ldrd   %[o], %[wv], [%[pp]], #8\n\t"
-                         "ldr    %[xv], [%[x], %[o]]\n\t"
-                         "sxtb16 %[we], %[wv]\n\t"
-                         "sxtb16 %[wv], %[wv], ror #8\n\t"
-                         "sxtb16 %[t], %[xv]\n\t"
-                         "sxtb16 %[xv], %[xv], ror #8\n\t"
-                         "smlabb %[a0], %[t], %[we], %[a0]\n\t"
-                         "smlatt %[a2], %[t], %[we], %[a2]\n\t"
-                         "smlabb %[a1], %[xv], %[wv], %[a1]\n\t"
-                         "smlatt %[a3], %[xv], %[wv], %[a3]\n\t"
-                         "subs   %[n], %[n], #1\n\t"
-                         "bne    1b\n\t"
-                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-                           [pp] "+r"(pairs), [n] "+r"(n), [o] "=&r"(o), [wv] "=&r"(wv),
-                           [we] "=&r"(we), [xv] "=&r"(xv), [t] "=&r"(t)
-                         : [x] "r"(x)
-                         : "cc", "memory");
+        KP_DW_TAPS_ASM;
     }
     packed = kp_clamp_pack4(kp_rq_short(a0, &rs[0]), kp_rq_short(a1, &rs[1]),
                             kp_rq_short(a2, &rs[2]), kp_rq_short(a3, &rs[3]), lo4, hi4);
@@ -175,7 +140,7 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
                                       const kp_dims *output_dims, int8_t *output,
                                       int8_t *scratch)
 {
-    const uint8_t *index;
+    kp_group_cursor cur;
     const int32_t *words;
     int32_t c, b, oy, ox, i, taps, quads, offset;
     uint32_t pad4;
@@ -200,7 +165,7 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
     d.dx = d.dy + taps;
     offset = params->output_offset;
     pad4 = 0x01010101U * (uint8_t)(-params->input_offset);
-    index = (const uint8_t *)w->index;
+    kp_cursor_start(&cur, w);
     words = w->words;
     for (c = 0; c < input_dims->c; c += 4) {
         int32_t mult[4], shift[4];
@@ -211,8 +176,8 @@ kp_status kp_sparse_depthwise_conv_s8(const kp_dw_conv_params *params,
         const uint32_t lo4 = kp_splat8(params->activation.min);
         const uint32_t hi4 = kp_splat8(params->activation.max);
 #endif
-        index = kp_dw_decode(w, index, words, c >> 2, input_dims, filter_dims,
-                             params->dilation, &d);
+        kp_dw_decode(&cur, words, w->counts[c >> 2], input_dims, filter_dims,
+                     params->dilation, &d);
         words += d.n;
         for (i = 0; i < 4; ++i) {
             const int32_t qi = quant->per_channel ? c + i : 0;

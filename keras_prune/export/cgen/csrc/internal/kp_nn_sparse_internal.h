@@ -39,4 +39,58 @@ void kp_nn_sparse_vec_s8(const int8_t *x, int32_t padded, const kp_sparse_groups
                          const int32_t *eff_bias, const kp_quant_params *quant,
                          int32_t output_offset, kp_activation act, int8_t *out);
 
+/* The sparse convolutions' walk of an index stream, row by row (every row restarts at
+ * g = 0, as kp_nn_sparse.h defines the streams). */
+/* Walks one row's kept groups in any index stream: kp_next_group gives the next kept
+ * group's index g (in groups of 4 from the row's start). */
+typedef struct {
+    const uint8_t *p8;
+    const uint16_t *p16;
+    int32_t kind;
+    int32_t g;   /* the next group that may be kept */
+    int32_t run; /* RUNS8: kept groups left in the current run */
+} kp_group_cursor;
+
+/* Starts the cursor on a stream (each row then starts with kp_cursor_row). */
+static inline void kp_cursor_start(kp_group_cursor *c, const kp_sparse_groups *w)
+{
+    c->p8 = (const uint8_t *)w->index;
+    c->p16 = (const uint16_t *)w->index;
+    c->kind = w->index_kind;
+    c->g = 0;
+    c->run = 0;
+}
+
+static inline void kp_cursor_row(kp_group_cursor *c)
+{
+    c->g = 0;
+    c->run = 0;
+}
+
+static inline int32_t kp_next_group(kp_group_cursor *c)
+{
+    int32_t g;
+    if (c->kind == KP_SPARSE_ABS16) {
+        return *c->p16++;
+    }
+    if (c->kind == KP_SPARSE_DELTA8) {
+        uint32_t d = *c->p8++;
+        while (d == 255U) {
+            c->g += 255;
+            d = *c->p8++;
+        }
+        c->g += (int32_t)d;
+    } else { /* KP_SPARSE_RUNS8; a (255, 0) pair only extends the skip */
+        while (c->run == 0) {
+            c->g += c->p8[0];
+            c->run = c->p8[1];
+            c->p8 += 2;
+        }
+        --c->run;
+    }
+    g = c->g;
+    c->g = g + 1;
+    return g;
+}
+
 #endif /* KP_NN_SPARSE_INTERNAL_H */
