@@ -210,6 +210,65 @@ def _lottery(args) -> int:
     return 0
 
 
+def _budget_value(text: str | None, flag: str):
+    if text is None:
+        return None
+    t = text.strip()
+    if t.endswith("%"):
+        return t
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(
+            f"{flag}: expected a number or a percentage such as 50%, got {text!r}."
+        ) from None
+
+
+def _target(args):
+    from keras_prune import targets
+
+    if args.target == "cortex-m4":
+        return targets.CortexM4(clock_mhz=args.clock_mhz)
+    if args.target == "cpu":
+        return targets.CPU(batch=args.batch)
+    if args.target == "macs":
+        return targets.MACs()
+    raise ValueError(f"--target must be cortex-m4, cpu or macs, got {args.target!r}.")
+
+
+def _prune(args) -> int:
+    from keras_prune import io
+    from keras_prune.auto import job
+
+    io.atomic_dir(args.out, overwrite=args.force).check()  # before loading anything
+    if args.export is not None and args.export not in job.EXPORTS:
+        raise ValueError(f"--export must be one of {', '.join(job.EXPORTS)}, got {args.export!r}.")
+    target = _target(args)
+    budgets = {
+        "latency_ms": _budget_value(args.latency_ms, "--latency-ms"),
+        "flash_kb": _budget_value(args.flash_kb, "--flash-kb"),
+        "ram_kb": _budget_value(args.ram_kb, "--ram-kb"),
+        "macs": _budget_value(args.macs, "--macs"),
+    }
+    data = _load_npz(args.data)
+    model = io.load(args.model, compile=False, safe_mode=not args.unsafe)
+    job.run_job(
+        model,
+        data,
+        args.out,
+        export=args.export,
+        resume=args.resume,
+        force=args.force,
+        target=target,
+        allocation=args.allocation,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        **budgets,
+    )
+    return 0
+
+
 def _inspect(args) -> int:
     import numpy as np
 
@@ -552,6 +611,42 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--force", action="store_true", help="replace an existing --out")
     _unsafe_flag(lt)
     lt.set_defaults(func=_lottery)
+
+    pr = sub.add_parser(
+        "prune",
+        help="prune to a latency, flash, RAM or MACs budget on a target",
+        description="Choose per-layer channel cuts and SIMD-group sparsity by measured "
+        "sensitivity against the target's cost until every budget is met, recover "
+        "accuracy by fine-tuning with distillation from the original, and write "
+        "model.keras, plan.json, plan.png (and --export) to --out atomically. Budgets are "
+        "numbers in the metric's unit or percentages of the original (e.g. 50%%). An "
+        "interrupted run resumes with --resume.",
+    )
+    pr.add_argument("model", help="a .keras or .h5 model (Keras 3 or Keras 2-era)")
+    pr.add_argument("--data", required=True, help=".npz with x_train, y_train, x_val, y_val")
+    pr.add_argument("--out", required=True, help="output directory to create")
+    pr.add_argument("--target", default="cortex-m4", help="cortex-m4 (default), cpu or macs")
+    pr.add_argument("--clock-mhz", type=float, default=120.0, help="Cortex-M4 clock (default 120)")
+    pr.add_argument("--batch", type=int, default=32, help="CPU target: batch (default 32)")
+    pr.add_argument("--latency-ms", help="latency budget: ms, or a percentage such as 50%%")
+    pr.add_argument("--flash-kb", help="flash budget (Cortex-M4): KiB or a percentage")
+    pr.add_argument("--ram-kb", help="RAM budget (Cortex-M4): KiB or a percentage")
+    pr.add_argument("--macs", help="MACs budget (macs target): a count or a percentage")
+    pr.add_argument(
+        "--allocation",
+        default="sensitivity",
+        help="sensitivity (default) or uniform (same channel fraction everywhere)",
+    )
+    pr.add_argument("--epochs", type=int, default=10, help="recovery epochs (default 10)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--export", help="also export: cmsis, tflm or savedmodel")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    pr.add_argument("--force", action="store_true", help="replace an existing --out")
+    _unsafe_flag(pr)
+    pr.set_defaults(func=_prune)
 
     i = sub.add_parser(
         "inspect",

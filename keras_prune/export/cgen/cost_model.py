@@ -90,6 +90,20 @@ DW_SPARSE = {"quad": 800.0, "pixel_quad": 132.0, "tap": 17.4, "border_tap": 28.7
 # a non-zero input, and per entry of such a group. Reading and testing a skipped group is
 # not separable from "active" on the measured shapes, so it has no term of its own.
 ZERO_SKIP = {"call": 0.0, "row": 79.3, "active": 56.1, "entry": 14.0}
+# The operators around the kernels, for planning (``kp.targets.CortexM4``): per output
+# element of kp_elementwise_add_s8, per output pixel and window value of kp_max_pool_s8,
+# per input value of kp_avg_pool_s8 (global pooling included), per class of
+# kp_softmax_s8. Read off unicorn's per-layer counts of the dense ResNet-8, DS-CNN and
+# LeNet-5 exports (2026-12-07; within 1% on each); pad and copy are upper guesses (no
+# model here has them as separate operators).
+OTHER_OPS = {
+    "add": {"call": 200.0, "element": 31.5},
+    "max_pool": {"pixel": 312.0, "value": 2.04},
+    "avg_pool": {"value": 10.65},
+    "softmax": {"call": 540.0, "class": 515.0},
+    "pad": {"element": 4.0},
+    "copy": {"element": 4.0},
+}
 
 
 def fc_dense_cycles(batches: int, k: int, rows: int) -> float:
