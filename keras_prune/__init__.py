@@ -18,6 +18,7 @@ kp.summary(plain)
 from keras_prune import (
     callbacks,
     datasets,
+    distill,
     export,
     granularity,
     graph,
@@ -62,5 +63,6 @@ __all__ = [
     "datasets",
     "model_utils",
     "models",
+    "distill",
     "__version__",
 ]

@@ -27,6 +27,8 @@ def _demo(args) -> int:
         masks_epochs=args.masks_epochs,
         tflm=not args.no_tflm,
         legr=not args.no_legr,
+        budget=not args.no_budget,
+        budget_epochs=args.budget_epochs,
         cortex_m4=not args.no_c,
         legr_generations=args.legr_generations,
         legr_epochs=args.legr_epochs,
@@ -380,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--no-legr", action="store_true", help="skip LeGR filter pruning of the reloaded .h5 CNN"
+    )
+    d.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="skip pruning the CNN to half its Cortex-M4 time (kp.auto.prune_to_budget)",
+    )
+    d.add_argument(
+        "--budget-epochs", type=int, default=4, help="recovery epochs of that stage (default 4)"
     )
     d.add_argument(
         "--legr-generations",

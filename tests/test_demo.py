@@ -147,6 +147,8 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
         "2",
         "--legr-epochs",
         "1",
+        "--budget-epochs",
+        "1",
     ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -167,6 +169,10 @@ def test_cli_demo_quick_run_and_refusal_to_overwrite(tmp_path, capsys):
         assert "Estimated Cortex-M4 cycles per layer" in out and "ms at 120 MHz" in out
     assert "LeGR on the reloaded lenet5_dense.h5" in out and "uniform" in out
     assert (tmp_path / "legr_lenet5" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Pruned to half of lenet5's estimated Cortex-M4 time" in out
+    plan = json.loads((tmp_path / "budget_lenet5" / "plan.json").read_text())
+    assert plan["estimate"]["latency_ms"] <= 0.5 * plan["original"]["latency_ms"] * 1.0001
+    assert (tmp_path / "budget_lenet5" / "plan.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [p["method"] for p in saved[0]["legr"]] == ["original"] + ["learned"] * 2 + [
         "l2"

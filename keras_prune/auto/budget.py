@@ -327,19 +327,22 @@ def prune_to_budget(
         original,
         target,
     )
-    floor = space.estimate(space.max_state())
-    short = {m: b for m, b in budget.items() if floor[m] > b}
-    if short:
-        parts = ", ".join(
-            f"{m}={b:,.4g} (smallest reachable {floor[m]:,.4g} {METRICS[m]}, "
-            f"{floor[m] / original[m]:.0%} of the original)"
-            for m, b in short.items()
-        )
+    probe = planning.allocate(space, budget, use_loss=False)  # cheap: no data involved
+    if not probe.met:
+        short = [m for m, b in budget.items() if probe.estimate[m] > b]
+        parts = []
+        for m in short:
+            low = planning.smallest(space, m)
+            parts.append(
+                f"{m}={budget[m]:,.4g} (smallest reachable about {low:,.4g} {METRICS[m]}, "
+                f"{low / original[m]:.0%} of the original)"
+            )
+        together = " together" if len(budget) > 1 else ""
         raise BudgetError(
-            f"The budget cannot be met on {target!r}: {parts}. Even with every channel "
-            f"group at its minimum ({planning.CHANNEL_LEVELS[-1]:.0%}) and "
-            f"{planning.SPARSITY_LEVELS[-1]:.0%} of each kernel's SIMD groups cut it stays "
-            "above. Raise the budget or start from a smaller model."
+            f"The budget cannot be met{together} on {target!r}: {', '.join(parts) or budget}. "
+            f"Channel groups go down to {planning.CHANNEL_LEVELS[-1]:.0%} and kernels to "
+            f"{planning.SPARSITY_LEVELS[-1]:.0%} of their SIMD groups cut. Raise the budget "
+            "or start from a smaller model."
         )
     config = {
         "target": repr(target),
@@ -365,6 +368,12 @@ def prune_to_budget(
     t0 = time.time()
     if allocation == "uniform":
         chosen = planning.uniform(space, budget)
+        if not chosen.met:
+            raise BudgetError(
+                f"The uniform allocation cannot meet {budget} on {target!r}: its smallest "
+                f"cut gives {chosen.estimate}. Use allocation='sensitivity' (channel cuts "
+                "per layer and SIMD-group sparsity) or raise the budget."
+            )
     else:
         _scan(space, xv, yv, teacher_val, ckpt, progress)
         chosen = planning.allocate(space, budget)

@@ -36,7 +36,16 @@ from keras_prune.graph import DependencyGraph, filter_norms
 from keras_prune.surgery import masked
 from keras_prune.targets.base import METRICS, LayerView, Target, kernel_rows, layer_views
 
-__all__ = ["CHANNEL_LEVELS", "SPARSITY_LEVELS", "Space", "Plan", "allocate", "prune_groups"]
+__all__ = [
+    "CHANNEL_LEVELS",
+    "SPARSITY_LEVELS",
+    "Space",
+    "Plan",
+    "allocate",
+    "uniform",
+    "smallest",
+    "prune_groups",
+]
 
 CHANNEL_LEVELS = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
 SPARSITY_LEVELS = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -240,6 +249,7 @@ class Plan:
     keep: dict[str, np.ndarray]
     sparsity: dict[str, float]
     moves: int = 0
+    met: bool = True
 
 
 def excess(estimate: dict[str, float], budget: dict[str, float]) -> float:
@@ -260,50 +270,69 @@ def estimated_loss(space: Space, state) -> float:
     return (base or 0.0) + total
 
 
-def allocate(space: Space, budget: dict[str, float], max_moves: int = 10_000) -> Plan:
-    """The greedy allocation (module docstring) under ``budget`` ({metric: limit})."""
+def allocate(
+    space: Space, budget: dict[str, float], use_loss: bool = True, max_moves: int = 10_000
+) -> Plan:
+    """The greedy allocation (module docstring) under ``budget`` ({metric: limit}).
+
+    A move sets one knob to any other level: costs are not monotone in the levels (a
+    channel cut can make a layer's sparse kernel stop paying), so a move down can be the
+    one that removes excess. Every move strictly lowers the excess, so it ends. With
+    ``use_loss=False`` it ignores sensitivity and takes the largest cost cut each time
+    (the feasibility probe). ``Plan.met`` says whether every budget holds.
+    """
     unknown = [m for m in budget if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown budget metric(s) {unknown}; expected {list(METRICS)}.")
+
+    def loss_of(state):
+        return estimated_loss(space, state) if use_loss else 0.0
+
     state = space.zero_state()
     est = space.estimate(state)
-    loss = estimated_loss(space, state)
+    loss = loss_of(state)
     moves = 0
     while excess(est, budget) > 0 and moves < max_moves:
         best = None
         now = excess(est, budget)
         for i, knob in enumerate(space.knobs):
-            for lvl in range(state[i] + 1, len(knob.levels)):
+            for lvl in range(len(knob.levels)):
+                if lvl == state[i]:
+                    continue
                 cand = state[:i] + (lvl,) + state[i + 1 :]
                 e = space.estimate(cand)
                 gain = now - excess(e, budget)
                 if gain <= 1e-12:
                     continue
-                dl = estimated_loss(space, cand) - loss
+                dl = loss_of(cand) - loss
                 score = gain / (max(dl, 0.0) + 1e-4)
-                if best is None or score > best[0]:
+                if best is None or score > best[0] + 1e-12:
                     best = (score, cand, e)
         if best is None:
             break
         _, state, est = best
-        loss = estimated_loss(space, state)
+        loss = loss_of(state)
         moves += 1
-    if excess(est, budget) > 0:
-        raise RuntimeError("allocation did not meet the budget")  # callers check first
-    # undo what is no longer needed: lower any knob while the budget still holds
-    improved = True
-    while improved:
-        improved = False
-        for i in range(len(space.knobs)):
-            if state[i] == 0:
-                continue
-            for lvl in range(0, state[i]):
-                cand = state[:i] + (lvl,) + state[i + 1 :]
-                e = space.estimate(cand)
-                if excess(e, budget) == 0 and estimated_loss(space, cand) < loss:
-                    state, est, loss, improved = cand, e, estimated_loss(space, cand), True
-                    break
-    return Plan(state, est, loss, space.keep(state), space.sparsities(state), moves)
+    met = excess(est, budget) == 0
+    if met and use_loss:
+        # undo what is no longer needed: lower any knob while the budget still holds
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(space.knobs)):
+                for lvl in range(0, state[i]):
+                    cand = state[:i] + (lvl,) + state[i + 1 :]
+                    e = space.estimate(cand)
+                    if excess(e, budget) == 0 and loss_of(cand) < loss:
+                        state, est, loss, improved = cand, e, loss_of(cand), True
+                        break
+    return Plan(state, est, loss, space.keep(state), space.sparsities(state), moves, met)
+
+
+def smallest(space: Space, metric: str) -> float:
+    """The smallest ``metric`` the knobs reach (by the greedy of ``allocate``, which takes
+    the largest cut each time: a local minimum, not a proof)."""
+    return allocate(space, {metric: 1e-12}, use_loss=False).estimate[metric]
 
 
 def uniform(space: Space, budget: dict[str, float]) -> Plan:
@@ -323,4 +352,5 @@ def uniform(space: Space, budget: dict[str, float]) -> Plan:
         est = space.estimate_of(keep, {})
         if excess(est, budget) == 0:
             return Plan(None, est, float("nan"), keep, {}, 0)
-    raise RuntimeError("uniform allocation cannot meet the budget")
+    est = space.estimate_of(keep, {})
+    return Plan(None, est, float("nan"), keep, {}, 0, met=False)

@@ -18,6 +18,7 @@ from keras_prune.recipes import m4_variants
 from keras_prune.recipes.mnist import (
     MODELS,
     RecipeResult,
+    run_budget,
     run_cortex_m4,
     run_integral,
     run_legr,
@@ -55,6 +56,8 @@ def run(
     legr_generations: int = 32,
     legr_epochs: int = 2,
     cortex_m4: bool = True,
+    budget: bool = True,
+    budget_epochs: int = 4,
     **kwargs,
 ) -> list[RecipeResult]:
     """Run the demo for ``models``; writes models, plots and ``results.json`` to ``out``.
@@ -79,6 +82,8 @@ def run(
     targets += [out / "m4_variants" / m for m in variant_models]
     legr_models = [m for m in models if m in CNNS] if legr else []
     targets += [p for m in legr_models for p in (out / f"{m}_dense.h5", out / f"legr_{m}")]
+    budget_models = [m for m in models if m in CNNS] if budget else []
+    targets += [out / f"budget_{m}" for m in budget_models]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -130,6 +135,15 @@ def run(
                 overwrite=overwrite,
                 seed=kwargs.get("seed", 0),
             )
+        if name in budget_models:
+            r.budget = run_budget(
+                r,
+                (x, y, xt, yt),
+                out,
+                epochs=budget_epochs,
+                overwrite=overwrite,
+                seed=kwargs.get("seed", 0),
+            )
         results.append(r)
     plot_curves(results, results[0].schedule, out / "sparsity.png", overwrite=True)
     with io.atomic_path(out / "results.json", overwrite=True) as tmp:
@@ -155,6 +169,14 @@ def run(
                 f"{out / f'legr_{r.model}' / 'pareto.png'})"
             )
             print(r.legr.table())
+    for r in results:
+        if r.budget is not None:
+            print(
+                f"\nPruned to half of {r.model}'s estimated Cortex-M4 time "
+                f"(kp.auto.prune_to_budget; test accuracy {r.budget_test_accuracy:.4f}, "
+                f"dense {r.dense_accuracy:.4f}; plot: {out / f'budget_{r.model}' / 'plan.png'})"
+            )
+            r.budget.report()
     exports = (", TFLM exports" if tflm else "") + (", C exports" if c_models else "")
     print(f"\nSaved models, plots{exports} and results.json in {out}/")
     return results

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_prune import callbacks, granularity, io, schedules
 from keras_prune.datasets import validation_subset
@@ -51,6 +52,8 @@ class RecipeResult:
     cortex_m4: dict | None = None  # the C export: sizes, agreement, per-layer cycles
     legr: object = field(default=None, repr=False)  # a kp.legr.ParetoResult
     m4_variants: list | None = None  # m4_variants.variants' table rows: (label, row dict)
+    budget: object = field(default=None, repr=False)  # a kp.auto.BudgetResult
+    budget_test_accuracy: float | None = None
 
 
 class EpochBar(keras.callbacks.Callback):
@@ -306,6 +309,39 @@ def run_legr(
         sample=4,
         print_fn=lambda s: None,
     )
+
+
+def run_budget(
+    r: RecipeResult,
+    data,
+    out: Path,
+    latency: str = "50%",
+    epochs: int = 4,
+    overwrite: bool = False,
+    seed: int = 0,
+):
+    """Prune the dense CNN to ``latency`` of its estimated Cortex-M4 time with
+    ``kp.auto.prune_to_budget`` (the ``keras-prune prune`` job): model, plan and plot in
+    ``out/budget_<model>``. The last 500 training digits pick the layers and the
+    recovered model; the test digits give the reported accuracy."""
+    from keras_prune.auto import job
+
+    x, y, xt, yt = data
+    (xa, ya), (xv, yv) = (x[:-500], y[:-500]), validation_subset(x, y)
+    result = job.run_job(
+        r.dense_model,
+        {"x_train": xa, "y_train": ya, "x_val": xv, "y_val": yv},
+        out / f"budget_{r.model}",
+        force=overwrite,
+        latency_ms=latency,
+        epochs=epochs,
+        seed=seed,
+        progress=True,
+        print_fn=None,
+    )
+    pred = np.argmax(result.model.predict(xt, batch_size=256, verbose=0), axis=-1)
+    r.budget_test_accuracy = float(np.mean(pred == yt))
+    return result
 
 
 # ---------------------------------------------------------------------- Integral Pruning
