@@ -16,6 +16,7 @@ kp.summary(plain)
 """
 
 from keras_prune import (
+    auto,
     callbacks,
     datasets,
     distill,
@@ -32,6 +33,7 @@ from keras_prune import (
     models,
     schedules,
     surgery,
+    targets,
 )
 from keras_prune.flops import count_flops, count_macs
 from keras_prune.integral import add_activation_masks
@@ -55,6 +57,8 @@ __all__ = [
     "integral",
     "graph",
     "surgery",
+    "auto",
+    "targets",
     "legr",
     "lottery",
     "io",

@@ -256,8 +256,8 @@ def prune_to_budget(
             estimates; at least one): a number in the metric's unit, or a string
             percentage of the original's estimate such as ``"50%"``.
         allocation: ``"sensitivity"`` (default; the greedy in ``kp.auto.plan``) or
-            ``"uniform"`` (every group keeps the same fraction of its channels, no
-            sparsity: the baseline).
+            ``"uniform"`` (the baseline: every group keeps the same fraction of its
+            channels and every kernel loses the same fraction of its SIMD groups).
         sparsity: allow SIMD-group sparsity where the target's kernels gain from it.
         epochs: recovery epochs (0: return the one-shot cut).
         batch_size, learning_rate: of the recovery fine-tuning (Adam).
@@ -315,7 +315,7 @@ def prune_to_budget(
             "Pass (x, y) or keep distill=True (the original model teaches)."
         )
     graph = build_graph(model)
-    space = planning.Space(model, graph, target, sparsity=sparsity and allocation != "uniform")
+    space = planning.Space(model, graph, target, sparsity=sparsity)
     if not space.knobs:
         raise ValueError(
             f"Model '{model.name}' has nothing prunable: no channel group can shrink and "
@@ -367,7 +367,7 @@ def prune_to_budget(
     acc = {"original": accuracy(model, xv, yv, reference)}
     t0 = time.time()
     if allocation == "uniform":
-        chosen = planning.uniform(space, budget)
+        chosen = planning.uniform(space, budget, sparsity=sparsity)
         if not chosen.met:
             raise BudgetError(
                 f"The uniform allocation cannot meet {budget} on {target!r}: its smallest "

@@ -335,22 +335,31 @@ def smallest(space: Space, metric: str) -> float:
     return allocate(space, {metric: 1e-12}, use_loss=False).estimate[metric]
 
 
-def uniform(space: Space, budget: dict[str, float]) -> Plan:
-    """The baseline: every group keeps the same fraction of its channels (the largest
-    that meets the budget, in steps of 1/64, counts rounded to multiples of 4), no
-    SIMD-group sparsity."""
-    for step in range(64, 0, -1):
+def uniform(space: Space, budget: dict[str, float], sparsity: bool = True) -> Plan:
+    """The baseline: the same setting everywhere. Every group keeps the same fraction of
+    its channels (counts rounded to multiples of 4) and every kernel loses the same
+    fraction of its SIMD groups (``sparsity=False``: none). The largest channel fraction
+    (in steps of 1/16) for which some sparsity (in steps of 5%) meets the budget wins,
+    with the least sparsity that does."""
+    kernels = [p for p, v in ((v.path, v) for v in space.base) if v.rows is not None]
+    kernels = [p for p in kernels if f"sparsity:{p}" in space.knob_index] if sparsity else []
+    levels = [i / 20 for i in range(0, 20)] if kernels else [0.0]
+    last = None
+    for step in range(16, 0, -1):
         keep = {}
         for gi, g in enumerate(space.groups):
             n = g.channels
             unit = GROUP if n >= 2 * GROUP else 1
-            count = min(n, max(unit, int(round(step / 64 * n / unit)) * unit))
+            count = min(n, max(unit, int(round(step / 16 * n / unit)) * unit))
             if count < n:
                 mask = np.zeros(n, bool)
                 mask[np.argsort(-space.norms[gi], kind="stable")[:count]] = True
                 keep[g.name] = mask
-        est = space.estimate_of(keep, {})
-        if excess(est, budget) == 0:
-            return Plan(None, est, float("nan"), keep, {}, 0)
-    est = space.estimate_of(keep, {})
-    return Plan(None, est, float("nan"), keep, {}, 0, met=False)
+        for s in levels:
+            sp = dict.fromkeys(kernels, s) if s > 0 else {}
+            est = space.estimate_of(keep, sp)
+            last = (keep, sp, est)
+            if excess(est, budget) == 0:
+                return Plan(None, est, float("nan"), keep, sp, 0)
+    keep, sp, est = last
+    return Plan(None, est, float("nan"), keep, sp, 0, met=False)
