@@ -17,7 +17,13 @@ import numpy as np
 
 from keras_prune._data import check_data, predict
 from keras_prune.auto import plan as planning
-from keras_prune.auto.recover import RecoveryConfig, accuracy, recover, with_group_zeros
+from keras_prune.auto.recover import (
+    RecoveryConfig,
+    accuracy,
+    recalibrate_batchnorm,
+    recover,
+    with_group_zeros,
+)
 from keras_prune.graph import build as build_graph
 from keras_prune.layers.prune_wrapper import PruneWrapper
 from keras_prune.model_utils import all_layers, check_model
@@ -27,6 +33,9 @@ from keras_prune.targets import METRICS, CortexM4, Target, layer_views
 __all__ = ["prune_to_budget", "BudgetResult", "BudgetError"]
 
 ALLOCATIONS = ("sensitivity", "uniform")
+# Training inputs whose batch statistics the BatchNorms of each candidate, the cut and each
+# recovered epoch get (see recover.recalibrate_batchnorm).
+CALIBRATION = 512
 
 
 class BudgetError(ValueError):
@@ -362,6 +371,7 @@ def prune_to_budget(
     ckpt = _checkpoint_dir(checkpoint, model, config)
     seconds = {}
 
+    calibration = x[:CALIBRATION]
     teacher_val = predict(model, xv)[0]
     reference = np.argmax(teacher_val, axis=-1)
     acc = {"original": accuracy(model, xv, yv, reference)}
@@ -375,12 +385,15 @@ def prune_to_budget(
                 "per layer and SIMD-group sparsity) or raise the budget."
             )
     else:
-        _scan(space, xv, yv, teacher_val, ckpt, progress)
+        _scan(space, xv, yv, teacher_val, ckpt, progress, calibration)
         chosen = planning.allocate(space, budget)
     seconds["plan"] = round(time.time() - t0, 2)
 
     cut_plain = shrink(model, chosen.keep, graph) if chosen.keep else _copy(model)
     cut = with_group_zeros(cut_plain, chosen.sparsity)
+    if cut is cut_plain:
+        cut = _copy(cut_plain)
+    recalibrate_batchnorm(cut, calibration)
     acc["cut"] = accuracy(cut, xv, yv, reference)
     history: list = []
     final = cut
@@ -409,12 +422,13 @@ def prune_to_budget(
             val_reference=reference,
             checkpoint=ckpt,
             progress=(lambda e, row: bar.update(1)) if bar else None,
+            calibration=calibration,
         )
         if bar:
             bar.close()
         acc["recovered"] = best_acc
     seconds["recovery"] = round(time.time() - t0, 2)
-    final, estimate, details, views = _meet(final, target, budget)
+    final, estimate, details, views = _meet(final, target, budget, calibration)
     acc["final"] = accuracy(final, xv, yv, reference)
     if int8:
         acc["int8"] = _int8_accuracy(final, x, xv, yv, reference)
@@ -464,7 +478,7 @@ def _bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="epoch" if desc == "recovery" else "eval", leave=False)
 
 
-def _scan(space, xv, yv, teacher_val, ckpt, progress) -> None:
+def _scan(space, xv, yv, teacher_val, ckpt, progress, calibration) -> None:
     path = ckpt / "scan.json" if ckpt is not None else None
     if path is not None and path.exists():
         saved = json.loads(path.read_text())
@@ -473,7 +487,9 @@ def _scan(space, xv, yv, teacher_val, ckpt, progress) -> None:
         return
     bar = _bar(space.scan_size(), "sensitivity", progress)
     space.scan(
-        _loss_fn(xv, yv, _probs(teacher_val)), progress=(lambda: bar.update(1)) if bar else None
+        _loss_fn(xv, yv, _probs(teacher_val)),
+        progress=(lambda: bar.update(1)) if bar else None,
+        calibration=calibration,
     )
     if bar:
         bar.close()
@@ -483,7 +499,7 @@ def _scan(space, xv, yv, teacher_val, ckpt, progress) -> None:
         os.replace(tmp, path)
 
 
-def _meet(model, target, budget):
+def _meet(model, target, budget, calibration):
     """The final model's estimate; if moved masks pushed it over (group positions change
     while training), more of the planned kernels' groups go until it fits."""
     views = layer_views(model)
@@ -497,6 +513,7 @@ def _meet(model, target, budget):
         if not sp:
             break
         model = with_group_zeros(model, sp)
+        recalibrate_batchnorm(model, calibration)
         views = layer_views(model)
         details = [target.layer_detail(v) for v in views]
         est = target.estimate(views, details)

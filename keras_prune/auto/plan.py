@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import keras
 import numpy as np
 
+from keras_prune.auto.recover import batchnorm_state, recalibrate_batchnorm, restore_batchnorm
 from keras_prune.graph import DependencyGraph, filter_norms
 from keras_prune.surgery import masked
 from keras_prune.targets.base import METRICS, LayerView, Target, kernel_rows, layer_views
@@ -113,10 +114,10 @@ class Space:
         self.groups = graph.prunable_groups
         self.norms = filter_norms(graph)
         self.knobs: list[Knob] = []
+        self.step = int(getattr(target, "channel_step", GROUP))
         for g in self.groups:
-            self.knobs.append(
-                Knob("channels", g.name, channel_counts(g.channels, GROUP, min_fraction))
-            )
+            counts = channel_counts(g.channels, self.step, min_fraction)
+            self.knobs.append(Knob("channels", g.name, counts))
         self.base = layer_views(model, graph)
         self.kernel_ops = {v.path: v.op for v in self.base if v.rows is not None}
         if sparsity and getattr(target, "sparse_pays", True):
@@ -186,10 +187,31 @@ class Space:
         return self.target.estimate(*self.details_of(keep, sp))
 
     # ------------------------------------------------------------------ sensitivity
-    def scan(self, loss_fn: Callable[[keras.Model], float], progress=None) -> float:
-        """Measure each knob level's loss alone; returns the original model's loss."""
+    def scan(
+        self,
+        loss_fn: Callable[[keras.Model], float],
+        progress=None,
+        calibration: np.ndarray | None = None,
+    ) -> float:
+        """Measure each knob level's loss alone; returns the original model's loss.
+
+        With ``calibration`` inputs, every BatchNormalization's statistics are measured
+        again on them for each setting (and for the original, so all compare alike):
+        what the cut will get before its loss counts."""
         gated, gates = masked(self.model, None, self.graph)
         by_name = {la.name: la for la in gated.layers}
+        if calibration is not None:
+            recalibrate_batchnorm(gated, calibration)
+        stats = batchnorm_state(gated)
+
+        def measure() -> float:
+            if calibration is None:
+                return loss_fn(gated)
+            recalibrate_batchnorm(gated, calibration)
+            value = loss_fn(gated)
+            restore_batchnorm(gated, stats)
+            return value
+
         base = loss_fn(gated)
         for knob in self.knobs:
             knob.loss = [base]
@@ -200,7 +222,7 @@ class Space:
                     state = list(self.zero_state())
                     state[self.knob_index[knob.key]] = knob.levels.index(n)
                     self._set_gates(gates, self.keep(state))
-                    knob.loss.append(loss_fn(gated))
+                    knob.loss.append(measure())
                     if progress:
                         progress()
                 self._set_gates(gates, {})
@@ -212,7 +234,7 @@ class Space:
                 rows = kernel_rows(layer, op, original)
                 for s in knob.levels[1:]:
                     layer.kernel.assign(_from_rows(prune_groups(rows, s, op), op, original.shape))
-                    knob.loss.append(loss_fn(gated))
+                    knob.loss.append(measure())
                     if progress:
                         progress()
                 layer.kernel.assign(original)
@@ -349,7 +371,7 @@ def uniform(space: Space, budget: dict[str, float], sparsity: bool = True) -> Pl
         keep = {}
         for gi, g in enumerate(space.groups):
             n = g.channels
-            unit = GROUP if n >= 2 * GROUP else 1
+            unit = space.step if n >= 2 * space.step else 1
             count = min(n, max(unit, int(round(step / 16 * n / unit)) * unit))
             if count < n:
                 mask = np.zeros(n, bool)

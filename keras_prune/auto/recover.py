@@ -27,10 +27,18 @@ from keras_prune.callbacks import PruningScheduler
 from keras_prune.distill import Distiller
 from keras_prune.granularity import SIMDGroups
 from keras_prune.layers.prune_wrapper import PruneWrapper
-from keras_prune.model_utils import clone_with_weights, fresh
+from keras_prune.model_utils import all_layers, clone_with_weights, fresh
 from keras_prune.pruning import strip
 
-__all__ = ["RecoveryConfig", "recover", "accuracy", "with_group_zeros"]
+__all__ = [
+    "RecoveryConfig",
+    "recover",
+    "accuracy",
+    "with_group_zeros",
+    "recalibrate_batchnorm",
+    "batchnorm_state",
+    "restore_batchnorm",
+]
 
 
 @dataclass
@@ -52,6 +60,48 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray | None, reference=
     pred = np.argmax(predict(model, x)[0], axis=-1)
     truth = y if y is not None else reference
     return float(np.mean(pred == np.asarray(truth).reshape(-1)))
+
+
+def _batchnorms(model: keras.Model) -> list:
+    return [la for la in all_layers(model) if isinstance(la, keras.layers.BatchNormalization)]
+
+
+def batchnorm_state(model: keras.Model) -> list[np.ndarray]:
+    """Every BatchNormalization's moving mean and variance (to restore them later)."""
+    return [
+        np.array(v)
+        for bn in _batchnorms(model)
+        for v in (bn.moving_mean.numpy(), bn.moving_variance.numpy())
+    ]
+
+
+def restore_batchnorm(model: keras.Model, state: list[np.ndarray]) -> None:
+    values = iter(state)
+    for bn in _batchnorms(model):
+        bn.moving_mean.assign(next(values))
+        bn.moving_variance.assign(next(values))
+
+
+def recalibrate_batchnorm(model: keras.Model, x: np.ndarray) -> None:
+    """Set every BatchNormalization's moving statistics to the batch statistics of ``x``,
+    in one forward pass in training mode (momentum 0 for that pass), in place.
+
+    Cutting channels or zeroing weights moves the distribution each BatchNorm sees, and
+    its stored statistics no longer match: a one-shot cut can then read as chance
+    although it is not. So can a model trained briefly, whose moving averages lag its
+    weights. Pass a few hundred training inputs; Dropout is active during the pass.
+    """
+    bns = _batchnorms(model)
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for bn in bns:
+            bn.momentum = 0.0
+        model(np.asarray(x), training=True)
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
 
 
 def with_group_zeros(model: keras.Model, sparsity: dict[str, float]) -> keras.Model:
@@ -113,6 +163,7 @@ def recover(
     val_reference: np.ndarray | None = None,
     checkpoint: Path | None = None,
     progress: Callable[[int, dict], None] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> tuple[keras.Model, float, int]:
     """Fine-tune ``shrunk`` (channels already cut) to ``sparsity``; returns the best plain
     model by validation accuracy, its accuracy, and the epoch it came from (0: the cut)."""
@@ -139,7 +190,9 @@ def recover(
         ds = _dataset(x, y, cfg, epoch)
         hist = distiller.fit(ds, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
         done = not per_layer or (epoch + 1) * steps >= end
-        plain = strip(student) if per_layer else student
+        plain = strip(student) if per_layer else clone_with_weights(student, fresh)
+        if calibration is not None:
+            recalibrate_batchnorm(plain, calibration)
         acc = accuracy(plain, xv, yv, val_reference)
         row = {
             "epoch": epoch + 1,
@@ -158,7 +211,7 @@ def recover(
     if best_weights is None:
         return cut_model, best[0], 0
     final = strip(student) if per_layer else clone_with_weights(student, fresh)
-    final.set_weights(best_weights)
+    final.set_weights(best_weights)  # the epoch's weights and its recalibrated statistics
     return final, best[0], best[1]
 
 

@@ -96,12 +96,14 @@ class Target:
     default ``{"costs": layer_costs(view)}``; a target may add what its ``estimate``
     needs, such as scratch bytes), and ``estimate(views, details)`` turns a candidate's
     details into every metric of ``metrics`` (override it for metrics that do not add up,
-    such as RAM). ``sparse_pays``: whether zeroed SIMD groups can lower the cost.
+    such as RAM). ``sparse_pays``: whether zeroed SIMD groups can lower the cost;
+    ``channel_step``: kept channel counts are multiples of it (the target's SIMD width).
     """
 
     metrics: tuple[str, ...] = ()
     name: str = "target"
     sparse_pays: bool = True
+    channel_step: int = 4
 
     def layer_costs(self, view: LayerView) -> dict[str, float]:
         raise NotImplementedError
@@ -217,6 +219,7 @@ def layer_views(
     graph = graph or build_graph(model)
     uses: dict[int, LayerUse] = {id(u.layer): u for u in graph.layers}
     views: list[LayerView] = []
+    kept: dict[int, tuple[int, ...]] = {}  # tensor id -> its shape with kept channels
 
     def walk(m: keras.Model, prefix: str, aliases: dict[int, int]) -> None:
         _, nodes = functional_nodes(m)
@@ -240,8 +243,9 @@ def layer_views(
             in_shapes = tuple(
                 _kept_shape(t.shape, in_slots, alive)
                 if len(node.input_tensors) == 1 or op in ("add",)
-                else tuple(int(d) for d in t.shape[1:])
-                for t in node.input_tensors
+                # other merges (concat): each input as its producer's view left it
+                else kept.get(i, tuple(int(d) for d in t.shape[1:]))
+                for t, i in zip(node.input_tensors, ins, strict=True)
             )
             out_shape = _kept_shape(node.outputs[0].shape, out_slots, alive)
             kernel = None
@@ -259,6 +263,7 @@ def layer_views(
                     kernel = full
             act = getattr(getattr(op_layer, "activation", None), "__name__", "")
             out_id = id(node.outputs[0])
+            kept[out_id] = out_shape
             views.append(
                 LayerView(
                     f"{prefix}{op_layer.name}",
