@@ -54,7 +54,9 @@ def trained(data):
 
 
 def _run(model, data, **kw):
-    settings = dict(latency_ms="50%", epochs=2, progress=False, print_fn=None, int8=False)
+    settings = dict(
+        latency_ms="50%", epochs=2, trial_epochs=0, progress=False, print_fn=None, int8=False
+    )
     return kp.auto.prune_to_budget(model, data[0], data[1], **{**settings, **kw})
 
 
@@ -169,6 +171,14 @@ def test_prune_to_budget_meets_the_budget_and_never_hands_back_worse(trained, da
     assert "latency_ms" in r.report(print_fn=None)
     doc = r.to_json()
     assert json.loads(json.dumps(doc))["budget"]["latency_ms"] == r.budget["latency_ms"]
+
+
+def test_plans_are_tried_and_the_best_on_validation_is_recovered(trained, data):
+    r = _run(trained, data, latency_ms="40%", epochs=1, trial_epochs=1)
+    assert "uniform" in r.trials and "greedy" in r.trials and len(r.trials) >= 2
+    assert all(0 <= a <= 1 for a in r.trials.values())
+    assert r.accuracy["cut"] <= max(r.trials.values())
+    assert r.to_json()["trials"] == r.trials
 
 
 def test_recovery_keeps_the_cut_when_fine_tuning_only_hurts(trained, data, monkeypatch):

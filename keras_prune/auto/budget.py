@@ -90,6 +90,7 @@ class BudgetResult:
     target: Target
     allocation: str
     history: list = field(default_factory=list)
+    trials: dict = field(default_factory=dict)  # plan -> val accuracy after its trial
     sensitivity: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     original_layers: dict = field(default_factory=dict)  # path -> the original's costs
@@ -104,6 +105,7 @@ class BudgetResult:
             "accuracy": self.accuracy,
             "layers": [p.as_dict() for p in self.plan],
             "history": self.history,
+            "trials": self.trials,
             "sensitivity": self.sensitivity,
             "seconds": self.seconds,
         }
@@ -244,6 +246,7 @@ def prune_to_budget(
     alpha: float = 0.5,
     distill: bool = True,
     augment: Callable | None = None,
+    trial_epochs: int = 1,
     int8: bool = True,
     checkpoint: str | os.PathLike | None = None,
     seed: int = 0,
@@ -269,6 +272,11 @@ def prune_to_budget(
             channels and every kernel loses the same fraction of its SIMD groups).
         sparsity: allow SIMD-group sparsity where the target's kernels gain from it.
         epochs: recovery epochs (0: return the one-shot cut).
+        trial_epochs: the allocation makes up to four plans that meet the budget (the
+            greedy over channels and sparsity together, over sparsity alone, over
+            channels alone, and the uniform baseline); each is cut and fine-tuned this
+            many epochs, and the best on ``val_data`` is recovered in full. 0 takes the
+            first plan without trials.
         batch_size, learning_rate: of the recovery fine-tuning (Adam).
         temperature, alpha: distillation (``kp.distill.Distiller``): softening of the
             original's outputs, and the weight of the labels' loss.
@@ -312,8 +320,9 @@ def prune_to_budget(
         )
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
+    for arg, value in (("epochs", epochs), ("trial_epochs", trial_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{arg} must be a non-negative integer, got {value!r}.")
     x, y = _split(train_data, "train_data")
     xv, yv = _split(val_data, "val_data")
     x, y = check_data(model, x, y, "train_data x")
@@ -364,6 +373,7 @@ def prune_to_budget(
         "temperature": temperature,
         "alpha": alpha,
         "distill": distill,
+        "trial_epochs": trial_epochs,
         "seed": seed,
         "n_train": len(x),
         "n_val": len(xv),
@@ -376,6 +386,7 @@ def prune_to_budget(
     reference = np.argmax(teacher_val, axis=-1)
     acc = {"original": accuracy(model, xv, yv, reference)}
     t0 = time.time()
+    trials: dict = {}
     if allocation == "uniform":
         chosen = planning.uniform(space, budget, sparsity=sparsity)
         if not chosen.met:
@@ -386,7 +397,26 @@ def prune_to_budget(
             )
     else:
         _scan(space, xv, yv, teacher_val, ckpt, progress, calibration)
-        chosen = planning.allocate(space, budget)
+        chosen, trials = _choose(
+            space,
+            budget,
+            model,
+            (x, y),
+            (xv, yv),
+            reference,
+            calibration,
+            trial_epochs,
+            RecoveryConfig(
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                temperature=temperature,
+                alpha=alpha if distill else 1.0,
+                augment=augment,
+                seed=seed,
+            ),
+            graph,
+            ckpt,
+        )
     seconds["plan"] = round(time.time() - t0, 2)
 
     cut_plain = shrink(model, chosen.keep, graph) if chosen.keep else _copy(model)
@@ -443,6 +473,7 @@ def prune_to_budget(
         target=target,
         allocation=allocation,
         history=history,
+        trials=trials,
         sensitivity={k.key: [round(v, 5) for v in k.loss] for k in space.knobs if k.loss},
         seconds=seconds,
         original_layers={v.path: target.layer_costs(v) for v in space.base},
@@ -497,6 +528,62 @@ def _scan(space, xv, yv, teacher_val, ckpt, progress, calibration) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({k.key: k.loss for k in space.knobs}))
         os.replace(tmp, path)
+
+
+def _choose(
+    space, budget, model, train, val, reference, calibration, trial_epochs, cfg, graph, ckpt
+):
+    """The plans that meet the budget, each tried with a short fine-tune; the best wins."""
+    plans: dict[str, planning.Plan] = {}
+    for name, kinds in (
+        ("greedy", ("channels", "sparsity")),
+        ("greedy, sparsity only", ("sparsity",)),
+        ("greedy, channels only", ("channels",)),
+    ):
+        if not any(k.kind in kinds for k in space.knobs):
+            continue
+        p = planning.allocate(space, budget, kinds=kinds)
+        if p.met and all(p.state != q.state for q in plans.values()):
+            plans[name] = p
+    u = planning.uniform(space, budget, sparsity=any(k.kind == "sparsity" for k in space.knobs))
+    if u.met:
+        plans["uniform"] = u
+    first = next(iter(plans))
+    if trial_epochs == 0 or len(plans) == 1:
+        return plans[first], {}
+    path = ckpt / "trials.json" if ckpt is not None else None
+    if path is not None and path.exists():
+        trials = json.loads(path.read_text())
+    else:
+        trials = {}
+        for name, p in plans.items():
+            cut_plain = shrink(model, p.keep, graph) if p.keep else _copy(model)
+            cut = with_group_zeros(cut_plain, p.sparsity)
+            if cut is cut_plain:
+                cut = _copy(cut_plain)
+            recalibrate_batchnorm(cut, calibration)
+            trial = RecoveryConfig(
+                **{**cfg.__dict__, "epochs": trial_epochs, "ramp": 0.0, "history": []}
+            )
+            _, acc, _ = recover(
+                cut_plain,
+                model,
+                p.sparsity,
+                train,
+                val,
+                trial,
+                accuracy(cut, val[0], val[1], reference),
+                cut,
+                val_reference=reference,
+                calibration=calibration,
+            )
+            trials[name] = acc
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(trials))
+            os.replace(tmp, path)
+    best = max(plans, key=lambda n: (trials[n], -list(plans).index(n)))
+    return plans[best], trials
 
 
 def _meet(model, target, budget, calibration):
@@ -581,7 +668,7 @@ def _checkpoint_dir(checkpoint, model, config) -> Path | None:
 
 
 def _clear(path: Path) -> None:
-    for name in ("job.json", "scan.json", "recovery.json", "recovery.npz"):
+    for name in ("job.json", "scan.json", "trials.json", "recovery.json", "recovery.npz"):
         (path / name).unlink(missing_ok=True)
     try:
         path.rmdir()

@@ -293,7 +293,11 @@ def estimated_loss(space: Space, state) -> float:
 
 
 def allocate(
-    space: Space, budget: dict[str, float], use_loss: bool = True, max_moves: int = 10_000
+    space: Space,
+    budget: dict[str, float],
+    use_loss: bool = True,
+    kinds: tuple[str, ...] = ("channels", "sparsity"),
+    max_moves: int = 10_000,
 ) -> Plan:
     """The greedy allocation (module docstring) under ``budget`` ({metric: limit}).
 
@@ -301,7 +305,8 @@ def allocate(
     channel cut can make a layer's sparse kernel stop paying), so a move down can be the
     one that removes excess. Every move strictly lowers the excess, so it ends. With
     ``use_loss=False`` it ignores sensitivity and takes the largest cost cut each time
-    (the feasibility probe). ``Plan.met`` says whether every budget holds.
+    (the feasibility probe). ``kinds`` limits the moves to channel cuts or to sparsity.
+    ``Plan.met`` says whether every budget holds.
     """
     unknown = [m for m in budget if m not in METRICS]
     if unknown:
@@ -318,6 +323,8 @@ def allocate(
         best = None
         now = excess(est, budget)
         for i, knob in enumerate(space.knobs):
+            if knob.kind not in kinds:
+                continue
             for lvl in range(len(knob.levels)):
                 if lvl == state[i]:
                     continue
