@@ -155,6 +155,17 @@ def test_macs_target_counts_what_a_kernel_skips(trained):
     )
 
 
+def test_cpu_target_cuts_channels_in_its_simd_width_and_never_sparsifies(trained, data):
+    cpu = kp.targets.CPU(batch=32, repeats=3, warmup=1)
+    r = _run(trained, data, target=cpu, latency_ms="97%", epochs=0)
+    assert r.estimate["latency_ms"] <= r.budget["latency_ms"]
+    assert all(p.group_sparsity == 0 for p in r.plan)
+    cut = [p for p in r.plan if p.channels < p.channels_original]
+    assert cut and all(p.channels % 8 == 0 or p.channels < 8 for p in cut)
+    with pytest.raises(kp.auto.BudgetError, match="estimates only"):
+        _run(trained, data, target=cpu, flash_kb="50%", latency_ms=None)
+
+
 def test_prune_to_budget_meets_the_budget_and_never_hands_back_worse(trained, data):
     before = [w.copy() for w in trained.get_weights()]
     r = _run(trained, data, latency_ms="40%")

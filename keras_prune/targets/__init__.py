@@ -5,8 +5,26 @@
 - ``MACs()``: multiply-accumulates, device-independent.
 """
 
-from keras_prune.targets.base import METRICS, LayerView, Target, kernel_rows, layer_views
+from keras_prune.targets.base import (
+    METRICS,
+    LayerView,
+    Target,
+    kernel_rows,
+    layer_views,
+    op_kind,
+)
 from keras_prune.targets.cortex_m4 import CortexM4
+from keras_prune.targets.cpu import CPU
 from keras_prune.targets.macs import MACs
 
-__all__ = ["METRICS", "LayerView", "Target", "CortexM4", "MACs", "kernel_rows", "layer_views"]
+__all__ = [
+    "METRICS",
+    "LayerView",
+    "Target",
+    "CortexM4",
+    "CPU",
+    "MACs",
+    "kernel_rows",
+    "layer_views",
+    "op_kind",
+]

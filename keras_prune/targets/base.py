@@ -25,7 +25,7 @@ from keras_prune.graph import DependencyGraph, LayerUse
 from keras_prune.graph import build as build_graph
 from keras_prune.model_utils import functional_nodes
 
-__all__ = ["LayerView", "Target", "layer_views", "kernel_rows", "METRICS"]
+__all__ = ["LayerView", "Target", "layer_views", "kernel_rows", "op_kind", "METRICS"]
 
 L = keras.layers
 
@@ -133,7 +133,8 @@ class Target:
         return f"{type(self).__name__}({args})"
 
 
-def _op(layer) -> str:
+def op_kind(layer) -> str:
+    """What a layer computes, in ``LayerView.op``'s words."""
     if isinstance(layer, L.DepthwiseConv2D):
         return "dw"
     if isinstance(layer, L.Conv2D) and not isinstance(layer, (L.Conv2DTranspose,)):
@@ -237,7 +238,7 @@ def layer_views(
                     aliases[id(t)] = inner.get(id(o), id(o))
                 continue
             use = uses.get(id(op_layer))
-            op = _op(op_layer)
+            op = op_kind(op_layer)
             in_slots = use.in_slots if use is not None else None
             out_slots = use.out_slots if use is not None else None
             in_shapes = tuple(

@@ -19,7 +19,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_prune.targets.base import LayerView, Target, _op
+from keras_prune.targets.base import LayerView, Target, op_kind
 
 __all__ = ["CPU"]
 
@@ -36,7 +36,6 @@ _ELEMENTWISE = ("bn", "activation", "add")
 _MAX_TAIL = 4
 # A layer is timed once and _K times in a row within one call; the difference is its cost.
 _K = 4
-_MAX_CHAIN_BYTES = 256 * 2**20  # inputs of the K runs; above it K is 2
 # One timed repeat runs the call enough times to last at least this long, so that a
 # sub-millisecond layer is not timed at the clock's and the scheduler's resolution.
 _MIN_REPEAT_S = 0.002
@@ -103,10 +102,10 @@ def _feeds(layer, consumer) -> bool:
     """``consumer`` continues ``layer``'s chain: it is an element-wise layer, ``layer`` is
     its only producer in the chain's sense, and (for a merge) ``layer`` feeds its first
     input that comes from a layer with no other consumer."""
-    if _sole_consumer(layer) is not consumer or _op(consumer) not in _ELEMENTWISE:
+    if _sole_consumer(layer) is not consumer or op_kind(consumer) not in _ELEMENTWISE:
         return False
     tensors = _input_tensors(consumer)
-    if _op(consumer) != "add":
+    if op_kind(consumer) != "add":
         return len(tensors) == 1
     for t in tensors:
         p = _producer(t)
@@ -118,7 +117,7 @@ def _feeds(layer, consumer) -> bool:
 def _head(layer):
     """The first layer of the chain ``layer`` is timed in (``layer`` itself if it starts
     one): element-wise layers are timed with the layer that feeds them."""
-    if _op(layer) not in _ELEMENTWISE:
+    if op_kind(layer) not in _ELEMENTWISE:
         return layer
     feeder = next(
         (_producer(t) for t in _input_tensors(layer) if _feeds(_producer(t), layer)), None
@@ -218,6 +217,8 @@ class CPU(Target):
 
     name = "cpu"
     metrics = ("latency_ms",)
+    sparse_pays = False  # zeros inside kept channels cost as much as any weight
+    channel_step = 8  # AVX2's float lanes: a count like 12 can run slower than 16
 
     def __init__(
         self,
@@ -261,9 +262,12 @@ class CPU(Target):
         """``{"latency_ms": ...}``: what ``view`` adds to a call of the whole model."""
         return {"latency_ms": self._layer_ms(view)}
 
-    def estimate(self, views: list[LayerView]) -> dict[str, float]:
+    def estimate(
+        self, views: list[LayerView], details: list[dict] | None = None
+    ) -> dict[str, float]:
         """The candidate's latency: the per-call overhead plus each layer's cost."""
-        total = self.call_overhead_ms() + sum(self._layer_ms(v) for v in views)
+        details = details if details is not None else [self.layer_detail(v) for v in views]
+        total = self.call_overhead_ms() + sum(d["costs"]["latency_ms"] for d in details)
         return {"latency_ms": total}
 
     def measure(self, model: keras.Model) -> float:
@@ -281,7 +285,10 @@ class CPU(Target):
         def call(*args):
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
-        return self._timings([self._compiled(call, xs, 1)], [xs])[0]
+        import tensorflow as tf
+
+        fn = tf.function(call, jit_compile=False, autograph=False).get_concrete_function(*xs)
+        return self._timings([fn], [xs])[0]
 
     def call_overhead_ms(self) -> float:
         """The fixed cost of one call of a compiled model (ms), measured once: the part
@@ -343,36 +350,35 @@ class CPU(Target):
         return self._cache[key]
 
     def _measure_chain(self, layer, config: dict, tail: list, view: LayerView) -> float:
+        """The cost of ``layer`` (rebuilt from ``config``) followed by fresh copies of the
+        ``tail`` layers, at the view's kept shapes."""
         dtype = layer.compute_dtype
         shapes = [tuple(s) for s in view.in_shapes]
+        n = len(shapes)
+        # a merge in the tail takes the chain's tensor and its other inputs (random here)
+        others = [len(_input_tensors(t)) - 1 if op_kind(t) == "add" else 0 for t in tail]
+        shapes += [tuple(view.out_shape)] * sum(others)
         try:
             first = type(layer).from_config({**config, "name": f"cpu_probe_{layer.name}"})
             rest = [
                 type(t).from_config({**t.get_config(), "name": f"cpu_probe_{t.name}"}) for t in tail
             ]
-        except Exception as e:  # a layer that cannot be rebuilt at the kept shapes
+
+            def call(*xs):
+                y = first(xs[0] if n == 1 else list(xs[:n]), training=False)
+                i = n
+                for t, m in zip(rest, others, strict=True):
+                    if m:
+                        y, i = t([y, *xs[i : i + m]]), i + m
+                    else:
+                        y = t(y, training=False)
+                return y
+
+            t1, tk, k = self._runs(call, shapes, [dtype] * len(shapes))
+        except Exception as e:  # a layer that cannot be rebuilt or run at these shapes
+            if tail:
+                return self._measure_chain(layer, config, [], view)
             return self._scaled_original(layer, view, e)
-        n = len(shapes)
-        merges = sum(_op(t) == "add" for t in rest)
-        extra = [tuple(view.out_shape)] * merges  # the merges' other inputs
-
-        def call(*xs):
-            y = first(xs[0] if n == 1 else list(xs[:n]), training=False)
-            i = n
-            for t in rest:
-                if _op(t) == "add":
-                    y, i = t([y, xs[i]]), i + 1
-                else:
-                    y = t(y, training=False)
-            return y
-
-        all_shapes = shapes + extra
-        try:
-            t1, tk, k = self._runs(call, all_shapes, [dtype] * len(all_shapes))
-        except Exception as e:
-            if not rest:
-                return self._scaled_original(layer, view, e)
-            raise
         return max((tk - t1) / (k - 1), 0.0)
 
     def _scaled_original(self, layer, view: LayerView, error: Exception) -> float:
@@ -396,10 +402,10 @@ class CPU(Target):
         whole = sum(math.prod(s) for s in full) + math.prod(out)
         return ms * kept / whole if whole else ms
 
-    def _inputs(self, shapes, dtypes, seed: int = 0) -> list:
+    def _inputs(self, shapes, dtypes) -> list:
         import tensorflow as tf
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(0)
         return [
             tf.constant(rng.normal(size=(self.batch, *s)).astype(np.dtype(d)))
             for s, d in zip(shapes, dtypes, strict=True)
@@ -427,42 +433,39 @@ class CPU(Target):
                 out.append((time.perf_counter() - start) / number)
         return [1000.0 * statistics.median(t) for t in times]
 
-    @staticmethod
-    def _compiled(call, xs: list, k: int):
-        """``call`` run ``k`` times in a row on ``k`` sets of inputs, as one concrete
-        graph function. Each run waits for the one before (a control dependency) and
-        every output is returned: TensorFlow would otherwise run them side by side, or
-        prune all but the last."""
+    def _compiled(self, call, xs: list, k: int):
+        """``call`` run ``k`` times in a row on the inputs ``xs``, as one concrete graph
+        function.
+
+        Each run waits for the one before (a control dependency, which also keeps
+        TensorFlow from merging the identical runs or running them side by side) and
+        returns the first example of its outputs (else TensorFlow would prune all but the
+        last run, and keeping every full output alive to the end would time fresh memory
+        that a model's call reuses). The inputs are the same for every run: in a model a
+        layer reads what the layer before it has just written, from the cache.
+        """
         import tensorflow as tf
 
-        n = len(xs) // k
+        first = self.batch > 1
 
         def chain(*args):
-            outs, last = [], None
-            for i in range(k):
-                ins = args[i * n : (i + 1) * n]
-                if last is None:
-                    last = call(*ins)
-                else:
-                    with tf.control_dependencies(tf.nest.flatten(last)):
-                        last = call(*ins)
-                outs.append(last)
+            outs: list = []
+            for _ in range(k):
+                with tf.control_dependencies(outs[-1:]):
+                    outs += [y[:1] if first else y for y in tf.nest.flatten(call(*args))]
             return outs
 
-        return tf.function(chain, jit_compile=False).get_concrete_function(*xs)
+        return tf.function(chain, jit_compile=False, autograph=False).get_concrete_function(*xs)
 
     def _runs(self, call, shapes, dtypes) -> tuple[float, float, int]:
         """ms per call of a function running ``call`` once, of one running it ``k``
         times in a row, and ``k``."""
-        one = self._inputs(shapes, dtypes)
-        call(*one)  # builds fresh layers' weights outside the traced functions
-        per_run = sum(x.shape.num_elements() * x.dtype.size for x in one)
-        k = _K if _K * per_run <= _MAX_CHAIN_BYTES else 2
-        many = one + self._inputs(list(shapes) * (k - 1), list(dtypes) * (k - 1), seed=1)
+        xs = self._inputs(shapes, dtypes)
+        call(*xs)  # builds fresh layers' weights outside the traced functions
         t1, tk = self._timings(
-            [self._compiled(call, one, 1), self._compiled(call, many, k)], [one, many]
+            [self._compiled(call, xs, 1), self._compiled(call, xs, _K)], [xs, xs]
         )
-        return t1, tk, k
+        return t1, tk, _K
 
 
 def _set_threads(threads: int) -> None:
