@@ -95,6 +95,7 @@ def to_json(r: RecipeResult) -> dict:
         "legr",
         "cortex_m4",
         "m4_variants",
+        "budget",
     )
     d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip}
     d["integral"] = (
@@ -115,6 +116,7 @@ def to_json(r: RecipeResult) -> dict:
             for label, row in r.m4_variants
         ]
     d["legr"] = None if r.legr is None else [asdict(p) for p in [r.legr.original, *r.legr.points]]
+    d["budget"] = None if r.budget is None else r.budget.to_json()
     return d
 
 
