@@ -246,7 +246,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench_out/budget")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--mobilenet", action="store_true", help="also time a MobileNetV1-0.25-96 run")
@@ -260,9 +260,10 @@ def main() -> None:
     for name in args.models:
         rows.append(run_model(name, args.budgets, args.epochs, out, print))
         (out / "budget.json").write_text(json.dumps(rows, indent=1))
-    print()
-    print(table(rows))
-    print(f"\nplot: {plot(rows, out / 'budget.png')}")
+    if rows:
+        print()
+        print(table(rows))
+        print(f"\nplot: {plot(rows, out / 'budget.png')}")
 
 
 if __name__ == "__main__":
