@@ -65,6 +65,8 @@ bench: $(VENV)/.stamp-dev+examples+tfmot+tflm+mcu toolchain
 	$(BIN)/python benchmarks/m4_sparse.py
 	$(BIN)/python benchmarks/m4_sparse_convnets.py
 	$(BIN)/python benchmarks/lottery.py
+	$(BIN)/python benchmarks/budget.py --mobilenet
+	$(BIN)/python benchmarks/budget_cpu.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
