@@ -309,3 +309,17 @@ def test_cli_prune(trained, data, tmp_path, capsys):
         assert cli.main(argv) == 2
         assert message in capsys.readouterr().err
         assert not bad.exists()
+
+
+def test_batchnorm_statistics_are_measured_again_after_a_cut(trained, data):
+    (x, _), _ = data
+    before = trained.get_layer("bn1").moving_mean.numpy().copy()
+    model = recovery.with_group_zeros(trained, {"c1": 0.75})
+    bn = model.get_layer("bn1")
+    stale = bn.moving_mean.numpy().copy()
+    recovery.recalibrate_batchnorm(model, x[:128])
+    inputs = keras.Model(model.inputs[0], model.get_layer("c1").output)(x[:128]).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), atol=1e-4)
+    assert not np.allclose(stale, bn.moving_mean.numpy())
+    assert bn.momentum == trained.get_layer("bn1").momentum  # restored after the pass
+    np.testing.assert_array_equal(before, trained.get_layer("bn1").moving_mean.numpy())
