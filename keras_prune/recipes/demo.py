@@ -174,7 +174,9 @@ def run(
             print(
                 f"\nPruned to half of {r.model}'s estimated Cortex-M4 time "
                 f"(kp.auto.prune_to_budget; test accuracy {r.budget_test_accuracy:.4f}, "
-                f"dense {r.dense_accuracy:.4f}; plot: {out / f'budget_{r.model}' / 'plan.png'})"
+                f"dense {r.dense_accuracy:.4f}; plot: {out / f'budget_{r.model}' / 'plan.png'}; "
+                "the accuracies below are on the last 500 training digits, which the dense "
+                "model also trained on, so they read high)"
             )
             r.budget.report()
     exports = (", TFLM exports" if tflm else "") + (", C exports" if c_models else "")
