@@ -26,7 +26,7 @@ from keras_prune.auto.recover import (
 )
 from keras_prune.graph import build as build_graph
 from keras_prune.layers.prune_wrapper import PruneWrapper
-from keras_prune.model_utils import all_layers, check_model
+from keras_prune.model_utils import all_layers, check_model, clone_with_weights, fresh
 from keras_prune.surgery import shrink
 from keras_prune.targets import METRICS, CortexM4, Target, layer_views
 
@@ -419,11 +419,7 @@ def prune_to_budget(
         )
     seconds["plan"] = round(time.time() - t0, 2)
 
-    cut_plain = shrink(model, chosen.keep, graph) if chosen.keep else _copy(model)
-    cut = with_group_zeros(cut_plain, chosen.sparsity)
-    if cut is cut_plain:
-        cut = _copy(cut_plain)
-    recalibrate_batchnorm(cut, calibration)
+    cut_plain, cut = _cut(model, chosen, graph, calibration)
     acc["cut"] = accuracy(cut, xv, yv, reference)
     history: list = []
     final = cut
@@ -495,10 +491,15 @@ def _split(data, what: str):
     return data, None
 
 
-def _copy(model: keras.Model) -> keras.Model:
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
+def _cut(model, plan, graph, calibration) -> tuple[keras.Model, keras.Model]:
+    """The plan applied at once: the channel-cut model (recovery starts from it) and the
+    cut with its group zeros and BatchNorm statistics measured again."""
+    cut_plain = shrink(model, plan.keep, graph) if plan.keep else clone_with_weights(model, fresh)
+    cut = with_group_zeros(cut_plain, plan.sparsity)
+    if cut is cut_plain:
+        cut = clone_with_weights(cut_plain, fresh)
+    recalibrate_batchnorm(cut, calibration)
+    return cut_plain, cut
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -557,11 +558,7 @@ def _choose(
     else:
         trials = {}
         for name, p in plans.items():
-            cut_plain = shrink(model, p.keep, graph) if p.keep else _copy(model)
-            cut = with_group_zeros(cut_plain, p.sparsity)
-            if cut is cut_plain:
-                cut = _copy(cut_plain)
-            recalibrate_batchnorm(cut, calibration)
+            cut_plain, cut = _cut(model, p, graph, calibration)
             trial = RecoveryConfig(
                 **{**cfg.__dict__, "epochs": trial_epochs, "ramp": 0.0, "history": []}
             )

@@ -131,8 +131,11 @@ class Space:
     def zero_state(self) -> tuple[int, ...]:
         return (0,) * len(self.knobs)
 
-    def max_state(self) -> tuple[int, ...]:
-        return tuple(len(k.levels) - 1 for k in self.knobs)
+    def strongest(self, gi: int, n: int) -> np.ndarray:
+        """Boolean mask keeping the ``n`` channels of group ``gi`` with the largest norms."""
+        mask = np.zeros(self.groups[gi].channels, bool)
+        mask[np.argsort(-self.norms[gi], kind="stable")[:n]] = True
+        return mask
 
     def keep(self, state) -> dict[str, np.ndarray]:
         """{group name: boolean mask of kept channels} (the strongest by filter norm)."""
@@ -140,12 +143,8 @@ class Space:
         for gi, g in enumerate(self.groups):
             knob = self.knobs[self.knob_index[f"channels:{g.name}"]]
             n = knob.levels[state[self.knob_index[knob.key]]]
-            if n == g.channels:
-                continue
-            order = np.argsort(-self.norms[gi], kind="stable")[:n]
-            mask = np.zeros(g.channels, bool)
-            mask[order] = True
-            out[g.name] = mask
+            if n < g.channels:
+                out[g.name] = self.strongest(gi, n)
         return out
 
     def sparsities(self, state) -> dict[str, float]:
@@ -216,8 +215,6 @@ class Space:
         for knob in self.knobs:
             knob.loss = [base]
             if knob.kind == "channels":
-                gi = [g.name for g in self.groups].index(knob.name)
-                g = self.groups[gi]
                 for n in knob.levels[1:]:
                     state = list(self.zero_state())
                     state[self.knob_index[knob.key]] = knob.levels.index(n)
@@ -226,7 +223,6 @@ class Space:
                     if progress:
                         progress()
                 self._set_gates(gates, {})
-                del g
             else:
                 layer = by_name[knob.name.split("/")[-1]]
                 original = keras.ops.convert_to_numpy(layer.kernel)
@@ -381,9 +377,7 @@ def uniform(space: Space, budget: dict[str, float], sparsity: bool = True) -> Pl
             unit = space.step if n >= 2 * space.step else 1
             count = min(n, max(unit, int(round(step / 16 * n / unit)) * unit))
             if count < n:
-                mask = np.zeros(n, bool)
-                mask[np.argsort(-space.norms[gi], kind="stable")[:count]] = True
-                keep[g.name] = mask
+                keep[g.name] = space.strongest(gi, count)
         for s in levels:
             sp = dict.fromkeys(kernels, s) if s > 0 else {}
             est = space.estimate_of(keep, sp)
