@@ -157,6 +157,9 @@ def _legr(args) -> int:
         population=args.population,
         sample=args.sample,
         round_to=args.round_to,
+        executor=args.executor,
+        workers=args.workers,
+        batch=args.batch,
     )
     return 0
 
@@ -568,6 +571,24 @@ def build_parser() -> argparse.ArgumentParser:
         "16 for AVX-512 (default 1: any count)",
     )
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--executor",
+        choices=["serial", "ray"],
+        default="serial",
+        help="where candidates are evaluated: in this process, or on Ray actors (joins "
+        "$RAY_ADDRESS, else starts a local cluster; needs keras-prune[distributed])",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="Ray actors (default: one per CPU of the cluster)",
+    )
+    g.add_argument(
+        "--batch",
+        type=int,
+        help="candidates bred and evaluated together per step (default: --workers with "
+        "Ray, else 1); the same --seed and --batch give the same result on either executor",
+    )
     g.add_argument(
         "--resume",
         action="store_true",

@@ -1,7 +1,11 @@
 """LeGR: ranking and cuts, evolution, checkpoint/resume, Pareto set, and the CLI job."""
 
 import csv
+import dataclasses
 import json
+import os
+import pickle
+import sys
 
 import keras
 import numpy as np
@@ -10,6 +14,7 @@ import pytest
 import keras_prune as kp
 from keras_prune import cli
 from keras_prune.legr import Evolution, LeGR
+from keras_prune.legr import job as legr_job
 
 L = keras.layers
 
@@ -289,3 +294,134 @@ def test_round_to_keeps_channel_counts_in_multiples(model, data, tmp_path):
     learner.learn(generations=2, tau=1, population=2, sample=2, progress=False, checkpoint=ckpt)
     assert learner.learned and json.loads(ckpt.read_text())["config"]["round_to"] == 4
     assert all(int(m.sum()) % 4 == 0 for m in learner.masks(0.5))
+
+
+def test_batched_evolution_breeds_from_one_population():
+    def run(k, fitness):
+        evo = Evolution(np.array([1.0, 2.0]), generations=9, population=3, sample=2, seed=4)
+        while not evo.done:
+            batch = evo.propose_batch(k)
+            assert len(batch) == min(k, 9 - evo.generation)
+            for a, kap in batch:
+                evo.add(a, kap, fitness(a, kap))
+        return evo
+
+    def score(a, k):
+        return float(np.sum(np.abs(a - 1.5)) + np.sum(np.abs(k)))
+
+    one = Evolution(np.array([1.0, 2.0]), generations=9, population=3, sample=2, seed=4)
+    while not one.done:  # the one-at-a-time loop
+        a, k = one.propose()
+        one.add(a, k, score(a, k))
+    assert run(1, score).population == one.population  # K=1 draws exactly the same
+    four = run(4, score)
+    assert four.generation == 9 and four.population != one.population
+    assert run(4, score).population == four.population  # and K=4 is deterministic
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        one.propose_batch(0)
+
+
+def test_learn_in_batches_and_on_other_processes(model, data):
+    x, y, xv, yv = data
+    settings = dict(generations=5, tau=2, population=3, sample=2, progress=False)
+    legr = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    # K=1 is the one-at-a-time algorithm: propose, score, add
+    evo = Evolution(
+        np.array([float(np.std(n)) for n in legr.ranking.norms]),
+        5,
+        3,
+        2,
+        seed=3,
+        norm_mean=np.array([float(np.mean(n)) for n in legr.ranking.norms]),
+    )
+    while not evo.done:
+        a, k = evo.propose()
+        evo.add(a, k, legr.fitness(a, k, 2))
+    legr.learn(batch=1, **settings)
+    assert legr.evolution.population == evo.population
+    assert legr.worker_pids == [os.getpid()]
+
+    # a process rebuilt from the spec scores every candidate exactly as this one
+    spec = legr.to_spec()
+    other = LeGR.from_spec(pickle.loads(pickle.dumps(spec)))
+    for m in legr.evolution.population:
+        assert other.fitness(np.array(m.alpha), np.array(m.kappa), 2) == m.fitness
+
+    class Recorder:  # any object with evaluate() and close() is an executor
+        name, num_workers, seen = "recorder", 3, []
+
+        def evaluate(self, candidates, tau):
+            self.seen.append(len(candidates))
+            return [(other.fitness(a, k, tau), 1000 + i) for i, (a, k) in enumerate(candidates)]
+
+        def close(self):
+            raise AssertionError("a caller's executor is the caller's to close")
+
+    batched = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    batched.learn(batch=2, executor=Recorder(), **settings)
+    assert Recorder.seen == [2, 2, 1] and batched.worker_pids == [1000, 1001]
+    serial = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, seed=3)
+    serial.learn(batch=2, **settings)
+    assert serial.evolution.population == batched.evolution.population
+
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        legr.learn(batch=0, **settings)
+    with pytest.raises(ValueError, match="needs executor='ray'"):
+        legr.learn(num_workers=2, **settings)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        legr.learn(executor="dask", **settings)
+    odd = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4, loss=lambda t, p: p[:, 0])
+    with pytest.raises(ValueError, match="cannot ship its loss"):
+        odd.to_spec()  # checked before any cluster starts
+
+
+def test_ray_missing_says_how_to_install(model, data, monkeypatch):
+    x, y, xv, yv = data
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    legr = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4)
+    with pytest.raises(ImportError, match=r"keras-prune\[distributed\]"):
+        legr.learn(generations=2, tau=1, executor="ray", progress=False)
+    assert not legr.learned
+
+
+@pytest.mark.slow  # starts a local Ray cluster with two TensorFlow workers: about 25 s
+def test_ray_workers_resume_a_serial_run_to_the_same_result(model, data, tmp_path, capsys):
+    pytest.importorskip("ray")
+    x, y, xv, yv = data
+    model_path, npz, out = tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "out"
+    model.save(model_path)
+    np.savez(npz, x_train=x, y_train=y, x_val=xv, y_val=yv)
+    settings = dict(generations=6, tau=2, population=3, sample=2, progress=False, batch=2)
+    full = LeGR(model, train=(x, y), val=(xv, yv), learn_at=[0.4], seed=3)  # as the CLI has it
+    full.learn(**settings)
+
+    # a serial run killed in its second batch leaves a checkpoint after the first ...
+    ckpt = legr_job.checkpoint_path(out)
+    killed = LeGR(model, train=(x, y), val=(xv, yv), learn_at=[0.4], seed=3)  # as the CLI has it
+    real, calls = LeGR.fitness, []
+
+    def dies_at_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LeGR, "fitness", dies_at_third)
+        with pytest.raises(KeyboardInterrupt):
+            killed.learn(checkpoint=ckpt, **settings)
+    assert json.loads(ckpt.read_text())["evolution"]["generation"] == 2
+
+    # ... which two Ray workers, started by the CLI, finish
+    args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.4", "--out", str(out)]
+    args += ["--generations", "6", "--tau", "2", "--population", "3", "--sample", "2"]
+    args += ["--seed", "3", "--finetune-epochs", "0", "--resume"]
+    assert cli.main([*args, "--executor", "ray", "--workers", "2", "--batch", "2"]) == 0
+    assert "on 2 worker processes" in capsys.readouterr().out
+    saved = json.loads((out / "legr_state.json").read_text())
+    assert len(saved["worker_pids"]) == 2 and os.getpid() not in saved["worker_pids"]
+    state = saved["evolution"]
+    assert state["population"] == [dataclasses.asdict(m) for m in full.evolution.population]
+    assert state["history"] == full.evolution.history
+    assert state["best"]["alpha"] == full.alpha.tolist()
+    assert state["best"]["kappa"] == full.kappa.tolist()

@@ -81,14 +81,26 @@ class Evolution:
 
     def propose(self) -> tuple[np.ndarray, np.ndarray]:
         """The next candidate (alpha, kappa)."""
+        return self._propose(self.generation)
+
+    def propose_batch(self, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The next ``k`` candidates (fewer if the run ends sooner), all bred from the
+        population as it is now, so they can be evaluated in parallel and then ``add``-ed
+        in order. ``propose_batch(1)`` draws exactly what ``propose()`` draws."""
+        if k < 1:
+            raise ValueError(f"batch must be >= 1, got {k}.")
+        k = min(k, self.generations - self.generation)
+        return [self._propose(self.generation + i) for i in range(k)]
+
+    def _propose(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.norm_std)
-        if self.generation == 0:
+        if generation == 0:
             return np.ones(n), np.zeros(n)
-        if self.generation == 1 and self.norm_mean is not None:
+        if generation == 1 and self.norm_mean is not None:
             spread = self.norm_std > 0  # a group of equal norms keeps the identity
             std = np.where(spread, self.norm_std, 1.0)
             return (np.where(spread, 1.0 / std, 1.0), np.where(spread, -self.norm_mean / std, 0.0))
-        sigma = self.sigma_at(self.generation)
+        sigma = self.sigma_at(generation)
         if len(self.population) < self.population_size:
             return self._perturb(np.ones(n), np.zeros(n), range(n), sigma)
         picks = self.rng.choice(len(self.population), size=self.sample, replace=False)

@@ -52,6 +52,9 @@ def run(
     progress: bool = True,
     round_to: int = 1,
     print_fn: Callable[[str], None] = print,
+    executor: str = "serial",
+    workers: int | None = None,
+    batch: int | None = None,
 ) -> ParetoResult:
     """Run LeGR on ``model`` with ``data`` (x_train, y_train, x_val, y_val) and write, in
     ``out``: ``legr_<target>.keras``/``.h5`` per target, ``results.csv`` (every method
@@ -61,7 +64,8 @@ def run(
     says otherwise (see ``LeGR``). Everything is checked before the slow part; a failed
     or interrupted run leaves no ``out``. An interrupted run's checkpoint stays beside
     ``out`` for ``resume=True``. ``round_to`` keeps channel counts in multiples of it
-    (see ``LeGR``).
+    (see ``LeGR``). ``executor``, ``workers`` and ``batch`` choose where and how many
+    candidates are evaluated at a time (see ``LeGR.learn``).
     """
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
@@ -100,6 +104,9 @@ def run(
         population=population,
         sample=sample,
         progress=progress,
+        batch=batch,
+        executor=executor,
+        num_workers=workers,
     )
     result = legr.pareto(
         targets,
@@ -118,8 +125,9 @@ def run(
         (tmp / "legr_state.json").write_bytes(ckpt.read_bytes())
     ckpt.unlink()
     print_fn(result.table())
+    where = f" on {len(legr.worker_pids)} worker processes" if len(legr.worker_pids) > 1 else ""
     print_fn(
-        f"\nLearned in {legr.evolution.generation} generations (best validation loss "
+        f"\nLearned in {legr.evolution.generation} generations{where} (best validation loss "
         f"{legr.evolution.best.fitness:.4f} at {_targets(legr.learn_at)} FLOPs). Wrote "
         f"models, results.csv and pareto.png to {out}/"
     )

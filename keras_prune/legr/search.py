@@ -16,6 +16,7 @@ from keras_prune import io
 from keras_prune._data import check_data, quiet_retracing
 from keras_prune.graph import DependencyGraph
 from keras_prune.legr.evolution import Evolution
+from keras_prune.legr.executors import make_executor
 from keras_prune.legr.ranking import Ranking
 from keras_prune.surgery import check_plain, masked, shrink
 
@@ -156,6 +157,15 @@ class LeGR:
         round_to: int = 1,
     ):
         check_plain(model, "kp.legr.LeGR")
+        # what another process needs to rebuild this LeGR (see ``to_spec``)
+        self._settings = {
+            "learn_at": learn_at,
+            "seed": seed,
+            "min_fraction": min_fraction,
+            "min_channels": min_channels,
+            "batch_size": batch_size,
+            "round_to": round_to,
+        }
         self.model = model
         self.graph = DependencyGraph(model)
         self.ranking = Ranking(self.graph, min_fraction, min_channels, round_to)
@@ -178,6 +188,8 @@ class LeGR:
         self.optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
         self.alpha, self.kappa = self.ranking.identity()
         self.evolution: Evolution | None = None
+        #: the process ids that evaluated candidates in the last ``learn`` call
+        self.worker_pids: list[int] = []
         self._evaluator = None
 
     def _data(self, data, what):
@@ -250,17 +262,31 @@ class LeGR:
         population: int = 64,
         sample: int = 16,
         progress: bool = True,
+        batch: int | None = None,
+        executor="serial",
+        num_workers: int | None = None,
     ) -> LeGR:
         """Learn the per-group transforms by regularized evolution.
 
         Each generation evaluates one candidate: cut at ``learn_at``, fine-tune ``tau``
         steps (the same batches for every candidate), and take the validation loss.
-        With ``checkpoint``, the state is written atomically after every generation and
-        an existing checkpoint of the same run is resumed exactly where it stopped.
+        With ``checkpoint``, the state is written atomically after every batch of
+        candidates and an existing checkpoint of the same run is resumed exactly where
+        it stopped (with either executor).
+
+        ``batch=K`` breeds K candidates at a time from the same population and
+        evaluates them together: ``executor="ray"`` spreads them over ``num_workers``
+        Ray actors (default: one per CPU of the cluster; see ``RayExecutor``),
+        ``"serial"`` evaluates them here. The same seed and K give the same transforms
+        and cuts with either executor; K=1 is the one-at-a-time algorithm. K defaults
+        to ``num_workers`` with Ray and to 1 otherwise. ``executor`` may also be an
+        object with ``evaluate(candidates, tau) -> [(loss, pid)]`` and ``close()``.
         """
         self._need_data("learn")
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}.")
+        if batch is not None and (isinstance(batch, bool) or int(batch) != batch or batch < 1):
+            raise ValueError(f"batch must be a positive integer, got {batch!r}.")
         ranking = self.ranking
         norm_std = np.array([float(np.std(n)) for n in ranking.norms])
         norm_mean = np.array([float(np.mean(n)) for n in ranking.norms])
@@ -285,8 +311,27 @@ class LeGR:
         )
         path = Path(checkpoint) if checkpoint is not None else None
         fingerprint = self._fingerprint(config)
-        if path is not None and path.exists():
-            self._resume(evo, path, config, fingerprint)
+        owned = isinstance(executor, str)
+        runner = make_executor(executor, self, num_workers)  # checks Ray before any work
+        try:
+            if batch is None:
+                batch = runner.num_workers if getattr(runner, "name", None) == "ray" else 1
+            if batch != 1:  # absent when 1, so checkpoints from before it resume
+                config["batch"] = int(batch)
+                fingerprint = self._fingerprint(config)
+            if path is not None and path.exists():
+                self._resume(evo, path, config, fingerprint)
+            self._evolve(evo, runner, int(batch), tau, progress, path, config, fingerprint)
+        finally:
+            if owned:
+                runner.close()
+        self.evolution = evo
+        self.alpha = np.array(evo.best.alpha)
+        self.kappa = np.array(evo.best.kappa)
+        return self
+
+    def _evolve(self, evo, runner, batch, tau, progress, path, config, fingerprint) -> None:
+        self.worker_pids = []
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -294,21 +339,83 @@ class LeGR:
             bar = tqdm(total=evo.generations, initial=evo.generation, desc="LeGR", unit="gen")
         try:
             while not evo.done:
-                alpha, kappa = evo.propose()
-                loss = self.fitness(alpha, kappa, tau)
-                evo.add(alpha, kappa, loss)
+                candidates = evo.propose_batch(batch)
+                scored = runner.evaluate(candidates, tau)
+                for (alpha, kappa), (loss, pid) in zip(candidates, scored, strict=True):
+                    evo.add(alpha, kappa, loss)
+                    if pid not in self.worker_pids:
+                        self.worker_pids = sorted([*self.worker_pids, pid])
                 if path is not None:
                     self._save(evo, path, config, fingerprint)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(best_loss=f"{evo.best.fitness:.4f}", loss=f"{loss:.4f}")
+                    bar.update(len(candidates))
+                    bar.set_postfix(
+                        best_loss=f"{evo.best.fitness:.4f}", loss=f"{scored[-1][0]:.4f}"
+                    )
         finally:
             if bar is not None:
                 bar.close()
-        self.evolution = evo
-        self.alpha = np.array(evo.best.alpha)
-        self.kappa = np.array(evo.best.kappa)
-        return self
+
+    # ------------------------------------------------------------------ other processes
+    def to_spec(self) -> dict:
+        """Everything another process needs to rebuild this LeGR with ``from_spec``:
+        the model's config and weights, the data, the loss, the optimizer and the
+        settings. Checked here, so a model or loss that cannot be rebuilt fails before
+        a cluster is started."""
+        self._need_data("learn")
+        try:
+            model = self.model.to_json()  # plain text: survives any transport
+            keras.models.model_from_json(model)
+        except Exception as e:
+            raise ValueError(
+                f"LeGR cannot ship model '{self.model.name}' to other processes: its "
+                f"config does not rebuild with Keras's safe deserialization ({e}). Use the "
+                "serial executor, or rebuild the model from standard layers."
+            ) from e
+        spec = {"model": model, "weights": self.model.get_weights()}
+        for what, obj, kind in (
+            ("loss", self.loss, keras.losses),
+            ("optimizer", self.optimizer, keras.optimizers),
+        ):
+            if obj is None or isinstance(obj, str):
+                spec[what] = obj
+                continue
+            try:
+                spec[what] = json.loads(json.dumps(kind.serialize(obj)))
+                _restore(kind, spec[what])
+            except Exception as e:
+                raise ValueError(
+                    f"LeGR cannot ship its {what} {obj!r} to other processes ({e}); pass "
+                    f"a built-in {what} (a name or a keras.{kind.__name__.split('.')[-1]} "
+                    "object) or use the serial executor."
+                ) from e
+        settings = dict(self._settings)
+        if isinstance(settings["learn_at"], (list, tuple, np.ndarray)):
+            settings["learn_at"] = [float(t) for t in settings["learn_at"]]
+        return {
+            **spec,
+            "train": self.train,
+            "val": self.val,
+            "settings": settings,
+            "format": "keras-prune/legr-spec",
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> LeGR:
+        """The LeGR that ``to_spec`` described, in this process."""
+        if spec.get("format") != "keras-prune/legr-spec":
+            raise ValueError("from_spec: not a keras-prune LeGR spec (see LeGR.to_spec).")
+        model = keras.models.model_from_json(spec["model"])
+        model.set_weights(spec["weights"])
+        loss, opt = spec["loss"], spec["optimizer"]
+        return cls(
+            model,
+            train=spec["train"],
+            val=spec["val"],
+            loss=_restore(keras.losses, loss) if isinstance(loss, dict) else loss,
+            optimizer=_restore(keras.optimizers, opt) if isinstance(opt, dict) else opt,
+            **spec["settings"],
+        )
 
     def _save(self, evo, path, config, fingerprint) -> None:
         state = {
@@ -317,6 +424,7 @@ class LeGR:
             "config": config,
             "fingerprint": fingerprint,
             "evolution": evo.state(),
+            "worker_pids": self.worker_pids,  # this session's, for the record only
         }
         with io.atomic_path(path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(state))
@@ -441,12 +549,22 @@ class LeGR:
         return float(out["accuracy"]), float(out["loss"])
 
 
+def _restore(kind, config):
+    # Keras hands back a bare name for a function it cannot find, and "__lambda__" for a
+    # lambda (whose code it won't run): both must fail here, not later on a worker
+    obj = kind.deserialize(config)
+    return kind.get(obj) if isinstance(obj, str) else obj
+
+
 class _Evaluator:
     """Scores candidate cuts without rebuilding: one gated copy of the model, compiled
     once; each call restores every variable, sets the gates and fine-tunes."""
 
     def __init__(self, legr: LeGR):
         self.legr = legr
+        # the copy's own random state (dropout seeds) comes from the LeGR seed, so every
+        # process that rebuilds this LeGR scores a candidate the same way
+        keras.utils.set_random_seed(legr.seed)
         self.model, self.gates = masked(legr.model, graph=legr.graph)
         self.model.compile(optimizer=_optimizer(legr.optimizer), loss=legr.loss, jit_compile=False)
         self.model.optimizer.build(self.model.trainable_variables)
