@@ -160,6 +160,7 @@ def _legr(args) -> int:
         executor=args.executor,
         workers=args.workers,
         batch=args.batch,
+        worker_threads=args.worker_threads,
     )
     return 0
 
@@ -582,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         help="Ray actors (default: one per CPU of the cluster)",
+    )
+    g.add_argument(
+        "--worker-threads",
+        type=int,
+        help="TensorFlow threads per Ray worker (default: this process's count, so the "
+        "result equals a serial run's; 1 is faster when workers outnumber cores)",
     )
     g.add_argument(
         "--batch",

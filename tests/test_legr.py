@@ -416,6 +416,8 @@ def test_ray_workers_resume_a_serial_run_to_the_same_result(model, data, tmp_pat
     args = ["legr", str(model_path), "--data", str(npz), "--flops", "0.4", "--out", str(out)]
     args += ["--generations", "6", "--tau", "2", "--population", "3", "--sample", "2"]
     args += ["--seed", "3", "--finetune-epochs", "0", "--resume"]
+    assert cli.main([*args, "--worker-threads", "1"]) == 2  # threads of which workers?
+    assert "add --executor ray" in capsys.readouterr().err and not out.exists()
     assert cli.main([*args, "--executor", "ray", "--workers", "2", "--batch", "2"]) == 0
     assert "on 2 worker processes" in capsys.readouterr().out
     saved = json.loads((out / "legr_state.json").read_text())
@@ -425,3 +427,7 @@ def test_ray_workers_resume_a_serial_run_to_the_same_result(model, data, tmp_pat
     assert state["history"] == full.evolution.history
     assert state["best"]["alpha"] == full.alpha.tolist()
     assert state["best"]["kappa"] == full.kappa.tolist()
+
+    # a local cluster never grows: more workers than its CPUs is an error, not a hang
+    with pytest.raises(ValueError, match=r"need 1000 CPUs; the cluster has \d+\. Ask for at most"):
+        full.learn(**{**settings, "executor": "ray", "num_workers": 1000})

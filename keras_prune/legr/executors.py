@@ -9,6 +9,7 @@ exactly as this one would, and the executor only decides where that happens.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -125,22 +126,42 @@ class RayExecutor:
             raise ValueError(f"threads must be >= 1 (or None: this process's), got {threads}.")
         self.threads = tensorflow_threads() if threads is None else (int(threads), int(threads))
         spec = legr.to_spec()  # fails here, before any cluster starts, if it cannot
-        self._started = False
+        self._ray, self._started, local = ray, False, False
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or None
             kwargs = {"address": address, "include_dashboard": False, "log_to_driver": False}
             if address is None:
                 # a local cluster for this run: report nothing to anyone
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                local = True
             ray.init(**kwargs)
             self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
         if num_workers is None:
-            cpus = int(ray.cluster_resources().get("CPU", 1))
             num_workers = max(1, cpus // cpus_per_worker)
         if num_workers < 1:
+            self.close()
             raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
         self.num_workers = int(num_workers)
-        self._ray = ray
+        need = self.num_workers * cpus_per_worker
+        if need > cpus:
+            msg = (
+                f"{self.num_workers} Ray workers x {cpus_per_worker} CPU need {need} CPUs; "
+                f"the cluster has {cpus}."
+            )
+            if local:  # nothing will ever add CPUs to the local cluster we started
+                self.close()
+                raise ValueError(f"{msg} Ask for at most {cpus // cpus_per_worker} workers.")
+            warnings.warn(f"{msg} The others wait until the cluster grows.", stacklevel=2)
+        if threads is None and self.threads[0] * self.num_workers > cpus:
+            warnings.warn(
+                f"Each of the {self.num_workers} Ray workers runs TensorFlow on "
+                f"{self.threads[0]} threads (this process's count, so results match a "
+                f"serial run): {self.threads[0] * self.num_workers} threads on {cpus} CPUs. "
+                "For speed pass threads=1 (CLI: --worker-threads 1); results then match "
+                "other 1-thread runs only.",
+                stacklevel=2,
+            )
         remote = ray.remote(num_cpus=cpus_per_worker)(_Worker)
         spec_ref = ray.put(spec)
         self.actors = [
@@ -171,7 +192,7 @@ class RayExecutor:
         for actor in getattr(self, "actors", []):
             self._ray.kill(actor)
         self.actors = []
-        if self._started:
+        if getattr(self, "_started", False):
             self._ray.shutdown()
             self._started = False
 

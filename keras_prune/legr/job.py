@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_prune import io
 from keras_prune._data import check_splits
+from keras_prune.legr.executors import RayExecutor
 from keras_prune.legr.search import LeGR, ParetoResult
 
 __all__ = ["run", "plot_pareto", "results_csv"]
@@ -55,6 +56,7 @@ def run(
     executor: str = "serial",
     workers: int | None = None,
     batch: int | None = None,
+    worker_threads: int | None = None,
 ) -> ParetoResult:
     """Run LeGR on ``model`` with ``data`` (x_train, y_train, x_val, y_val) and write, in
     ``out``: ``legr_<target>.keras``/``.h5`` per target, ``results.csv`` (every method
@@ -65,7 +67,8 @@ def run(
     or interrupted run leaves no ``out``. An interrupted run's checkpoint stays beside
     ``out`` for ``resume=True``. ``round_to`` keeps channel counts in multiples of it
     (see ``LeGR``). ``executor``, ``workers`` and ``batch`` choose where and how many
-    candidates are evaluated at a time (see ``LeGR.learn``).
+    candidates are evaluated at a time (see ``LeGR.learn``); ``worker_threads`` sets the
+    Ray workers' TensorFlow threads (see ``RayExecutor``).
     """
     out = Path(out)
     writer = io.atomic_dir(out, overwrite=force)
@@ -96,18 +99,27 @@ def run(
             f"An interrupted LeGR run left '{ckpt}'; pass --resume to "
             "continue it, or delete it to start over."
         )
+    if worker_threads is not None and executor != "ray":
+        raise ValueError("--worker-threads sets the threads of Ray workers: add --executor ray.")
     keras.utils.set_random_seed(seed)
-    legr.learn(
-        generations=generations,
-        tau=tau,
-        checkpoint=ckpt,
-        population=population,
-        sample=sample,
-        progress=progress,
-        batch=batch,
-        executor=executor,
-        num_workers=workers,
-    )
+    runner = executor
+    if executor == "ray" and worker_threads is not None:
+        runner = RayExecutor(legr, num_workers=workers, threads=worker_threads)
+    try:
+        legr.learn(
+            generations=generations,
+            tau=tau,
+            checkpoint=ckpt,
+            population=population,
+            sample=sample,
+            progress=progress,
+            batch=batch,
+            executor=runner,
+            num_workers=None if runner is not executor else workers,
+        )
+    finally:
+        if runner is not executor:
+            runner.close()
     result = legr.pareto(
         targets,
         finetune_epochs=finetune_epochs,
