@@ -431,3 +431,17 @@ def test_ray_workers_resume_a_serial_run_to_the_same_result(model, data, tmp_pat
     # a local cluster never grows: more workers than its CPUs is an error, not a hang
     with pytest.raises(ValueError, match=r"need 1000 CPUs; the cluster has \d+\. Ask for at most"):
         full.learn(**{**settings, "executor": "ray", "num_workers": 1000})
+
+
+def test_ray_executor_settings_are_checked_before_any_cluster(model, data):
+    pytest.importorskip("ray")
+    from keras_prune.legr.executors import RayExecutor
+
+    x, y, xv, yv = data
+    legr = LeGR(model, train=(x, y), val=(xv, yv), learn_at=0.4)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        RayExecutor(legr, threads=0)
+    with pytest.raises(ValueError, match="cpus_per_worker must be >= 1"):
+        RayExecutor(legr, cpus_per_worker=0)
+    with pytest.raises(ValueError, match="needs data"):
+        RayExecutor(LeGR(model), num_workers=1)  # to_spec refuses before ray.init

@@ -310,7 +310,6 @@ class LeGR:
             norm_std, generations, population, sample, seed=self.seed, norm_mean=norm_mean
         )
         path = Path(checkpoint) if checkpoint is not None else None
-        fingerprint = self._fingerprint(config)
         owned = isinstance(executor, str)
         runner = make_executor(executor, self, num_workers)  # checks Ray before any work
         try:
@@ -318,7 +317,7 @@ class LeGR:
                 batch = runner.num_workers if getattr(runner, "name", None) == "ray" else 1
             if batch != 1:  # absent when 1, so checkpoints from before it resume
                 config["batch"] = int(batch)
-                fingerprint = self._fingerprint(config)
+            fingerprint = self._fingerprint(config)  # hashes every weight and sample: once
             if path is not None and path.exists():
                 self._resume(evo, path, config, fingerprint)
             self._evolve(evo, runner, int(batch), tau, progress, path, config, fingerprint)
